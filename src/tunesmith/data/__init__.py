@@ -1,0 +1,39 @@
+"""Data: read files into records, split them, encode them per task, and batch them.
+
+records (``readers``) -> splits (``splits``) -> label ids (``labels``) -> token ids (``encode``)
+-> padded tensors (``collate``).
+"""
+
+from tunesmith.data.collate import Collator, LengthGroupedSampler
+from tunesmith.data.encode import (
+    ENCODERS,
+    IGNORE_INDEX,
+    TEMPLATES,
+    build_prompt,
+    encode_causal_lm,
+    encode_classification,
+    encode_seq2seq,
+    encode_token_classification,
+)
+from tunesmith.data.labels import LabelVocab
+from tunesmith.data.readers import FORMATS, ReadOptions, read_records, resolve_path
+from tunesmith.data.splits import stratified_split
+
+__all__ = [
+    "ENCODERS",
+    "FORMATS",
+    "IGNORE_INDEX",
+    "TEMPLATES",
+    "Collator",
+    "LabelVocab",
+    "LengthGroupedSampler",
+    "ReadOptions",
+    "build_prompt",
+    "encode_causal_lm",
+    "encode_classification",
+    "encode_seq2seq",
+    "encode_token_classification",
+    "read_records",
+    "resolve_path",
+    "stratified_split",
+]

@@ -1,0 +1,144 @@
+"""Recipe ``data:`` section -> tokenised train/dev/test lists and the label vocabulary.
+
+Reading, splitting, label handling and encoding each live in their own module; this one only
+wires them in the order a run needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunesmith.config import DataConfig, Recipe, SplitSource
+from tunesmith.data.encode import (
+    encode_causal_lm,
+    encode_classification,
+    encode_seq2seq,
+    encode_token_classification,
+)
+from tunesmith.data.labels import LabelVocab
+from tunesmith.data.readers import read_records, resolve_path
+from tunesmith.data.splits import stratified_split
+from tunesmith.errors import DataError
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class Datasets:
+    """Encoded examples per split (``list[dict]`` works as a map-style torch dataset)."""
+
+    train: list[dict]
+    dev: list[dict] | None = None
+    test: list[dict] | None = None
+    vocab: LabelVocab | None = None
+    raw: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def read_split(cfg: DataConfig, src: SplitSource) -> list[dict]:
+    path = resolve_path(src.path, cfg.root_path())
+    return read_records(
+        path,
+        src.format,
+        encoding=src.encoding,
+        delimiter=src.delimiter,
+        quoting=src.quoting,
+        header=src.header,
+        columns=src.columns,
+        separator=src.separator,
+        label_position=src.label_position,
+        label_sep=src.label_sep,
+        on_error=src.on_error,
+    )
+
+
+def label_field(recipe: Recipe) -> str | None:
+    """The field to stratify and build a vocabulary on (None for generative tasks)."""
+    if recipe.task == "sequence_classification":
+        return recipe.data.label_key
+    if recipe.task == "token_classification":
+        return recipe.data.tags_key
+    return None
+
+
+def load_raw_splits(recipe: Recipe) -> dict[str, list[dict]]:
+    """Read train/dev/test; carve missing ones from train (seeded, stratified); apply limits."""
+    cfg = recipe.data
+    raw = {name: read_split(cfg, src) for name in SPLITS if (src := getattr(cfg, name))}
+    if cfg.split:
+        fractions = dict(cfg.split)
+        fractions["train"] = 1.0 - sum(fractions.values())
+        key = recipe.data.label_key if recipe.task == "sequence_classification" else None
+        raw.update(stratified_split(raw["train"], fractions, seed=recipe.seed, label_key=key))
+    for name, n in cfg.limit.items():
+        if name not in raw:
+            raise DataError(f"data.limit.{name}: there is no {name} split")
+        raw[name] = raw[name][:n]
+    if not raw["train"]:
+        raise DataError("data.train: no training examples were read")
+    return raw
+
+
+def build_vocab(recipe: Recipe, raw: dict[str, list[dict]], saved: list[str] | None = None):
+    key = label_field(recipe)
+    if key is None:
+        return None
+    if saved is not None:
+        return LabelVocab(list(saved))
+    if recipe.data.labels is not None:
+        return LabelVocab(list(recipe.data.labels))
+    return LabelVocab.from_records(raw["train"], key)
+
+
+def encode_split(recipe: Recipe, records: list[dict], tokenizer, vocab, where: str) -> list[dict]:
+    cfg = recipe.data
+    if recipe.task == "sequence_classification":
+        return encode_classification(
+            records,
+            tokenizer,
+            vocab,
+            text_key=cfg.text_key,
+            text_pair_key=cfg.text_pair_key,
+            label_key=cfg.label_key,
+            max_length=cfg.max_length,
+            where=where,
+        )
+    if recipe.task == "token_classification":
+        return encode_token_classification(
+            records,
+            tokenizer,
+            vocab,
+            tokens_key=cfg.tokens_key,
+            tags_key=cfg.tags_key,
+            max_length=cfg.max_length,
+        )
+    if recipe.task == "causal_lm":
+        return encode_causal_lm(
+            records,
+            tokenizer,
+            template=cfg.template,
+            prompt_key=cfg.prompt_key,
+            response_key=cfg.response_key,
+            text_key=cfg.lm_text_key,
+            system=cfg.system,
+            mask_prompt=cfg.mask_prompt,
+            max_length=cfg.max_length,
+        )
+    return encode_seq2seq(
+        records,
+        tokenizer,
+        source_key=cfg.source_key,
+        target_key=cfg.target_key,
+        prefix=cfg.prefix,
+        max_source_length=cfg.max_length,
+        max_target_length=cfg.max_target_length,
+    )
+
+
+def build_datasets(recipe: Recipe, tokenizer, saved_labels: list[str] | None = None) -> Datasets:
+    raw = load_raw_splits(recipe)
+    vocab = build_vocab(recipe, raw, saved_labels)
+    encoded = {
+        name: encode_split(recipe, records, tokenizer, vocab, where=f"data.{name}")
+        for name, records in raw.items()
+    }
+    return Datasets(encoded["train"], encoded.get("dev"), encoded.get("test"), vocab, raw)

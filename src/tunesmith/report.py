@@ -1,0 +1,213 @@
+"""Run reports: ``report.md`` and ``curves.png`` written from the files a run leaves behind.
+
+Inputs, all in the run directory:
+
+* ``metrics.jsonl`` (required) — written by :class:`tunesmith.train.logging.MetricsLogger`. Train
+  records are those with ``split == "train"``; their ``loss`` and ``lr`` (or ``learning_rate``)
+  are plotted. Every other split (``dev``, ``test``, ...) is an evaluation split: each of its
+  numeric metrics gets a panel, and its last values fill the "Final metrics" table.
+* ``summary.json`` (optional) — any JSON object (``best_step``, ``best_metric``, ``test``,
+  ``wall_s``, ``trainable_params``, ``total_params``, ...); nested objects are flattened to
+  ``parent.child`` rows. When both parameter counts exist a ``trainable %`` row is added.
+* ``config.yaml`` (optional) — the resolved recipe, shown verbatim in a collapsed block.
+
+matplotlib is imported lazily and drawn with the Agg canvas (no display, no pyplot state); without
+it the report is still written and says why it has no curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import DataError
+from tunesmith.train.logging import read_metrics
+
+__all__ = ["write_report"]
+
+TRAIN_SPLIT = "train"
+_RECORD_KEYS = {"step", "epoch", "split", "time"}
+_LR_KEYS = ("lr", "learning_rate")
+
+# A panel is (title, [(legend label, steps, values), ...]).
+Series = tuple[str, list[float], list[float]]
+Panel = tuple[str, list[Series]]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _fmt(value: Any) -> str:
+    """Numbers in a width that suits a table: ints with separators, floats with 4 decimals."""
+    if isinstance(value, bool) or not _is_number(value):
+        return "—" if value is None else str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    v = float(value)
+    if not math.isfinite(v) or v == 0:
+        return str(v) if v else "0"
+    if abs(v) < 1e-3:
+        return f"{v:.3e}"
+    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:,.1f}"
+
+
+def _series(records: Iterable[dict[str, Any]], split: str, key: str) -> Series | None:
+    """``(split, steps, values)`` for one metric; a step logged twice (resumed run) keeps the last."""
+    by_step: dict[float, float] = {}
+    for r in records:
+        if r.get("split") == split and _is_number(r.get(key)) and _is_number(r.get("step")):
+            by_step[r["step"]] = float(r[key])
+    if not by_step:
+        return None
+    steps = sorted(by_step)
+    return split, steps, [by_step[s] for s in steps]
+
+
+def _eval_splits(records: list[dict[str, Any]]) -> list[str]:
+    splits = dict.fromkeys(r.get("split") for r in records)  # ordered by first appearance
+    return [s for s in splits if isinstance(s, str) and s != TRAIN_SPLIT]
+
+
+def _metric_names(records: list[dict[str, Any]], split: str) -> list[str]:
+    names = dict.fromkeys(
+        k
+        for r in records
+        if r.get("split") == split
+        for k, v in r.items()
+        if k not in _RECORD_KEYS and _is_number(v)
+    )
+    return list(names)
+
+
+def _panels(records: list[dict[str, Any]]) -> list[Panel]:
+    """Loss (train and eval), learning rate, then one panel per evaluation metric."""
+    splits = _eval_splits(records)
+    loss = [s for s in [_series(records, x, "loss") for x in [TRAIN_SPLIT, *splits]] if s]
+    panels: list[Panel] = [("loss", loss)] if loss else []
+    for key in _LR_KEYS:
+        lr = _series(records, TRAIN_SPLIT, key)
+        if lr:
+            panels.append(("learning rate", [lr]))
+            break
+    metrics = dict.fromkeys(m for s in splits for m in _metric_names(records, s) if m != "loss")
+    for metric in metrics:
+        lines = [s for s in [_series(records, x, metric) for x in splits] if s]
+        panels.append((metric, lines))
+    return panels
+
+
+def _plot(panels: list[Panel], path: Path) -> str | None:
+    """Draw the panels into ``path``; returns why not when matplotlib is unavailable."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return "matplotlib is not installed (`pip install matplotlib`)"
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.5 * ncols, 3.2 * nrows), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (title, lines) in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        for label, steps, values in lines:
+            marker = "o" if label != TRAIN_SPLIT or len(steps) == 1 else None
+            ax.plot(steps, values, label=label, marker=marker, markersize=3, linewidth=1.2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    return None
+
+
+def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(summary, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    return summary
+
+
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    rows = _flatten(summary)
+    trainable, total = rows.get("trainable_params"), rows.get("total_params")
+    if _is_number(trainable) and _is_number(total) and total:
+        rows["trainable %"] = 100.0 * trainable / total
+    lines = ["| | |", "|---|---|"]
+    lines += [f"| {key} | {_fmt(value)} |" for key, value in rows.items()]
+    return lines
+
+
+def _final_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Metric rows x evaluation-split columns, each cell the split's last logged value."""
+    splits = _eval_splits(records)
+    if not splits:
+        return []
+    last: dict[str, dict[str, Any]] = {s: {} for s in splits}
+    for r in records:
+        if r.get("split") in last:
+            last[r["split"]].update({k: v for k, v in r.items() if k not in {"split", "time"}})
+    metrics = list(dict.fromkeys(m for s in splits for m in _metric_names(records, s)))
+    header = [f"{s} (step {_fmt(last[s].get('step'))})" for s in splits]
+    lines = ["| metric | " + " | ".join(header) + " |", "|---" * (len(splits) + 1) + "|"]
+    for m in metrics:
+        lines.append(f"| {m} | " + " | ".join(_fmt(last[s].get(m)) for s in splits) + " |")
+    return lines
+
+
+def write_report(run_dir: Path | str, title: str | None = None) -> Path:
+    """Write ``run_dir/report.md`` (and ``run_dir/curves.png`` when there is something to plot).
+
+    Returns the path of ``report.md``. Raises :class:`~tunesmith.errors.DataError` when
+    ``metrics.jsonl`` is missing or ``summary.json`` is malformed.
+    """
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    summary = _read_summary(run_dir / "summary.json")
+    steps = [r["step"] for r in records if _is_number(r.get("step"))]
+
+    md = [f"# {title or f'Run report: {run_dir.name}'}", ""]
+    md += [f"Run directory: `{run_dir}` — {len(records)} logged records"]
+    md[-1] += f", last step {_fmt(max(steps))}." if steps else "."
+    if summary:
+        md += ["", "## Summary", "", *_summary_lines(summary)]
+    final = _final_lines(records)
+    if final:
+        md += ["", "## Final metrics", "", *final]
+
+    md += ["", "## Curves", ""]
+    panels = _panels(records)
+    why_not = _plot(panels, run_dir / "curves.png") if panels else "nothing to plot yet"
+    md.append(f"_No curves: {why_not}._" if why_not else "![training curves](curves.png)")
+
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        text = config.read_text(encoding="utf-8").rstrip("\n")
+        md += ["", "## Config", "", "<details><summary>config.yaml</summary>", ""]
+        md += ["```yaml", text, "```", "", "</details>"]
+
+    path = run_dir / "report.md"
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return path

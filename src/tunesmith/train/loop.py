@@ -1,0 +1,252 @@
+"""The one training loop: every technique plugs in as data, model changes or objective terms.
+
+Per optimiser step: forward each micro-batch, task loss + weighted extra terms, backward
+(gradients accumulate), clip, AdamW step, schedule step. Evaluation on dev every N steps keeps
+the best model; checkpoints make a killed run resumable with the same final weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model as load_safetensors_model
+from torch.utils.data import BatchSampler
+from tqdm.auto import tqdm
+
+from tunesmith.config import Recipe
+from tunesmith.data.collate import LengthGroupedSampler
+from tunesmith.errors import TrainingError
+from tunesmith.objectives import combine, model_inputs, task_loss
+from tunesmith.optim import clip_gradients
+from tunesmith.report import write_report
+from tunesmith.train.checkpoint import checkpoint_dirs, load_checkpoint, save_best, save_checkpoint
+from tunesmith.train.evaluation import evaluate
+from tunesmith.train.setup import Run, setup_run
+
+
+class Interrupted(Exception):
+    """Raised by ``interrupt_at_step`` (tests simulate a killed run with it)."""
+
+
+def epoch_plan(run: Run, epoch: int) -> list[list[list[int]]]:
+    """This process's optimiser steps for ``epoch``: steps -> micro-batches -> example indices.
+
+    Depends only on (seed, epoch), so a resumed run rebuilds the same plan and skips the steps
+    already done instead of replaying the data loader.
+    """
+    tr, world = run.recipe.train, run.accelerator.num_processes
+    lengths = [len(ex["input_ids"]) for ex in run.data.train]
+    if tr.length_grouping:
+        sampler = LengthGroupedSampler(lengths, tr.batch_size, seed=run.recipe.seed, epoch=epoch)
+    else:
+        g = torch.Generator().manual_seed(run.recipe.seed * 1000 + epoch)
+        sampler = torch.randperm(len(lengths), generator=g).tolist()
+    batches = list(BatchSampler(sampler, tr.batch_size, drop_last=False))
+    usable = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
+    mine = batches[: max(usable, 1)][run.accelerator.process_index :: world]
+    k = run.recipe.optim.grad_accum
+    return [mine[i : i + k] for i in range(0, len(mine), k)]
+
+
+def forward_loss(run: Run, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    task = run.recipe.task
+    with run.accelerator.autocast():
+        outputs = run.model(**model_inputs(task, batch))
+        loss = task_loss(task, outputs.logits, batch["labels"])
+        return combine(loss, run.terms, run.raw_model, batch, outputs)
+
+
+def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]:
+    """Accumulate gradients over the micro-batches, clip, step. Returns logging values."""
+    acc, examples = run.accelerator, run.data.train
+    parts_sum: dict[str, float] = {}
+    tokens = 0
+    for i, idx in enumerate(micro_batches):
+        batch = {k: v.to(acc.device) for k, v in run.collator([examples[j] for j in idx]).items()}
+        tokens += int(batch["attention_mask"].sum())
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last else acc.no_sync(run.model)
+        with sync:
+            loss, parts = forward_loss(run, batch)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"non-finite loss ({float(loss.detach())}) at step {run.state.step + 1}; the last good "
+                    f"checkpoint is kept in {run.run_dir / 'checkpoints'} (hint: lower optim.lr, "
+                    "set optim.max_grad_norm, or use precision: fp32)")
+            acc.backward(loss / len(micro_batches))
+        for key, value in parts.items():
+            parts_sum[key] = parts_sum.get(key, 0.0) + value / len(micro_batches)
+    trainable = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    grad_norm = clip_gradients(trainable, run.recipe.optim.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_value = sum(v for k, v in parts_sum.items() if k != "task_loss") + parts_sum["task_loss"]
+    return {"loss": loss_value, **parts_sum, "grad_norm": float(grad_norm), "tokens": tokens}
+
+
+def run_eval(run: Run, split: str = "dev") -> dict[str, float]:
+    examples = getattr(run.data, split)
+    return evaluate(run.model, examples, run.collator, run.recipe.task, run.data.vocab,
+                    run.accelerator, run.recipe.train.eval_batch_size)
+
+
+def best_meta(run: Run, metrics: dict) -> dict:
+    return {"task": run.recipe.task, "base_model": run.recipe.model, "step": run.state.step,
+            "metric": run.metric, "dev": metrics,
+            "labels": run.data.vocab.labels if run.data.vocab else None}
+
+
+def evaluate_and_keep_best(run: Run) -> bool:
+    """Evaluate on dev, save ``best/`` on improvement. Returns True when early stopping fires."""
+    state, tr = run.state, run.recipe.train
+    metrics = run_eval(run, "dev")
+    if run.logger:
+        run.logger.log(state.step, "dev", metrics, epoch=state.epoch)
+    if run.metric not in metrics:
+        raise TrainingError(f"train.metric {run.metric!r} is not computed for this task; "
+                            f"available: {sorted(metrics)}")
+    value = metrics[run.metric]
+    if state.improved(value, run.greater_is_better):
+        state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+        if run.accelerator.is_main_process:
+            save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, metrics))
+    else:
+        state.bad_evals += 1
+    run.accelerator.wait_for_everyone()
+    patience = tr.early_stopping_patience
+    return patience is not None and state.bad_evals >= patience
+
+
+def log_train(run: Run, window: list[dict], elapsed: float) -> dict:
+    tokens = sum(w["tokens"] for w in window)
+    keys = [k for k in window[0] if k != "tokens"]
+    values = {k: sum(w[k] for w in window) / len(window) for k in keys}
+    values["lr"] = run.scheduler.get_last_lr()[0] / run.optimizer.param_groups[0].get("lr_scale", 1.0)
+    values["tokens_per_s"] = tokens * run.accelerator.num_processes / max(elapsed, 1e-9)
+    if run.logger:
+        run.logger.log(run.state.step, "train", values, epoch=run.state.epoch)
+    return values
+
+
+def train_epoch(run: Run, bar, interrupt_at_step: int | None) -> bool:
+    """Run the rest of the current epoch. Returns True when training should stop."""
+    state, tr = run.state, run.recipe.train
+    plan = epoch_plan(run, state.epoch)
+    run.model.train()
+    window, t0 = [], time.perf_counter()
+    for micro_batches in plan[state.step_in_epoch :]:
+        window.append(optimizer_step(run, micro_batches))
+        state.step += 1
+        state.step_in_epoch += 1
+        state.tokens += window[-1]["tokens"]
+        bar.update(1)
+        if run.unfreezer and run.recipe.transfer.gradual_unfreeze.unit == "steps" and (
+            state.step % run.recipe.transfer.gradual_unfreeze.every == 0
+        ):
+            run.unfreezer.advance()
+        if state.step % tr.log_every == 0 or state.step == run.total_steps:
+            elapsed = time.perf_counter() - t0
+            state.wall_s += elapsed
+            values = log_train(run, window, elapsed)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
+                            tok_s=f"{values['tokens_per_s']:.0f}")
+            window, t0 = [], time.perf_counter()
+        stop = step_boundary(run, end_of_epoch=state.step_in_epoch == len(plan))
+        if interrupt_at_step is not None and state.step == interrupt_at_step:
+            raise Interrupted(state.step)
+        if stop or state.step >= run.total_steps:
+            state.wall_s += time.perf_counter() - t0
+            return True
+    state.wall_s += time.perf_counter() - t0
+    return False
+
+
+def step_boundary(run: Run, end_of_epoch: bool) -> bool:
+    """Evaluate / checkpoint when due. Returns True on early stop."""
+    state, tr = run.state, run.recipe.train
+    last = state.step >= run.total_steps
+    if end_of_epoch:
+        state.epoch += 1
+        state.step_in_epoch = 0
+        if run.unfreezer and run.recipe.transfer.gradual_unfreeze.unit == "epochs" and (
+            state.epoch % run.recipe.transfer.gradual_unfreeze.every == 0
+        ):
+            run.unfreezer.advance()
+    due_eval = (state.step % tr.eval_every == 0) if tr.eval_every else end_of_epoch
+    stop = False
+    if run.data.dev and (due_eval or last):
+        stop = evaluate_and_keep_best(run)
+    due_save = (state.step % tr.save_every == 0) if tr.save_every else (due_eval or last)
+    if due_save or stop:
+        if run.unfreezer:
+            state.unfreezer = run.unfreezer.state_dict()
+        save_checkpoint(run.accelerator, run.run_dir, state, run.terms, tr.keep_checkpoints)
+    return stop
+
+
+def resume_from_checkpoint(run: Run) -> None:
+    ckpts = checkpoint_dirs(run.run_dir)
+    if not ckpts:
+        run.accelerator.print(f"no checkpoint in {run.run_dir}; starting from step 0")
+        return
+    run.state = load_checkpoint(run.accelerator, ckpts[-1], run.terms)
+    if run.unfreezer and run.state.unfreezer:
+        run.unfreezer.load_state_dict(run.state.unfreezer)
+    run.accelerator.print(f"resumed from {ckpts[-1]} (step {run.state.step})")
+
+
+def finish(run: Run) -> dict:
+    """Reload the best weights, evaluate dev and test, write summary.json and the report."""
+    acc, state = run.accelerator, run.state
+    best = run.run_dir / "best"
+    if run.data.dev and (best / "model.safetensors").is_file():
+        load_safetensors_model(run.raw_model, str(best / "model.safetensors"), strict=False)
+    elif acc.is_main_process:  # no dev set: the final model is the result
+        save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, {}))
+    acc.wait_for_everyone()
+    summary = {
+        "task": run.recipe.task, "model": run.recipe.model, "steps": state.step,
+        "epochs": round(state.step / run.steps_per_epoch, 3), "best_step": state.best_step,
+        "metric": run.metric, "train_examples": len(run.data.train), "wall_s": round(state.wall_s, 1),
+        "tokens_per_s": round(state.tokens * acc.num_processes / max(state.wall_s, 1e-9), 1),
+        "trainable_params": run.trainable_params, "total_params": run.total_params,
+    }
+    for split in ("dev", "test"):
+        if getattr(run.data, split):
+            summary[split] = run_eval(run, split)
+            if run.logger:
+                run.logger.log(state.step, f"final_{split}", summary[split])
+    if acc.is_main_process:
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_report(run.run_dir, title=f"tunesmith run: {run.run_dir.name}")
+    return summary
+
+
+def train(recipe: Recipe, run_dir: str | Path | None = None, resume: bool = False,
+          interrupt_at_step: int | None = None) -> dict:
+    """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``)."""
+    run = setup_run(recipe, Path(run_dir or recipe.output_dir), resume)
+    if resume:
+        resume_from_checkpoint(run)
+    acc = run.accelerator
+    if acc.is_main_process:
+        t, n = run.trainable_params, run.total_params
+        print(f"tunesmith: {recipe.task} on {recipe.model}: {t:,} / {n:,} trainable parameters "
+              f"({100 * t / max(n, 1):.2f}%), {len(run.data.train):,} train examples, "
+              f"{run.total_steps} steps", flush=True)
+    bar = tqdm(total=run.total_steps, initial=run.state.step, desc="train", unit="step",
+               disable=not (acc.is_main_process and recipe.train.progress), dynamic_ncols=True)
+    try:
+        while run.state.step < run.total_steps and not train_epoch(run, bar, interrupt_at_step):
+            pass
+        bar.close()
+        return finish(run)
+    finally:
+        bar.close()
+        if run.logger:
+            run.logger.close()

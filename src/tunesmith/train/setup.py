@@ -1,0 +1,145 @@
+"""Build everything a run needs from a recipe: accelerator, data, model, freezing, optimiser.
+
+Kept apart from the loop so the loop reads as "for each step: forward, loss, backward, step".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from tunesmith.config import Recipe, dump_recipe
+from tunesmith.data.collate import Collator
+from tunesmith.data.pipeline import Datasets, build_datasets
+from tunesmith.errors import ConfigError
+from tunesmith.models import align_pad_token, count_parameters, load_model, load_tokenizer
+from tunesmith.objectives import ObjectiveTerm, build_terms
+from tunesmith.optim import build_optimizer, build_scheduler, param_groups
+from tunesmith.train.evaluation import DEFAULT_METRIC, LOWER_IS_BETTER
+from tunesmith.train.logging import MetricsLogger
+from tunesmith.train.state import TrainState
+from tunesmith.transfer import (
+    GradualUnfreezer,
+    apply_freezing,
+    layer_layout,
+    layerwise_lr_scales,
+)
+
+
+@dataclass
+class Run:
+    """The live objects of one training run."""
+
+    recipe: Recipe
+    run_dir: Path
+    accelerator: Accelerator
+    model: object  # as prepared by accelerate (DDP-wrapped when distributed)
+    raw_model: object  # the underlying transformers model
+    tokenizer: object
+    data: Datasets
+    collator: Collator
+    optimizer: object
+    scheduler: object
+    terms: list[ObjectiveTerm]
+    unfreezer: GradualUnfreezer | None
+    logger: MetricsLogger | None
+    state: TrainState
+    total_steps: int
+    steps_per_epoch: int
+    metric: str
+    greater_is_better: bool
+    trainable_params: int
+    total_params: int
+
+
+def steps_per_epoch(recipe: Recipe, n_train: int, world: int) -> int:
+    micro = math.ceil(n_train / recipe.train.batch_size) // world or 1
+    return math.ceil(micro / recipe.optim.grad_accum)
+
+
+def total_steps(recipe: Recipe, per_epoch: int) -> int:
+    if recipe.train.max_steps:
+        return recipe.train.max_steps
+    return max(1, math.ceil(recipe.train.epochs * per_epoch))
+
+
+def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, is_main: bool) -> None:
+    """Create the run dir; refuse to overwrite a run unless resuming with the same recipe."""
+    text = dump_recipe(recipe)
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        if not resume:
+            raise ConfigError("output_dir", f"run directory {run_dir} already holds a run",
+                              "pass --resume to continue it, or choose another output_dir")
+        if saved.read_text() != text:
+            raise ConfigError("output_dir", f"the recipe differs from the one {run_dir} was "
+                              "started with", "resume with the same recipe and overrides")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(text)
+
+
+def build_model(recipe: Recipe, data: Datasets, tokenizer):
+    vocab = data.vocab
+    kwargs = {}
+    if vocab is not None:
+        kwargs = dict(num_labels=len(vocab), id2label=vocab.id2label, label2id=vocab.label2id)
+    model = load_model(recipe.model, recipe.task, from_scratch=recipe.from_scratch,
+                       init_seed=recipe.seed, **kwargs)
+    align_pad_token(model, tokenizer)
+    return model
+
+
+def configure_training(recipe: Recipe, model):
+    """Freezing, discriminative LRs and gradual unfreezing -> (param groups, unfreezer)."""
+    t = recipe.transfer
+    apply_freezing(model, embeddings=t.freeze_embeddings, first_n_layers=t.freeze_layers,
+                   patterns=t.freeze_patterns, linear_probe=t.linear_probe,
+                   unfreeze_patterns=t.unfreeze_patterns)
+    layout = layer_layout(model)
+    will_train = {name for name, p in model.named_parameters() if p.requires_grad}
+    scales = layerwise_lr_scales(model, layout, t.layerwise_lr_decay) if t.layerwise_lr_decay else None
+    groups = param_groups(model, lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay,
+                          lr_scales=scales, include=lambda name, p: name in will_train)
+    unfreezer = GradualUnfreezer(model, layout, t.gradual_unfreeze.every) if t.gradual_unfreeze else None
+    return groups, unfreezer
+
+
+def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
+    o, tr = recipe.optim, recipe.train
+    accelerator = Accelerator(mixed_precision="bf16" if tr.precision == "bf16" else "no")
+    prepare_run_dir(recipe, run_dir, resume, accelerator.is_main_process)
+    set_seed(recipe.seed)
+    tokenizer = load_tokenizer(recipe.model)
+    data = build_datasets(recipe, tokenizer)
+    if data.vocab is not None and accelerator.is_main_process:
+        (run_dir / "labels.json").write_text(json.dumps(data.vocab.labels, indent=2))
+    model = build_model(recipe, data, tokenizer)
+    groups, unfreezer = configure_training(recipe, model)
+    trainable, total = count_parameters(model)
+    per_epoch = steps_per_epoch(recipe, len(data.train), accelerator.num_processes)
+    n_steps = total_steps(recipe, per_epoch)
+    optimizer = build_optimizer(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_ratio * n_steps)
+    scheduler = build_scheduler(optimizer, o.schedule, warmup_steps=min(warmup, n_steps),
+                                total_steps=n_steps, min_lr_ratio=o.min_lr_ratio)
+    terms = build_terms(recipe.objectives)
+    for term in terms:
+        term.setup(model)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    metric = tr.metric or DEFAULT_METRIC[recipe.task]
+    logger = MetricsLogger(run_dir, tensorboard=tr.tensorboard) if accelerator.is_main_process else None
+    return Run(
+        recipe=recipe, run_dir=run_dir, accelerator=accelerator, model=prepared, raw_model=model,
+        tokenizer=tokenizer, data=data, collator=Collator(pad_token_id=tokenizer.pad_token_id),
+        optimizer=optimizer, scheduler=scheduler, terms=terms, unfreezer=unfreezer,
+        logger=logger, state=TrainState(), total_steps=n_steps, steps_per_epoch=per_epoch,
+        metric=metric, greater_is_better=metric not in LOWER_IS_BETTER,
+        trainable_params=trainable, total_params=total,
+    )
