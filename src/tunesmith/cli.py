@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -124,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
+    log = logging.getLogger("tunesmith")
+    log.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    log.addHandler(handler)
     try:
         args.func(args)
     except TunesmithError as exc:

@@ -166,6 +166,7 @@ class TrainConfig:
     epochs: float = fld(3, "passes over the training data (may be fractional)")
     max_steps: int | None = fld(None, "stop after this many optimiser steps (overrides epochs)")
     eval_every: int | None = fld(None, "evaluate on dev every N optimiser steps (null = per epoch)")
+    eval_at_start: bool = fld(False, "also evaluate dev before the first step (logged at step 0)")
     save_every: int | None = fld(None, "checkpoint every N steps (null = at each evaluation)")
     log_every: int = fld(10, "log training metrics every N optimiser steps")
     metric: str | None = fld(None, "dev metric for best checkpoint/early stopping "

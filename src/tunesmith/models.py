@@ -356,7 +356,9 @@ def _apply_labels(
 ) -> None:
     if task not in _CLASSIFICATION:
         if num_labels is not None or id2label is not None or label2id is not None:
-            raise ModelError(f"num_labels/id2label/label2id apply to classification tasks, not {task!r}")
+            raise ModelError(
+                f"num_labels/id2label/label2id apply to classification tasks, not {task!r}"
+            )
         return
     if id2label is None and label2id is not None:
         id2label = {int(i): label for label, i in label2id.items()}
@@ -425,7 +427,9 @@ def _log_new_weights(model: PreTrainedModel, name: str, info: dict[str, Any]) ->
         )
     unexpected = info.get("unexpected_keys") or ()
     if unexpected:
-        logger.info("ignored %d checkpoint tensors of %r not used by the model", len(unexpected), name)
+        logger.info(
+            "ignored %d checkpoint tensors of %r not used by the model", len(unexpected), name
+        )
 
 
 def align_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int | None:
@@ -443,27 +447,13 @@ def align_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
     return model.config.pad_token_id
 
 
-# Keys that change on save/reload, across transformers versions or at run time, not the weights.
+# Keys that change on save/reload, across transformers versions or at run time, not the weights
+# (``_model_name_or_path`` comes from GGUF metadata; ``problem_type`` is set by the first forward).
 _VOLATILE_KEYS = frozenset(
-    {
-        "_name_or_path",
-        "_model_name_or_path",  # set from GGUF metadata
-        "name_or_path",
-        "architectures",
-        "transformers_version",
-        "dtype",
-        "torch_dtype",
-        "_attn_implementation",
-        "_attn_implementation_internal",
-        "attn_implementation",
-        "_commit_hash",
-        "use_cache",
-        "return_dict",
-        "output_attentions",
-        "output_hidden_states",
-        "pad_token_id",
-        "problem_type",
-    }
+    "_name_or_path _model_name_or_path name_or_path architectures transformers_version dtype "
+    "torch_dtype _attn_implementation _attn_implementation_internal attn_implementation "
+    "_commit_hash use_cache return_dict output_attentions output_hidden_states pad_token_id "
+    "problem_type".split()
 )
 
 

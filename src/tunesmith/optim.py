@@ -158,7 +158,7 @@ def build_scheduler(
     """
     make = SCHEDULES.get(name, key="optim.schedule")
     if total_steps < 1:
-        raise ConfigError("optim.total_steps", f"must be at least 1, got {total_steps}")
+        raise ConfigError("train.max_steps", f"the run must have at least 1 step, got {total_steps}")
     if not 0 <= warmup_steps <= total_steps:
         raise ConfigError(
             "optim.warmup_steps",

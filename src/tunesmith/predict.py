@@ -10,7 +10,7 @@ from accelerate import Accelerator
 
 from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
-from tunesmith.data.encode import build_prompt
+from tunesmith.data.encode import encode_prompt
 from tunesmith.data.pipeline import build_datasets
 from tunesmith.errors import ConfigError
 from tunesmith.models import load_model, load_tokenizer
@@ -61,20 +61,28 @@ def predict_texts(run_dir: str | Path, texts: list[str], max_new_tokens: int | N
     if task == "token_classification":
         return [tag_words(model, tokenizer, text, labels, recipe.data.max_length) for text in texts]
     new = max_new_tokens or recipe.train.generate_max_new_tokens
-    results = []
-    for text in texts:
-        prompt = text
-        if task == "causal_lm":
-            prompt = build_prompt({"instruction": text, "input": ""}, tokenizer,
-                                  recipe.data.template, None, recipe.data.system)
-        else:
-            prompt = recipe.data.prefix + text
-        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=task == "seq2seq")
-        out = model.generate(**enc, max_new_tokens=new, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-        gen = out[0, enc["input_ids"].shape[1]:] if task == "causal_lm" else out[0]
-        results.append({"generated": tokenizer.decode(gen, skip_special_tokens=True).strip()})
-    return results
+    return [{"generated": generate_one(model, tokenizer, recipe, text, new)} for text in texts]
+
+
+def prompt_inputs(recipe, tokenizer, text: str) -> dict[str, torch.Tensor]:
+    """Model inputs (1, T) for ``text``, tokenised exactly as the training prompts were."""
+    cfg = recipe.data
+    if recipe.task == "causal_lm":
+        ids = encode_prompt(text, tokenizer, template=cfg.template, prompt_key=cfg.prompt_key,
+                            text_key=cfg.lm_text_key, system=cfg.system)
+    else:  # seq2seq: the same call as encode_seq2seq makes for a source
+        ids = tokenizer(cfg.prefix + text, truncation=True, max_length=cfg.max_length)["input_ids"]
+    input_ids = torch.tensor([list(ids)])
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def generate_one(model, tokenizer, recipe, text: str, max_new_tokens: int) -> str:
+    """Greedy generation for one input; returns only the new text."""
+    enc = prompt_inputs(recipe, tokenizer, text)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    gen = out[0, enc["input_ids"].shape[1]:] if recipe.task == "causal_lm" else out[0]
+    return tokenizer.decode(gen, skip_special_tokens=True).strip()
 
 
 def tag_words(model, tokenizer, text: str, labels: list[str], max_length: int):

@@ -327,7 +327,7 @@ class GradualUnfreezer:
     def __init__(self, model: nn.Module, layout: LayerLayout, every: int):
         if every < 1:
             raise ConfigError(
-                "transfer.unfreeze_every", f"must be a positive number of steps, got {every}"
+                "transfer.gradual_unfreeze.every", f"must be a positive number of steps, got {every}"
             )
         self.every = every
         top = layout.num_layers + 1
@@ -371,7 +371,7 @@ class GradualUnfreezer:
         """Restore the step count and re-apply ``requires_grad`` (for resuming a run)."""
         if state["every"] != self.every:
             raise ConfigError(
-                "transfer.unfreeze_every",
+                "transfer.gradual_unfreeze.every",
                 f"checkpoint: every {state['every']} steps; recipe: every {self.every}",
                 "resume with the value the run started with",
             )
@@ -389,7 +389,7 @@ def layerwise_lr_scales(model: nn.Module, layout: LayerLayout, decay: float) -> 
     """
     if not 0.0 < decay <= 1.0:
         raise ConfigError(
-            "transfer.layer_lr_decay",
+            "transfer.layerwise_lr_decay",
             f"must be in (0, 1], got {decay}",
             "0.8-0.95 is typical; 1.0 turns it off",
         )

@@ -55,7 +55,9 @@ def test_smollm2_converts_once_matches_gguf_and_generates():
     start = time.perf_counter()
     tokenizer = load_tokenizer("smollm2")
     model = load_model("smollm2", "causal_lm")
-    print(f"\nsmollm2: resolve/convert {first:.1f} s, cached load {time.perf_counter() - start:.1f} s")
+    print(
+        f"\nsmollm2: resolve/convert {first:.1f} s, cached load {time.perf_counter() - start:.1f} s"
+    )
     assert tokenizer.chat_template and tokenizer.pad_token is not None
     assert not getattr(model, "is_quantized", False)
     assert 134_000_000 < model_identity(model)["num_parameters"] < 135_000_000
@@ -71,7 +73,9 @@ def test_smollm2_converts_once_matches_gguf_and_generates():
         assert torch.equal(model(ids).logits, gguf(ids).logits)
     del gguf
 
-    out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(
+        ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+    )
     answer = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     print(f"smollm2 answer: {answer!r}")
     assert out.shape[1] > ids.shape[1] and answer.strip()

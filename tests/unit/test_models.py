@@ -74,7 +74,9 @@ def test_from_scratch_same_shapes_new_weights(tiny_dir):
     p_sd, s_sd, a_sd = pretrained.state_dict(), scratch.state_dict(), again.state_dict()
     assert p_sd.keys() == s_sd.keys()
     assert all(p_sd[k].shape == s_sd[k].shape for k in p_sd)
-    assert not torch.equal(p_sd["model.layers.0.mlp.up_proj.weight"], s_sd["model.layers.0.mlp.up_proj.weight"])
+    assert not torch.equal(
+        p_sd["model.layers.0.mlp.up_proj.weight"], s_sd["model.layers.0.mlp.up_proj.weight"]
+    )
     assert all(torch.equal(s_sd[k], a_sd[k]) for k in s_sd)  # init_seed makes it reproducible
 
 
@@ -101,7 +103,9 @@ def test_labels_relabel_and_reinit_head(tiny_dir):
     model = load_model(path, "sequence_classification", id2label={0: "neg", 1: "pos"})
     assert model.classifier.weight.shape == (2, 32)
     assert model.config.label2id == {"neg": 0, "pos": 1}
-    model = load_model(path, "token_classification", label2id={"O": 0, "B-X": 1, "I-X": 2, "B-Y": 3})
+    model = load_model(
+        path, "token_classification", label2id={"O": 0, "B-X": 1, "I-X": 2, "B-Y": 3}
+    )
     assert model.config.id2label[3] == "B-Y" and model.classifier.out_features == 4
     with pytest.raises(ModelError, match="num_labels=3 but id2label has 2"):
         load_model(path, "sequence_classification", num_labels=3, id2label={0: "a", 1: "b"})
@@ -121,11 +125,20 @@ def test_unsupported_task_names_architecture_and_tasks(tiny_dir):
 def test_unknown_task_lists_task_types(tiny_dir):
     with pytest.raises(Exception, match="unknown task type 'regression'"):
         load_model(tiny_dir[("bert", "sequence_classification")], "regression")
-    assert TASK_TYPES.names() == ["causal_lm", "seq2seq", "sequence_classification", "token_classification"]
+    assert TASK_TYPES.names() == [
+        "causal_lm",
+        "seq2seq",
+        "sequence_classification",
+        "token_classification",
+    ]
 
 
 def test_supported_tasks():
-    assert supported_tasks(tiny_config("t5", 100)) == ["seq2seq", "sequence_classification", "token_classification"]
+    assert supported_tasks(tiny_config("t5", 100)) == [
+        "seq2seq",
+        "sequence_classification",
+        "token_classification",
+    ]
     assert "causal_lm" in supported_tasks(tiny_config("llama", 100))
 
 
@@ -225,7 +238,9 @@ def test_model_identity_stable_across_reload(tiny_dir, tmp_path):
 
 
 def test_count_parameters(tiny_dir):
-    model = load_model(tiny_dir[("bert", "sequence_classification")], "sequence_classification", num_labels=3)
+    model = load_model(
+        tiny_dir[("bert", "sequence_classification")], "sequence_classification", num_labels=3
+    )
     for p in model.bert.parameters():
         p.requires_grad_(False)
     trainable, total = count_parameters(model)
@@ -243,7 +258,9 @@ def test_tiny_tokenizer_kinds():
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     text = causal.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True)
     assert text == "<s>user : hi </s> assistant : "
-    assert "[UNK]" not in causal.decode(causal.apply_chat_template(chat, tokenize=True)["input_ids"])
+    assert "[UNK]" not in causal.decode(
+        causal.apply_chat_template(chat, tokenize=True)["input_ids"]
+    )
     seq2seq = tiny_tokenizer(kind="seq2seq")
     assert seq2seq.convert_ids_to_tokens(seq2seq("yes")["input_ids"]) == ["yes", "</s>"]
     with pytest.raises(ValueError, match="kind"):

@@ -329,4 +329,4 @@ def test_layerwise_lr_scales_follow_the_formula():
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(ConfigError) as err:
             layerwise_lr_scales(model, layout, bad)
-        assert err.value.key == "transfer.layer_lr_decay"
+        assert err.value.key == "transfer.layerwise_lr_decay"

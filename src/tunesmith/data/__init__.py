@@ -12,6 +12,7 @@ from tunesmith.data.encode import (
     build_prompt,
     encode_causal_lm,
     encode_classification,
+    encode_prompt,
     encode_seq2seq,
     encode_token_classification,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "build_prompt",
     "encode_causal_lm",
     "encode_classification",
+    "encode_prompt",
     "encode_seq2seq",
     "encode_token_classification",
     "read_records",

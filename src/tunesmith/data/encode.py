@@ -214,8 +214,7 @@ def encode_causal_lm(
         plain = (_lm_example(_with_eos(ids, eos), 0, max_length) for ids in full)
         return [ex for ex in plain if ex is not None]
 
-    # Chat templates write their own BOS/turn markers; the other templates rely on the tokenizer.
-    add_special = template != "chat"
+    add_special = prompt_adds_special_tokens(template)
     prompts, fulls = [], []
     for i, rec in enumerate(records):
         try:
@@ -255,6 +254,36 @@ def encode_causal_lm(
             stacklevel=2,
         )
     return out
+
+
+def prompt_adds_special_tokens(template: str) -> bool:
+    """Whether prompts in ``template`` are tokenised with the tokenizer's special tokens (BOS).
+
+    Chat templates write their own BOS/turn markers; the other templates rely on the tokenizer.
+    """
+    return template != "chat"
+
+
+def encode_prompt(
+    text: str,
+    tokenizer: Any,
+    *,
+    template: str = "chat",
+    prompt_key: str | None = None,
+    text_key: str | None = None,
+    system: str | None = None,
+) -> list[int]:
+    """Token ids of a generation prompt for ``text``, exactly as :func:`encode_causal_lm` tokenises
+    the prompt part of a training example (same template, system prompt and special tokens).
+
+    ``text`` is the user turn (``record[prompt_key]``, or the alpaca ``instruction``); with
+    ``text_key`` (plain language modelling) it is a prefix to continue, tokenised as training text.
+    """
+    if text_key is not None:
+        return _batch_ids(tokenizer, [text], add_special_tokens=True)[0]
+    record = {prompt_key or "instruction": text}
+    prompt = build_prompt(record, tokenizer, template, prompt_key, system)
+    return _batch_ids(tokenizer, [prompt], add_special_tokens=prompt_adds_special_tokens(template))[0]
 
 
 def _prompt_len(prompt_ids: list[int], ids: list[int], offsets: Any, prompt_chars: int) -> int:

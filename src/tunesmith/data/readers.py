@@ -241,6 +241,7 @@ def _read_conll(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]
     tags: list[str] = []
     bad: Bad | None = None
     for i, line in _lines(path, opts):
+        line = line.replace("\ufeff", "")  # a stray BOM line ends WNUT-17's dev.conll
         if not line.strip():
             if bad is not None:
                 yield bad  # a broken line invalidates its whole sentence

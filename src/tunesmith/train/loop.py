@@ -216,6 +216,8 @@ def finish(run: Run) -> dict:
         "tokens_per_s": round(state.tokens * acc.num_processes / max(state.wall_s, 1e-9), 1),
         "trainable_params": run.trainable_params, "total_params": run.total_params,
     }
+    if run.dev_at_start is not None:
+        summary["dev_at_start"] = run.dev_at_start
     for split in ("dev", "test"):
         if getattr(run.data, split):
             summary[split] = run_eval(run, split)
@@ -241,6 +243,10 @@ def train(recipe: Recipe, run_dir: str | Path | None = None, resume: bool = Fals
               f"{run.total_steps} steps", flush=True)
     bar = tqdm(total=run.total_steps, initial=run.state.step, desc="train", unit="step",
                disable=not (acc.is_main_process and recipe.train.progress), dynamic_ncols=True)
+    if recipe.train.eval_at_start and run.data.dev and run.state.step == 0:
+        run.dev_at_start = run_eval(run, "dev")
+        if run.logger:
+            run.logger.log(0, "dev", run.dev_at_start, epoch=0)
     try:
         while run.state.step < run.total_steps and not train_epoch(run, bar, interrupt_at_step):
             pass

@@ -55,6 +55,7 @@ class Run:
     greater_is_better: bool
     trainable_params: int
     total_params: int
+    dev_at_start: dict | None = None  # dev metrics before training (train.eval_at_start)
 
 
 def steps_per_epoch(recipe: Recipe, n_train: int, world: int) -> int:
