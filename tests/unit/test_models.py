@@ -12,7 +12,7 @@ import logging  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tunesmith import models  # noqa: E402
+from tunesmith import embedded, models  # noqa: E402
 from tunesmith.errors import ModelError  # noqa: E402
 from tunesmith.models import (  # noqa: E402
     EMBEDDED,
@@ -183,10 +183,10 @@ def test_partial_conversion_is_not_reused(tmp_path):
     target = tmp_path / "smollm2-135m-instruct"
     target.mkdir()
     (target / "config.json").write_text("{}")  # a killed conversion left this behind
-    assert not models._is_converted(target, None)
+    assert not embedded._is_converted(target, None)
     (target / "model.safetensors").write_bytes(b"")
-    (target / models._PROVENANCE).write_text('{"gguf_size": 3}')
-    assert models._is_converted(target, None)
+    (target / embedded._PROVENANCE).write_text('{"gguf_size": 3}')
+    assert embedded._is_converted(target, None)
 
 
 def test_dequantized_copy_saves_and_matches(tmp_path):
@@ -195,7 +195,7 @@ def test_dequantized_copy_saves_and_matches(tmp_path):
     torch.manual_seed(0)
     quantized = TASK_TYPES.get("causal_lm").from_config(tiny_config("llama", len(tokenizer)))
     quantized.config.quantization_config = {"quant_method": "gguf"}
-    plain = models._dequantized_copy(quantized)
+    plain = embedded._dequantized_copy(quantized)
     assert not hasattr(plain.config, "quantization_config")
     assert plain.lm_head.weight is plain.model.embed_tokens.weight  # still tied
     plain.save_pretrained(tmp_path)

@@ -54,7 +54,8 @@ def epoch_plan(run: Run, epoch: int) -> list[list[list[int]]]:
 
 def forward_loss(run: Run, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     task = run.recipe.task
-    with run.accelerator.autocast():
+    bf16 = run.recipe.train.precision == "bf16"
+    with torch.autocast(run.accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
         outputs = run.model(**model_inputs(task, batch))
         loss = task_loss(task, outputs.logits, batch["labels"])
         return combine(loss, run.terms, run.raw_model, batch, outputs)

@@ -113,7 +113,9 @@ def configure_training(recipe: Recipe, model):
 
 def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     o, tr = recipe.optim, recipe.train
-    accelerator = Accelerator(mixed_precision="bf16" if tr.precision == "bf16" else "no")
+    # bf16 autocast is applied by the loop itself (torch.autocast): accelerate's mixed-precision
+    # setting is process-global and would forbid two runs with different precisions in one process.
+    accelerator = Accelerator()
     prepare_run_dir(recipe, run_dir, resume, accelerator.is_main_process)
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(recipe.model)
