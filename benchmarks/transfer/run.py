@@ -57,36 +57,50 @@ def run_one(method: str, runs_dir: Path) -> dict:
         "tokens_per_s": summary["tokens_per_s"],
     }
     if recipe.task == "sequence_classification":
-        result |= {"test_accuracy": round(summary["test"]["accuracy"], 4),
-                   "dev_accuracy": round(summary["dev"]["accuracy"], 4),
-                   "best_step": summary["best_step"]}
+        result |= {
+            "test_accuracy": round(summary["test"]["accuracy"], 4),
+            "dev_accuracy": round(summary["dev"]["accuracy"], 4),
+            "best_step": summary["best_step"],
+        }
     else:
-        result |= {"eval_loss_before": round(summary["dev_at_start"]["loss"], 4),
-                   "eval_loss_after": round(summary["dev"]["loss"], 4),
-                   "ppl_before": round(summary["dev_at_start"]["perplexity"], 2),
-                   "ppl_after": round(summary["dev"]["perplexity"], 2),
-                   "samples": [{"prompt": p, "generated": g["generated"]} for p, g in
-                               zip(PROMPTS, predict_texts(run_dir, PROMPTS, 60), strict=True)]}
+        result |= {
+            "eval_loss_before": round(summary["dev_at_start"]["loss"], 4),
+            "eval_loss_after": round(summary["dev"]["loss"], 4),
+            "ppl_before": round(summary["dev_at_start"]["perplexity"], 2),
+            "ppl_after": round(summary["dev"]["perplexity"], 2),
+            "samples": [
+                {"prompt": p, "generated": g["generated"]}
+                for p, g in zip(PROMPTS, predict_texts(run_dir, PROMPTS, 60), strict=True)
+            ],
+        }
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}), flush=True)
     return result
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["| method | test acc | dev acc | trainable params | steps | train s | wall s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | test acc | dev acc | trainable params | steps | train s | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         if "test_accuracy" in r:
             pct = 100 * r["trainable_params"] / r["total_params"]
-            lines.append(f"| {r['method']} | {100 * r['test_accuracy']:.2f} | "
-                         f"{100 * r['dev_accuracy']:.2f} | {r['trainable_params']:,} ({pct:.1f}%) "
-                         f"| {r['steps']} | {r['train_wall_s']:.0f} | {r['wall_s']:.0f} |")
+            lines.append(
+                f"| {r['method']} | {100 * r['test_accuracy']:.2f} | "
+                f"{100 * r['dev_accuracy']:.2f} | {r['trainable_params']:,} ({pct:.1f}%) "
+                f"| {r['steps']} | {r['train_wall_s']:.0f} | {r['wall_s']:.0f} |"
+            )
     for r in runs:
         if "eval_loss_before" in r:
-            lines += ["", "| SmolLM2 SFT (alpaca_2k, 60 held-out) | loss before | loss after | "
-                      "ppl before | ppl after | steps | wall s |", "|---|---|---|---|---|---|---|",
-                      f"| lower 20/30 blocks + embeddings frozen | {r['eval_loss_before']:.3f} | "
-                      f"{r['eval_loss_after']:.3f} | {r['ppl_before']:.2f} | {r['ppl_after']:.2f} "
-                      f"| {r['steps']} | {r['wall_s']:.0f} |"]
+            lines += [
+                "",
+                "| SmolLM2 SFT (alpaca_2k, 60 held-out) | loss before | loss after | "
+                "ppl before | ppl after | steps | wall s |",
+                "|---|---|---|---|---|---|---|",
+                f"| lower 20/30 blocks + embeddings frozen | {r['eval_loss_before']:.3f} | "
+                f"{r['eval_loss_after']:.3f} | {r['ppl_before']:.2f} | {r['ppl_after']:.2f} "
+                f"| {r['steps']} | {r['wall_s']:.0f} |",
+            ]
     return "\n".join(lines)
 
 
@@ -104,8 +118,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=CLASSIFIERS + ["smollm2_sft"])
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_transfer"))
-    p.add_argument("--tables-only", action="store_true",
-                   help="rewrite results.md and the README table from results.json, train nothing")
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="rewrite results.md and the README table from results.json, train nothing",
+    )
     args = p.parse_args()
     out = HERE / "results.json"
     if args.tables_only:
@@ -119,17 +136,23 @@ def main() -> None:
     for method in methods:
         runs[method] = run_one(method, Path(args.runs_dir))
         ordered = [runs[m] for m in CLASSIFIERS + ["smollm2_sft"] if m in runs]
-        meta = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-                "torch": torch.__version__, "command": "python benchmarks/transfer/run.py"}
+        meta = {
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "torch": torch.__version__,
+            "command": "python benchmarks/transfer/run.py",
+        }
         out.write_text(json.dumps({"meta": meta, "runs": ordered}, indent=2))
     write_tables(ordered)
 
 
 def write_tables(ordered: list[dict]) -> None:
     md = table(ordered)
-    samples = [f"- **{s['prompt']}** → {s['generated']!r}" for r in ordered for s in r.get("samples", [])]
-    (HERE / "results.md").write_text(md + ("\n\nSmolLM2 samples after SFT:\n" + "\n".join(samples)
-                                           if samples else "") + "\n")
+    samples = [
+        f"- **{s['prompt']}** → {s['generated']!r}" for r in ordered for s in r.get("samples", [])
+    ]
+    (HERE / "results.md").write_text(
+        md + ("\n\nSmolLM2 samples after SFT:\n" + "\n".join(samples) if samples else "") + "\n"
+    )
     update_readme(md)
     print(md)
 

@@ -47,8 +47,9 @@ def cmd_predict(args) -> None:
         texts += [t for t in Path(args.file).read_text(encoding="utf-8").splitlines() if t.strip()]
     if not texts:
         raise TunesmithError("give texts to predict on the command line or with --file")
-    for text, result in zip(texts, predict_texts(args.run_dir, texts, args.max_new_tokens),
-                            strict=True):
+    for text, result in zip(
+        texts, predict_texts(args.run_dir, texts, args.max_new_tokens), strict=True
+    ):
         print(json.dumps({"input": text, "prediction": result}, ensure_ascii=False))
 
 
@@ -68,14 +69,21 @@ def cmd_list(args) -> None:
     from tunesmith.objectives import OBJECTIVES
     from tunesmith.optim import SCHEDULES
 
-    for title, reg in [("embedded models", EMBEDDED), ("task types", TASK_TYPES),
-                       ("objective terms", OBJECTIVES), ("lr schedules", SCHEDULES),
-                       ("data formats", FORMATS), ("metrics", METRICS)]:
+    for title, reg in [
+        ("embedded models", EMBEDDED),
+        ("task types", TASK_TYPES),
+        ("objective terms", OBJECTIVES),
+        ("lr schedules", SCHEDULES),
+        ("data formats", FORMATS),
+        ("metrics", METRICS),
+    ]:
         print(f"{title}:")
         for entry in reg:
             print(f"  {entry.name:<26} {entry.help}")
-    print("transfer controls: freeze_embeddings, freeze_layers, freeze_patterns, linear_probe, "
-          "gradual_unfreeze, layerwise_lr_decay")
+    print(
+        "transfer controls: freeze_embeddings, freeze_layers, freeze_patterns, linear_probe, "
+        "gradual_unfreeze, layerwise_lr_decay"
+    )
 
 
 def cmd_report(args) -> None:

@@ -38,13 +38,17 @@ def fld(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
 class SplitSource:
     """Where one split's examples come from and how to read them."""
 
-    path: str = fld(help="file or folder; relative paths resolve against data.root; "
-                    "`embedded:bbc_news` is the demo corpus")
+    path: str = fld(
+        help="file or folder; relative paths resolve against data.root; "
+        "`embedded:bbc_news` is the demo corpus"
+    )
     format: DataFormat | None = fld(None, "reader; inferred from the extension when null")
     encoding: str = fld("utf-8", "text encoding, e.g. latin-1")
     delimiter: str | None = fld(None, "CSV/TSV column delimiter override")
     quoting: bool = fld(True, "CSV/TSV: honour quotes (false = csv.QUOTE_NONE, as GLUE needs)")
-    header: bool | None = fld(None, "first row is a header (default: yes for CSV/TSV, no otherwise)")
+    header: bool | None = fld(
+        None, "first row is a header (default: yes for CSV/TSV, no otherwise)"
+    )
     columns: list[str] | None = fld(None, "CSV/TSV column names when header is false")
     separator: str | None = fld(None, "label_text: label/text separator (default whitespace)")
     label_position: Literal["first", "last"] = fld("first", "label_text: label before or after")
@@ -63,8 +67,11 @@ class DataConfig:
     train: SplitSource | None = fld(None, "training examples")
     dev: SplitSource | None = fld(None, "dev examples (carved from train by `split` when null)")
     test: SplitSource | None = fld(None, "test examples (carved from train by `split` when null)")
-    split: dict[str, float] = fld({}, "fractions carved from train when dev/test are missing, "
-                                  "e.g. {dev: 0.1, test: 0.2}; stratified by label, seeded")
+    split: dict[str, float] = fld(
+        {},
+        "fractions carved from train when dev/test are missing, "
+        "e.g. {dev: 0.1, test: 0.2}; stratified by label, seeded",
+    )
     text_key: str = fld("text", "field holding the input text (classification)")
     text_pair_key: str | None = fld(None, "second text field for pair tasks (RTE, MRPC)")
     label_key: str = fld("label", "field holding the label")
@@ -86,17 +93,25 @@ class DataConfig:
 
     def validate(self, path: str) -> None:
         if self.train is None:
-            raise ConfigError(f"{path}.train", "required key is missing",
-                              "give data.train: {path: ..., format: ...}")
+            raise ConfigError(
+                f"{path}.train",
+                "required key is missing",
+                "give data.train: {path: ..., format: ...}",
+            )
         bad = set(self.split) - {"dev", "test"}
         if bad:
-            raise ConfigError(f"{path}.split", f"unknown split {sorted(bad)}", "use dev and/or test")
+            raise ConfigError(
+                f"{path}.split", f"unknown split {sorted(bad)}", "use dev and/or test"
+            )
         if sum(self.split.values()) >= 1.0 or any(v <= 0 for v in self.split.values()):
             raise ConfigError(f"{path}.split", "fractions must be > 0 and sum to < 1")
         for name in self.split:
             if getattr(self, name) is not None:
-                raise ConfigError(f"{path}.split.{name}", f"data.{name} is given explicitly",
-                                  f"remove data.{name} or split.{name}")
+                raise ConfigError(
+                    f"{path}.split.{name}",
+                    f"data.{name} is given explicitly",
+                    f"remove data.{name} or split.{name}",
+                )
         if self.max_length < 8:
             raise ConfigError(f"{path}.max_length", "must be >= 8")
 
@@ -122,14 +137,19 @@ class TransferConfig:
     unfreeze_patterns: list[str] = fld([], "keep these trainable whatever else is frozen (glob)")
     linear_probe: bool = fld(False, "train the task head only")
     gradual_unfreeze: GradualUnfreezeConfig | None = fld(None, "ULMFiT gradual unfreezing")
-    layerwise_lr_decay: float | None = fld(None, "discriminative LRs: block i gets lr*decay^(L+1-i)")
+    layerwise_lr_decay: float | None = fld(
+        None, "discriminative LRs: block i gets lr*decay^(L+1-i)"
+    )
 
     def validate(self, path: str) -> None:
         if self.freeze_layers < 0:
             raise ConfigError(f"{path}.freeze_layers", "must be >= 0")
         if self.linear_probe and self.gradual_unfreeze:
-            raise ConfigError(f"{path}.gradual_unfreeze", "cannot be combined with linear_probe",
-                              "a linear probe never unfreezes the backbone")
+            raise ConfigError(
+                f"{path}.gradual_unfreeze",
+                "cannot be combined with linear_probe",
+                "a linear probe never unfreezes the backbone",
+            )
         d = self.layerwise_lr_decay
         if d is not None and not 0 < d <= 1:
             raise ConfigError(f"{path}.layerwise_lr_decay", f"must be in (0, 1], got {d}")
@@ -169,8 +189,11 @@ class TrainConfig:
     eval_at_start: bool = fld(False, "also evaluate dev before the first step (logged at step 0)")
     save_every: int | None = fld(None, "checkpoint every N steps (null = at each evaluation)")
     log_every: int = fld(10, "log training metrics every N optimiser steps")
-    metric: str | None = fld(None, "dev metric for best checkpoint/early stopping "
-                             "(default: accuracy, entity_f1 or loss by task)")
+    metric: str | None = fld(
+        None,
+        "dev metric for best checkpoint/early stopping "
+        "(default: accuracy, entity_f1 or loss by task)",
+    )
     early_stopping_patience: int | None = fld(None, "stop after N evaluations without improvement")
     keep_checkpoints: int = fld(1, "resumable checkpoints to keep (besides best/)")
     precision: Literal["fp32", "bf16"] = fld("fp32", "bf16 autocast (GPUs; slow on most CPUs)")
@@ -226,8 +249,11 @@ def check_files(recipe: Recipe) -> None:
             continue
         resolved = resolve_path(src.path, root)
         if not resolved.exists():
-            hint = ("set TUNESMITH_DATA or data.root to the folder holding the datasets"
-                    if not Path(src.path).is_absolute() else "check the path")
+            hint = (
+                "set TUNESMITH_DATA or data.root to the folder holding the datasets"
+                if not Path(src.path).is_absolute()
+                else "check the path"
+            )
             raise ConfigError(f"data.{split}.path", f"file not found: {resolved}", hint)
 
 
@@ -236,8 +262,9 @@ def parse_recipe(data: dict, overrides: list[str] | None = None) -> Recipe:
     return build(Recipe, data)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None,
-                check_paths: bool = True) -> Recipe:
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, check_paths: bool = True
+) -> Recipe:
     """Read a YAML recipe, apply overrides, validate types/keys/combinations and data files."""
     path = Path(path)
     if not path.is_file():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import types
-
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
@@ -105,7 +104,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {value!r}")
         return value
-    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in tunesmith, not user input
+    raise TypeError(
+        f"unsupported config type {tp!r} at {path}"
+    )  # a bug in tunesmith, not user input
 
 
 def field_help(cls: type) -> dict[str, str]:

@@ -22,8 +22,11 @@ def load_run(run_dir: str | Path):
     run_dir = Path(run_dir)
     best = run_dir / "best"
     if not (run_dir / "config.yaml").is_file() or not best.is_dir():
-        raise ConfigError("", f"{run_dir} is not a finished tunesmith run (no config.yaml or best/)",
-                          "pass the output_dir of a `tunesmith train` run")
+        raise ConfigError(
+            "",
+            f"{run_dir} is not a finished tunesmith run (no config.yaml or best/)",
+            "pass the output_dir of a `tunesmith train` run",
+        )
     recipe = load_recipe(run_dir / "config.yaml", check_paths=False)
     labels = None
     if (run_dir / "labels.json").is_file():
@@ -42,8 +45,15 @@ def evaluate_run(run_dir: str | Path, splits=("dev", "test")) -> dict[str, dict[
     for split in splits:
         examples = getattr(data, split)
         if examples:
-            out[split] = evaluate(model, examples, Collator(tokenizer.pad_token_id), recipe.task,
-                                  data.vocab, acc, recipe.train.eval_batch_size)
+            out[split] = evaluate(
+                model,
+                examples,
+                Collator(tokenizer.pad_token_id),
+                recipe.task,
+                data.vocab,
+                acc,
+                recipe.train.eval_batch_size,
+            )
     return out
 
 
@@ -54,10 +64,17 @@ def predict_texts(run_dir: str | Path, texts: list[str], max_new_tokens: int | N
     recipe, model, tokenizer, labels = load_run(run_dir)
     task = recipe.task
     if task == "sequence_classification":
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=recipe.data.max_length,
-                        return_tensors="pt")
+        enc = tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=recipe.data.max_length,
+            return_tensors="pt",
+        )
         probs = model(**enc).logits.float().softmax(-1)
-        return [{"label": labels[int(p.argmax())], "score": round(float(p.max()), 4)} for p in probs]
+        return [
+            {"label": labels[int(p.argmax())], "score": round(float(p.max()), 4)} for p in probs
+        ]
     if task == "token_classification":
         return [tag_words(model, tokenizer, text, labels, recipe.data.max_length) for text in texts]
     new = max_new_tokens or recipe.train.generate_max_new_tokens
@@ -68,8 +85,14 @@ def prompt_inputs(recipe, tokenizer, text: str) -> dict[str, torch.Tensor]:
     """Model inputs (1, T) for ``text``, tokenised exactly as the training prompts were."""
     cfg = recipe.data
     if recipe.task == "causal_lm":
-        ids = encode_prompt(text, tokenizer, template=cfg.template, prompt_key=cfg.prompt_key,
-                            text_key=cfg.lm_text_key, system=cfg.system)
+        ids = encode_prompt(
+            text,
+            tokenizer,
+            template=cfg.template,
+            prompt_key=cfg.prompt_key,
+            text_key=cfg.lm_text_key,
+            system=cfg.system,
+        )
     else:  # seq2seq: the same call as encode_seq2seq makes for a source
         ids = tokenizer(cfg.prefix + text, truncation=True, max_length=cfg.max_length)["input_ids"]
     input_ids = torch.tensor([list(ids)])
@@ -81,14 +104,15 @@ def generate_one(model, tokenizer, recipe, text: str, max_new_tokens: int) -> st
     enc = prompt_inputs(recipe, tokenizer, text)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-    gen = out[0, enc["input_ids"].shape[1]:] if recipe.task == "causal_lm" else out[0]
+    gen = out[0, enc["input_ids"].shape[1] :] if recipe.task == "causal_lm" else out[0]
     return tokenizer.decode(gen, skip_special_tokens=True).strip()
 
 
 def tag_words(model, tokenizer, text: str, labels: list[str], max_length: int):
     words = text.split()
-    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length,
-                    return_tensors="pt")
+    enc = tokenizer(
+        words, is_split_into_words=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
     pred = model(**enc).logits[0].argmax(-1).tolist()
     tags, seen = ["O"] * len(words), set()
     for pos, w in enumerate(enc.word_ids()):

@@ -19,8 +19,15 @@ def test_defaults_and_shorthand_path():
 
 
 def test_overrides_apply_with_yaml_types():
-    r = parse_recipe(BASE, ["optim.lr=1e-3", "train.batch_size=8", "transfer.freeze_layers=2",
-                            "transfer.gradual_unfreeze.every=3"])
+    r = parse_recipe(
+        BASE,
+        [
+            "optim.lr=1e-3",
+            "train.batch_size=8",
+            "transfer.freeze_layers=2",
+            "transfer.gradual_unfreeze.every=3",
+        ],
+    )
     assert r.optim.lr == 1e-3 and r.train.batch_size == 8 and r.transfer.freeze_layers == 2
     assert r.transfer.gradual_unfreeze.every == 3 and r.transfer.gradual_unfreeze.unit == "epochs"
 
@@ -33,12 +40,18 @@ def test_overrides_apply_with_yaml_types():
         ({"task": "classify"}, "task", "invalid value"),
         ({"train": {"batch_size": 0}}, "train.batch_size", ">= 1"),
         ({"train": {"precision": "fp8"}}, "train.precision", "choose one of"),
-        ({"transfer": {"linear_probe": True, "gradual_unfreeze": {"every": 1}}},
-         "transfer.gradual_unfreeze", "linear_probe"),
+        (
+            {"transfer": {"linear_probe": True, "gradual_unfreeze": {"every": 1}}},
+            "transfer.gradual_unfreeze",
+            "linear_probe",
+        ),
         ({"transfer": {"layerwise_lr_decay": 1.5}}, "transfer.layerwise_lr_decay", "(0, 1]"),
         ({"data": {"train": "x", "split": {"dev": 0.6, "test": 0.5}}}, "data.split", "sum"),
-        ({"data": {"train": "x", "dev": "y", "split": {"dev": 0.1}}}, "data.split.dev",
-         "explicitly"),
+        (
+            {"data": {"train": "x", "dev": "y", "split": {"dev": 0.1}}},
+            "data.split.dev",
+            "explicitly",
+        ),
         ({"data": {"dev": "y"}}, "data.train", "required"),
         ({"objectives": [{"weight": 1.0}]}, "objectives[0].name", "required"),
         ({"train": {"batch_size": True}}, "train.batch_size", "integer"),
@@ -62,8 +75,10 @@ def test_load_recipe_checks_files_and_yaml(tmp_path):
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_recipe(bad_yaml)
     path = tmp_path / "r.yaml"
-    path.write_text("model: minilm\ntask: sequence_classification\n"
-                    f"data: {{root: {tmp_path}, train: missing.txt}}\n")
+    path.write_text(
+        "model: minilm\ntask: sequence_classification\n"
+        f"data: {{root: {tmp_path}, train: missing.txt}}\n"
+    )
     with pytest.raises(ConfigError, match=r"data.train.path: file not found"):
         load_recipe(path)
     (tmp_path / "missing.txt").write_text("1 good\n")

@@ -12,7 +12,7 @@ import logging  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tunesmith import embedded, models  # noqa: E402
+from tunesmith import embedded  # noqa: E402
 from tunesmith.errors import ModelError  # noqa: E402
 from tunesmith.models import (  # noqa: E402
     EMBEDDED,

@@ -68,7 +68,9 @@ def load_checkpoint(accelerator, ckpt: Path, terms) -> TrainState:
         flat = load_file(str(ckpt / TERMS_FILE))
         for i, term in enumerate(terms):
             prefix = f"{i}."
-            term.load_state_dict({k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)})
+            term.load_state_dict(
+                {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+            )
     return TrainState.load(ckpt / STATE_FILE)
 
 
@@ -85,4 +87,3 @@ def save_best(model, tokenizer, run_dir: Path, meta: dict) -> Path:
         shutil.rmtree(final)
     tmp.rename(final)
     return final
-

@@ -40,8 +40,14 @@ def predict_logits(model, examples, collator, task, batch_size, device, rank=0, 
 def _local_results(model, examples, collator, task, batch_size, accelerator):
     preds, labels, nll, count = [], [], 0.0, 0
     for _, batch, logits in predict_logits(
-        model, examples, collator, task, batch_size, accelerator.device,
-        accelerator.process_index, accelerator.num_processes,
+        model,
+        examples,
+        collator,
+        task,
+        batch_size,
+        accelerator.device,
+        accelerator.process_index,
+        accelerator.num_processes,
     ):
         y = batch["labels"]
         if task == "sequence_classification":
@@ -65,7 +71,9 @@ def evaluate(model, examples, collator, task, vocab, accelerator, batch_size) ->
     if any("labels" not in ex for ex in examples[:1]):
         raise ValueError("evaluation needs labelled examples")
     was_training = model.training
-    parts = gather_object([_local_results(model, examples, collator, task, batch_size, accelerator)])
+    parts = gather_object(
+        [_local_results(model, examples, collator, task, batch_size, accelerator)]
+    )
     model.train(was_training)
     preds = [p for part in parts for p in part["preds"]]
     labels = [y for part in parts for y in part["labels"]]

@@ -77,7 +77,8 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
                 raise TrainingError(
                     f"non-finite loss ({float(loss.detach())}) at step {run.state.step + 1}; the last good "
                     f"checkpoint is kept in {run.run_dir / 'checkpoints'} (hint: lower optim.lr, "
-                    "set optim.max_grad_norm, or use precision: fp32)")
+                    "set optim.max_grad_norm, or use precision: fp32)"
+                )
             acc.backward(loss / len(micro_batches))
         for key, value in parts.items():
             parts_sum[key] = parts_sum.get(key, 0.0) + value / len(micro_batches)
@@ -92,14 +93,26 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
 
 def run_eval(run: Run, split: str = "dev") -> dict[str, float]:
     examples = getattr(run.data, split)
-    return evaluate(run.model, examples, run.collator, run.recipe.task, run.data.vocab,
-                    run.accelerator, run.recipe.train.eval_batch_size)
+    return evaluate(
+        run.model,
+        examples,
+        run.collator,
+        run.recipe.task,
+        run.data.vocab,
+        run.accelerator,
+        run.recipe.train.eval_batch_size,
+    )
 
 
 def best_meta(run: Run, metrics: dict) -> dict:
-    return {"task": run.recipe.task, "base_model": run.recipe.model, "step": run.state.step,
-            "metric": run.metric, "dev": metrics,
-            "labels": run.data.vocab.labels if run.data.vocab else None}
+    return {
+        "task": run.recipe.task,
+        "base_model": run.recipe.model,
+        "step": run.state.step,
+        "metric": run.metric,
+        "dev": metrics,
+        "labels": run.data.vocab.labels if run.data.vocab else None,
+    }
 
 
 def evaluate_and_keep_best(run: Run) -> bool:
@@ -109,8 +122,10 @@ def evaluate_and_keep_best(run: Run) -> bool:
     if run.logger:
         run.logger.log(state.step, "dev", metrics, epoch=state.epoch)
     if run.metric not in metrics:
-        raise TrainingError(f"train.metric {run.metric!r} is not computed for this task; "
-                            f"available: {sorted(metrics)}")
+        raise TrainingError(
+            f"train.metric {run.metric!r} is not computed for this task; "
+            f"available: {sorted(metrics)}"
+        )
     value = metrics[run.metric]
     if state.improved(value, run.greater_is_better):
         state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
@@ -127,7 +142,9 @@ def log_train(run: Run, window: list[dict], elapsed: float) -> dict:
     tokens = sum(w["tokens"] for w in window)
     keys = [k for k in window[0] if k != "tokens"]
     values = {k: sum(w[k] for w in window) / len(window) for k in keys}
-    values["lr"] = run.scheduler.get_last_lr()[0] / run.optimizer.param_groups[0].get("lr_scale", 1.0)
+    values["lr"] = run.scheduler.get_last_lr()[0] / run.optimizer.param_groups[0].get(
+        "lr_scale", 1.0
+    )
     values["tokens_per_s"] = tokens * run.accelerator.num_processes / max(elapsed, 1e-9)
     if run.logger:
         run.logger.log(run.state.step, "train", values, epoch=run.state.epoch)
@@ -146,16 +163,21 @@ def train_epoch(run: Run, bar, interrupt_at_step: int | None) -> bool:
         state.step_in_epoch += 1
         state.tokens += window[-1]["tokens"]
         bar.update(1)
-        if run.unfreezer and run.recipe.transfer.gradual_unfreeze.unit == "steps" and (
-            state.step % run.recipe.transfer.gradual_unfreeze.every == 0
+        if (
+            run.unfreezer
+            and run.recipe.transfer.gradual_unfreeze.unit == "steps"
+            and (state.step % run.recipe.transfer.gradual_unfreeze.every == 0)
         ):
             run.unfreezer.advance()
         if state.step % tr.log_every == 0 or state.step == run.total_steps:
             elapsed = time.perf_counter() - t0
             state.wall_s += elapsed
             values = log_train(run, window, elapsed)
-            bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
-                            tok_s=f"{values['tokens_per_s']:.0f}")
+            bar.set_postfix(
+                loss=f"{values['loss']:.4f}",
+                lr=f"{values['lr']:.2e}",
+                tok_s=f"{values['tokens_per_s']:.0f}",
+            )
             window, t0 = [], time.perf_counter()
         stop = step_boundary(run, end_of_epoch=state.step_in_epoch == len(plan))
         if interrupt_at_step is not None and state.step == interrupt_at_step:
@@ -174,8 +196,10 @@ def step_boundary(run: Run, end_of_epoch: bool) -> bool:
     if end_of_epoch:
         state.epoch += 1
         state.step_in_epoch = 0
-        if run.unfreezer and run.recipe.transfer.gradual_unfreeze.unit == "epochs" and (
-            state.epoch % run.recipe.transfer.gradual_unfreeze.every == 0
+        if (
+            run.unfreezer
+            and run.recipe.transfer.gradual_unfreeze.unit == "epochs"
+            and (state.epoch % run.recipe.transfer.gradual_unfreeze.every == 0)
         ):
             run.unfreezer.advance()
     due_eval = (state.step % tr.eval_every == 0) if tr.eval_every else end_of_epoch
@@ -211,11 +235,17 @@ def finish(run: Run) -> dict:
         save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, {}))
     acc.wait_for_everyone()
     summary = {
-        "task": run.recipe.task, "model": run.recipe.model, "steps": state.step,
-        "epochs": round(state.step / run.steps_per_epoch, 3), "best_step": state.best_step,
-        "metric": run.metric, "train_examples": len(run.data.train), "wall_s": round(state.wall_s, 1),
+        "task": run.recipe.task,
+        "model": run.recipe.model,
+        "steps": state.step,
+        "epochs": round(state.step / run.steps_per_epoch, 3),
+        "best_step": state.best_step,
+        "metric": run.metric,
+        "train_examples": len(run.data.train),
+        "wall_s": round(state.wall_s, 1),
         "tokens_per_s": round(state.tokens * acc.num_processes / max(state.wall_s, 1e-9), 1),
-        "trainable_params": run.trainable_params, "total_params": run.total_params,
+        "trainable_params": run.trainable_params,
+        "total_params": run.total_params,
     }
     if run.dev_at_start is not None:
         summary["dev_at_start"] = run.dev_at_start
@@ -230,8 +260,12 @@ def finish(run: Run) -> dict:
     return summary
 
 
-def train(recipe: Recipe, run_dir: str | Path | None = None, resume: bool = False,
-          interrupt_at_step: int | None = None) -> dict:
+def train(
+    recipe: Recipe,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    interrupt_at_step: int | None = None,
+) -> dict:
     """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``)."""
     run = setup_run(recipe, Path(run_dir or recipe.output_dir), resume)
     if resume:
@@ -239,11 +273,20 @@ def train(recipe: Recipe, run_dir: str | Path | None = None, resume: bool = Fals
     acc = run.accelerator
     if acc.is_main_process:
         t, n = run.trainable_params, run.total_params
-        print(f"tunesmith: {recipe.task} on {recipe.model}: {t:,} / {n:,} trainable parameters "
-              f"({100 * t / max(n, 1):.2f}%), {len(run.data.train):,} train examples, "
-              f"{run.total_steps} steps", flush=True)
-    bar = tqdm(total=run.total_steps, initial=run.state.step, desc="train", unit="step",
-               disable=not (acc.is_main_process and recipe.train.progress), dynamic_ncols=True)
+        print(
+            f"tunesmith: {recipe.task} on {recipe.model}: {t:,} / {n:,} trainable parameters "
+            f"({100 * t / max(n, 1):.2f}%), {len(run.data.train):,} train examples, "
+            f"{run.total_steps} steps",
+            flush=True,
+        )
+    bar = tqdm(
+        total=run.total_steps,
+        initial=run.state.step,
+        desc="train",
+        unit="step",
+        disable=not (acc.is_main_process and recipe.train.progress),
+        dynamic_ncols=True,
+    )
     if recipe.train.eval_at_start and run.data.dev and run.state.step == 0:
         run.dev_at_start = run_eval(run, "dev")
         if run.logger:

@@ -75,11 +75,17 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, is_main: bool) 
     saved = run_dir / "config.yaml"
     if saved.is_file():
         if not resume:
-            raise ConfigError("output_dir", f"run directory {run_dir} already holds a run",
-                              "pass --resume to continue it, or choose another output_dir")
+            raise ConfigError(
+                "output_dir",
+                f"run directory {run_dir} already holds a run",
+                "pass --resume to continue it, or choose another output_dir",
+            )
         if saved.read_text() != text:
-            raise ConfigError("output_dir", f"the recipe differs from the one {run_dir} was "
-                              "started with", "resume with the same recipe and overrides")
+            raise ConfigError(
+                "output_dir",
+                f"the recipe differs from the one {run_dir} was started with",
+                "resume with the same recipe and overrides",
+            )
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(text)
@@ -90,8 +96,9 @@ def build_model(recipe: Recipe, data: Datasets, tokenizer):
     kwargs = {}
     if vocab is not None:
         kwargs = dict(num_labels=len(vocab), id2label=vocab.id2label, label2id=vocab.label2id)
-    model = load_model(recipe.model, recipe.task, from_scratch=recipe.from_scratch,
-                       init_seed=recipe.seed, **kwargs)
+    model = load_model(
+        recipe.model, recipe.task, from_scratch=recipe.from_scratch, init_seed=recipe.seed, **kwargs
+    )
     align_pad_token(model, tokenizer)
     return model
 
@@ -99,15 +106,29 @@ def build_model(recipe: Recipe, data: Datasets, tokenizer):
 def configure_training(recipe: Recipe, model):
     """Freezing, discriminative LRs and gradual unfreezing -> (param groups, unfreezer)."""
     t = recipe.transfer
-    apply_freezing(model, embeddings=t.freeze_embeddings, first_n_layers=t.freeze_layers,
-                   patterns=t.freeze_patterns, linear_probe=t.linear_probe,
-                   unfreeze_patterns=t.unfreeze_patterns)
+    apply_freezing(
+        model,
+        embeddings=t.freeze_embeddings,
+        first_n_layers=t.freeze_layers,
+        patterns=t.freeze_patterns,
+        linear_probe=t.linear_probe,
+        unfreeze_patterns=t.unfreeze_patterns,
+    )
     layout = layer_layout(model)
     will_train = {name for name, p in model.named_parameters() if p.requires_grad}
-    scales = layerwise_lr_scales(model, layout, t.layerwise_lr_decay) if t.layerwise_lr_decay else None
-    groups = param_groups(model, lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay,
-                          lr_scales=scales, include=lambda name, p: name in will_train)
-    unfreezer = GradualUnfreezer(model, layout, t.gradual_unfreeze.every) if t.gradual_unfreeze else None
+    scales = (
+        layerwise_lr_scales(model, layout, t.layerwise_lr_decay) if t.layerwise_lr_decay else None
+    )
+    groups = param_groups(
+        model,
+        lr=recipe.optim.lr,
+        weight_decay=recipe.optim.weight_decay,
+        lr_scales=scales,
+        include=lambda name, p: name in will_train,
+    )
+    unfreezer = (
+        GradualUnfreezer(model, layout, t.gradual_unfreeze.every) if t.gradual_unfreeze else None
+    )
     return groups, unfreezer
 
 
@@ -129,20 +150,41 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     n_steps = total_steps(recipe, per_epoch)
     optimizer = build_optimizer(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_ratio * n_steps)
-    scheduler = build_scheduler(optimizer, o.schedule, warmup_steps=min(warmup, n_steps),
-                                total_steps=n_steps, min_lr_ratio=o.min_lr_ratio)
+    scheduler = build_scheduler(
+        optimizer,
+        o.schedule,
+        warmup_steps=min(warmup, n_steps),
+        total_steps=n_steps,
+        min_lr_ratio=o.min_lr_ratio,
+    )
     terms = build_terms(recipe.objectives)
     for term in terms:
         term.setup(model)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     metric = tr.metric or DEFAULT_METRIC[recipe.task]
-    logger = MetricsLogger(run_dir, tensorboard=tr.tensorboard) if accelerator.is_main_process else None
+    logger = (
+        MetricsLogger(run_dir, tensorboard=tr.tensorboard) if accelerator.is_main_process else None
+    )
     return Run(
-        recipe=recipe, run_dir=run_dir, accelerator=accelerator, model=prepared, raw_model=model,
-        tokenizer=tokenizer, data=data, collator=Collator(pad_token_id=tokenizer.pad_token_id),
-        optimizer=optimizer, scheduler=scheduler, terms=terms, unfreezer=unfreezer,
-        logger=logger, state=TrainState(), total_steps=n_steps, steps_per_epoch=per_epoch,
-        metric=metric, greater_is_better=metric not in LOWER_IS_BETTER,
-        trainable_params=trainable, total_params=total,
+        recipe=recipe,
+        run_dir=run_dir,
+        accelerator=accelerator,
+        model=prepared,
+        raw_model=model,
+        tokenizer=tokenizer,
+        data=data,
+        collator=Collator(pad_token_id=tokenizer.pad_token_id),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        terms=terms,
+        unfreezer=unfreezer,
+        logger=logger,
+        state=TrainState(),
+        total_steps=n_steps,
+        steps_per_epoch=per_epoch,
+        metric=metric,
+        greater_is_better=metric not in LOWER_IS_BETTER,
+        trainable_params=trainable,
+        total_params=total,
     )

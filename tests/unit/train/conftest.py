@@ -20,10 +20,16 @@ def sentence(rng, words):
 def tiny_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {
-        ("bert", "sequence_classification"): save_tiny_model(root / "bert-cls", "bert", "sequence_classification"),
-        ("bert", "token_classification"): save_tiny_model(root / "bert-tok", "bert", "token_classification", num_labels=3),
+        ("bert", "sequence_classification"): save_tiny_model(
+            root / "bert-cls", "bert", "sequence_classification"
+        ),
+        ("bert", "token_classification"): save_tiny_model(
+            root / "bert-tok", "bert", "token_classification", num_labels=3
+        ),
         ("llama", "causal_lm"): save_tiny_model(root / "llama", "llama", "causal_lm"),
-        ("gpt2", "sequence_classification"): save_tiny_model(root / "gpt2-cls", "gpt2", "sequence_classification"),
+        ("gpt2", "sequence_classification"): save_tiny_model(
+            root / "gpt2-cls", "gpt2", "sequence_classification"
+        ),
         ("t5", "seq2seq"): save_tiny_model(root / "t5", "t5", "seq2seq"),
     }
 
@@ -38,9 +44,11 @@ def tiny_data(tmp_path_factory):
     for _ in range(40):
         words = rng.sample(FILL + POS, 5)
         tags = ["B-POS" if w in POS else "O" for w in words]
-        conll.append("\n".join(f"{w}\t{t}" for w, t in zip(words, tags)))
+        conll.append("\n".join(f"{w}\t{t}" for w, t in zip(words, tags, strict=True)))
     (root / "ner.conll").write_text("\n\n".join(conll) + "\n")
-    inst = [{"instruction": f"say {w}", "input": "", "output": f"{w} {w} yes"} for w in POS + NEG] * 3
+    inst = [
+        {"instruction": f"say {w}", "input": "", "output": f"{w} {w} yes"} for w in POS + NEG
+    ] * 3
     (root / "inst.json").write_text(json.dumps(inst))
     pairs = [{"source": f"copy {w}", "target": w} for w in POS + NEG] * 3
     (root / "s2s.jsonl").write_text("\n".join(json.dumps(p) for p in pairs) + "\n")
@@ -51,13 +59,19 @@ def make_recipe(model_dir, task, data_root, run_dir, **over):
     from tunesmith.config import parse_recipe
 
     data = {
-        "sequence_classification": {"train": {"path": "sent.txt", "format": "label_text"}, "split": {"dev": 0.25, "test": 0.25}},
+        "sequence_classification": {
+            "train": {"path": "sent.txt", "format": "label_text"},
+            "split": {"dev": 0.25, "test": 0.25},
+        },
         "token_classification": {"train": "ner.conll", "split": {"dev": 0.25}},
         "causal_lm": {"train": "inst.json", "split": {"dev": 0.2}, "max_length": 32},
         "seq2seq": {"train": "s2s.jsonl", "split": {"dev": 0.2}},
     }[task]
     base = {
-        "model": str(model_dir), "task": task, "output_dir": str(run_dir), "seed": 3,
+        "model": str(model_dir),
+        "task": task,
+        "output_dir": str(run_dir),
+        "seed": 3,
         "data": {"root": str(data_root), **data},
         "optim": {"lr": 1e-3, "warmup_steps": 1},
         "train": {"batch_size": 8, "epochs": 2, "progress": False, "tensorboard": False},

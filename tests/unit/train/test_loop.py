@@ -24,8 +24,15 @@ def test_each_task_trains_end_to_end(tiny_models, tiny_data, tmp_path, arch, tas
     run = tmp_path / "run"
     summary = train(make_recipe(tiny_models[arch, task], task, tiny_data, run))
     assert metric in summary["dev"]
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "report.md", "best/config.json",
-                 "best/model.safetensors", "best/tunesmith.json"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "report.md",
+        "best/config.json",
+        "best/model.safetensors",
+        "best/tunesmith.json",
+    ):
         assert (run / name).exists(), name
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(x["split"] == "train" and "loss" in x and "tokens_per_s" in x for x in lines)
@@ -33,8 +40,13 @@ def test_each_task_trains_end_to_end(tiny_models, tiny_data, tmp_path, arch, tas
 
 
 def test_classification_learns_the_toy_task(tiny_models, tiny_data, tmp_path):
-    recipe = make_recipe(tiny_models["bert", "sequence_classification"], "sequence_classification",
-                         tiny_data, tmp_path / "r", **{"train.epochs": 8})
+    recipe = make_recipe(
+        tiny_models["bert", "sequence_classification"],
+        "sequence_classification",
+        tiny_data,
+        tmp_path / "r",
+        **{"train.epochs": 8},
+    )
     summary = train(recipe)
     assert summary["test"]["accuracy"] >= 0.9  # words decide the label: trivially learnable
 
@@ -64,8 +76,15 @@ def test_resume_after_kill_gives_identical_weights(tiny_models, tiny_data, tmp_p
 def test_frozen_parameters_stay_bit_identical(tiny_models, tiny_data, tmp_path):
     model_dir = tiny_models["bert", "sequence_classification"]
     run = tmp_path / "frozen"
-    train(make_recipe(model_dir, "sequence_classification", tiny_data, run,
-                      **{"transfer.freeze_embeddings": "true", "transfer.freeze_layers": 1}))
+    train(
+        make_recipe(
+            model_dir,
+            "sequence_classification",
+            tiny_data,
+            run,
+            **{"transfer.freeze_embeddings": "true", "transfer.freeze_layers": 1},
+        )
+    )
     before = load_file(str(model_dir / "model.safetensors"))
     after = weights(run)
     for name, t in after.items():
@@ -79,8 +98,15 @@ def test_frozen_parameters_stay_bit_identical(tiny_models, tiny_data, tmp_path):
 def test_linear_probe_trains_only_the_head(tiny_models, tiny_data, tmp_path):
     model_dir = tiny_models["bert", "sequence_classification"]
     run = tmp_path / "probe"
-    summary = train(make_recipe(model_dir, "sequence_classification", tiny_data, run,
-                                **{"transfer.linear_probe": "true"}))
+    summary = train(
+        make_recipe(
+            model_dir,
+            "sequence_classification",
+            tiny_data,
+            run,
+            **{"transfer.linear_probe": "true"},
+        )
+    )
     before, after = load_file(str(model_dir / "model.safetensors")), weights(run)
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and all(n.startswith("classifier") for n in changed), changed
@@ -90,9 +116,19 @@ def test_linear_probe_trains_only_the_head(tiny_models, tiny_data, tmp_path):
 def test_gradual_unfreezing_with_llrd_reaches_embeddings(tiny_models, tiny_data, tmp_path):
     model_dir = tiny_models["bert", "sequence_classification"]
     run = tmp_path / "gu"
-    train(make_recipe(model_dir, "sequence_classification", tiny_data, run, **{
-        "transfer.gradual_unfreeze": "{every: 1, unit: steps}", "transfer.layerwise_lr_decay": 0.5,
-        "train.max_steps": 8}))
+    train(
+        make_recipe(
+            model_dir,
+            "sequence_classification",
+            tiny_data,
+            run,
+            **{
+                "transfer.gradual_unfreeze": "{every: 1, unit: steps}",
+                "transfer.layerwise_lr_decay": 0.5,
+                "train.max_steps": 8,
+            },
+        )
+    )
     before, after = load_file(str(model_dir / "model.safetensors")), weights(run)
     emb = "bert.embeddings.word_embeddings.weight"
     assert not torch.equal(before[emb], after[emb])  # unfrozen last, but within 8 steps
@@ -102,15 +138,26 @@ def test_nan_loss_stops_with_clear_error(tiny_models, tiny_data, tmp_path, monke
     import tunesmith.train.loop as loop
 
     monkeypatch.setattr(loop, "task_loss", lambda task, logits, labels: logits.sum() * float("nan"))
-    recipe = make_recipe(tiny_models["bert", "sequence_classification"], "sequence_classification",
-                         tiny_data, tmp_path / "nan")
+    recipe = make_recipe(
+        tiny_models["bert", "sequence_classification"],
+        "sequence_classification",
+        tiny_data,
+        tmp_path / "nan",
+    )
     with pytest.raises(TrainingError, match="non-finite loss .* step 1"):
         train(recipe)
 
 
 def test_l2_sp_term_is_logged(tiny_models, tiny_data, tmp_path):
     run = tmp_path / "l2sp"
-    train(make_recipe(tiny_models["bert", "sequence_classification"], "sequence_classification",
-                      tiny_data, run, objectives="[{name: l2_sp, weight: 0.01}]"))
+    train(
+        make_recipe(
+            tiny_models["bert", "sequence_classification"],
+            "sequence_classification",
+            tiny_data,
+            run,
+            objectives="[{name: l2_sp, weight: 0.01}]",
+        )
+    )
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("l2_sp" in x for x in lines if x["split"] == "train")
