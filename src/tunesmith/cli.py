@@ -22,7 +22,8 @@ def cmd_train(args) -> None:
 
     recipe = load_recipe(args.recipe, args.overrides)
     summary = train(recipe, args.output_dir, resume=args.resume)
-    print_summary(summary, Path(args.output_dir or recipe.output_dir))
+    if os.environ.get("RANK", "0") == "0":  # torchrun / accelerate launch: print once
+        print_summary(summary, Path(args.output_dir or recipe.output_dir))
 
 
 def print_summary(summary: dict, run_dir: Path) -> None:
@@ -59,7 +60,7 @@ def cmd_validate(args) -> None:
     recipe = load_recipe(args.recipe, args.overrides)
     if args.show:
         print(dump_recipe(recipe))
-    print(f"ok: {args.recipe} is a valid {recipe.task} recipe for {recipe.model}")
+    print(f"ok: {args.recipe} is a valid {recipe.task} recipe for {recipe.model_source}")
 
 
 def cmd_list(args) -> None:
@@ -130,14 +131,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides come after options too (``train R --resume a.b=1``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def setup_logging(debug: bool) -> None:
+    """``tunesmith: ...`` log lines on stderr; one handler however often ``main`` is called."""
+    log = logging.getLogger("tunesmith")
+    for old in [h for h in log.handlers if getattr(h, "tunesmith_cli", False)]:
+        log.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
-    log = logging.getLogger("tunesmith")
-    log.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    handler.tunesmith_cli = True
     log.addHandler(handler)
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    setup_logging(args.debug)
     try:
         args.func(args)
     except TunesmithError as exc:

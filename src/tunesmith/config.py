@@ -221,8 +221,41 @@ class ObjectiveConfig:
 
 
 @dataclass
+class FromTeacherConfig:
+    layers: Literal["every_other"] | list[int] = fld(
+        "every_other", "teacher blocks copied into the student (DistilBERT: every other one)"
+    )
+
+
+@dataclass
+class StudentConfig:
+    from_teacher: FromTeacherConfig | None = fld(
+        None, "build the student from the teacher's embeddings, chosen blocks and head"
+    )
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation: which teacher, and whether its outputs are cached on disk."""
+
+    teacher: str = fld(help="teacher: a tunesmith run dir, a local folder, an embedded name or hub id")
+    cache: bool = fld(False, "compute the teacher's train outputs once and reuse them from disk")
+    cache_dir: str | None = fld(None, "teacher cache root (default: <TUNESMITH_CACHE>/teacher_outputs)")
+    top_k: int = fld(32, "causal LM cache: keep the teacher's top-k log-probs per token")
+
+    def validate(self, path: str) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"{path}.top_k", "must be >= 1")
+
+
+# objective terms that read a teacher (they need `distill.teacher`)
+TEACHER_TERMS = {"kd", "lm_kd", "hidden_mse", "hidden_cosine", "attention_kd", "gkd"}
+
+
+@dataclass(kw_only=True)
 class Recipe:
-    model: str = fld(help="embedded name (minilm, smollm2), local folder or hub id")
+    model: str | None = fld(None, "embedded name (minilm, smollm2), local folder or hub id "
+                            "(may be left out when student.from_teacher builds the model)")
     task: TaskType = fld(help="task head / loss")
     data: DataConfig = fld(help="datasets and formatting")
     output_dir: str = fld("runs/run", "run directory (checkpoints, metrics, report)")
@@ -232,10 +265,32 @@ class Recipe:
     optim: OptimConfig = fld(OptimConfig(), "optimiser and schedule")
     train: TrainConfig = fld(TrainConfig(), "loop settings")
     objectives: list[ObjectiveConfig] = fld([], "extra loss terms added to the task loss")
+    task_weight: float = fld(1.0, "multiplier of the task loss (Hinton KD: 1 - alpha)")
+    distill: DistillConfig | None = fld(None, "teacher for distillation terms")
+    student: StudentConfig | None = fld(None, "how the student model is built (distillation)")
 
     def validate(self, path: str) -> None:
         if self.task in ("causal_lm", "seq2seq") and self.data.labels:
             raise ConfigError("data.labels", f"a {self.task} task has no label vocabulary")
+        from_teacher = self.student is not None and self.student.from_teacher is not None
+        if self.model is None and not from_teacher:
+            raise ConfigError("model", "required key is missing",
+                              "name a model, or build one with student.from_teacher")
+        if self.model is not None and from_teacher:
+            raise ConfigError("model", "cannot be combined with student.from_teacher",
+                              "the student is built from distill.teacher; remove `model`")
+        needs_teacher = [o.name for o in self.objectives if o.name in TEACHER_TERMS]
+        if self.distill is None and (needs_teacher or from_teacher):
+            what = f"objective {needs_teacher[0]!r}" if needs_teacher else "student.from_teacher"
+            raise ConfigError("distill.teacher", f"{what} needs a teacher",
+                              "add distill: {teacher: <run dir | folder | model name>}")
+        if self.task_weight < 0:
+            raise ConfigError("task_weight", "must be >= 0")
+
+    @property
+    def model_source(self) -> str:
+        """Where the student's weights and tokenizer come from."""
+        return self.model if self.model is not None else self.distill.teacher
 
 
 def check_files(recipe: Recipe) -> None:

@@ -50,4 +50,4 @@ def test_combine_adds_weighted_terms_and_l2sp_value():
         model.weight.add_(1.0)  # 4 entries moved by 1 -> penalty 4
     total, parts = combine(torch.tensor(1.0), terms, model, {}, None)
     assert parts["l2_sp"] == 4.0
-    assert float(total.detach()) == 1.0 + 0.5 * 4.0
+    assert float(total.detach()) == 1.0 + 0.5 * 4.0 == parts["loss"]

@@ -283,7 +283,8 @@ def encode_prompt(
         return _batch_ids(tokenizer, [text], add_special_tokens=True)[0]
     record = {prompt_key or "instruction": text}
     prompt = build_prompt(record, tokenizer, template, prompt_key, system)
-    return _batch_ids(tokenizer, [prompt], add_special_tokens=prompt_adds_special_tokens(template))[0]
+    add_special = prompt_adds_special_tokens(template)
+    return _batch_ids(tokenizer, [prompt], add_special_tokens=add_special)[0]
 
 
 def _prompt_len(prompt_ids: list[int], ids: list[int], offsets: Any, prompt_chars: int) -> int:

@@ -40,6 +40,11 @@ class ObjectiveTerm:
         """Unweighted term value, a scalar tensor in the graph."""
         raise NotImplementedError
 
+    def trainable_modules(self) -> list[torch.nn.Module]:
+        """Modules with trainable parameters the term owns (e.g. projections), created in
+        :meth:`setup`; the loop puts their parameters in the optimizer."""
+        return []
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to checkpoint so a resumed run continues with the same term state."""
         return {}
@@ -72,12 +77,15 @@ def combine(
     model: torch.nn.Module,
     batch: Mapping[str, torch.Tensor],
     outputs: Any,
+    task_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its parts (detached floats, for logging)."""
-    total = task_loss
+    """``task_weight * task_loss + sum(weight_i * term_i)`` and its parts (detached floats:
+    ``loss`` is the weighted total, the others unweighted values, for logging)."""
+    total = task_weight * task_loss if task_weight != 1.0 else task_loss
     parts = {"task_loss": float(task_loss.detach())}
     for term in terms:
         value = term.loss(model, batch, outputs)
         parts[term.name] = float(value.detach())
         total = total + term.weight * value
+    parts["loss"] = float(total.detach())
     return total, parts

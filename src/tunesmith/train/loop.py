@@ -58,7 +58,7 @@ def forward_loss(run: Run, batch: dict) -> tuple[torch.Tensor, dict[str, float]]
     with torch.autocast(run.accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
         outputs = run.model(**model_inputs(task, batch))
         loss = task_loss(task, outputs.logits, batch["labels"])
-        return combine(loss, run.terms, run.raw_model, batch, outputs)
+        return combine(loss, run.terms, run.raw_model, batch, outputs, run.recipe.task_weight)
 
 
 def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]:
@@ -87,8 +87,7 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    loss_value = sum(v for k, v in parts_sum.items() if k != "task_loss") + parts_sum["task_loss"]
-    return {"loss": loss_value, **parts_sum, "grad_norm": float(grad_norm), "tokens": tokens}
+    return {**parts_sum, "grad_norm": float(grad_norm), "tokens": tokens}
 
 
 def run_eval(run: Run, split: str = "dev") -> dict[str, float]:
@@ -107,7 +106,7 @@ def run_eval(run: Run, split: str = "dev") -> dict[str, float]:
 def best_meta(run: Run, metrics: dict) -> dict:
     return {
         "task": run.recipe.task,
-        "base_model": run.recipe.model,
+        "base_model": run.recipe.model_source,
         "step": run.state.step,
         "metric": run.metric,
         "dev": metrics,
@@ -236,7 +235,7 @@ def finish(run: Run) -> dict:
     acc.wait_for_everyone()
     summary = {
         "task": run.recipe.task,
-        "model": run.recipe.model,
+        "model": run.recipe.model_source,
         "steps": state.step,
         "epochs": round(state.step / run.steps_per_epoch, 3),
         "best_step": state.best_step,
@@ -274,7 +273,7 @@ def train(
     if acc.is_main_process:
         t, n = run.trainable_params, run.total_params
         print(
-            f"tunesmith: {recipe.task} on {recipe.model}: {t:,} / {n:,} trainable parameters "
+            f"tunesmith: {recipe.task} on {recipe.model_source}: {t:,} / {n:,} trainable parameters "
             f"({100 * t / max(n, 1):.2f}%), {len(run.data.train):,} train examples, "
             f"{run.total_steps} steps",
             flush=True,

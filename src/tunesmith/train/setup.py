@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+import torch
+from torch import nn
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.data.collate import Collator
@@ -20,6 +22,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.models import align_pad_token, count_parameters, load_model, load_tokenizer
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
+from tunesmith.train.distill_setup import build_student, load_run_teacher, use_teacher
 from tunesmith.train.evaluation import DEFAULT_METRIC, LOWER_IS_BETTER
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.state import TrainState
@@ -69,8 +72,10 @@ def total_steps(recipe: Recipe, per_epoch: int) -> int:
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
-def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, is_main: bool) -> None:
-    """Create the run dir; refuse to overwrite a run unless resuming with the same recipe."""
+def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, accelerator) -> None:
+    """Create the run dir; refuse to overwrite a run unless resuming with the same recipe.
+
+    Every process checks before any process writes (else rank 1 would see rank 0's new file)."""
     text = dump_recipe(recipe)
     saved = run_dir / "config.yaml"
     if saved.is_file():
@@ -86,9 +91,11 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, is_main: bool) 
                 f"the recipe differs from the one {run_dir} was started with",
                 "resume with the same recipe and overrides",
             )
-    if is_main:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(text)
+    accelerator.wait_for_everyone()
 
 
 def build_model(recipe: Recipe, data: Datasets, tokenizer):
@@ -97,14 +104,22 @@ def build_model(recipe: Recipe, data: Datasets, tokenizer):
     if vocab is not None:
         kwargs = dict(num_labels=len(vocab), id2label=vocab.id2label, label2id=vocab.label2id)
     model = load_model(
-        recipe.model, recipe.task, from_scratch=recipe.from_scratch, init_seed=recipe.seed, **kwargs
+        recipe.model_source,
+        recipe.task,
+        from_scratch=recipe.from_scratch,
+        init_seed=recipe.seed,
+        **kwargs,
     )
     align_pad_token(model, tokenizer)
     return model
 
 
 def configure_training(recipe: Recipe, model):
-    """Freezing, discriminative LRs and gradual unfreezing -> (param groups, unfreezer)."""
+    """Freezing and discriminative LRs -> (param groups, layer layout).
+
+    Gradual unfreezing is started later, after DDP has wrapped the model: DDP only all-reduces
+    parameters that require grad when it wraps them, so every parameter that will ever train must
+    still be trainable then."""
     t = recipe.transfer
     apply_freezing(
         model,
@@ -126,25 +141,40 @@ def configure_training(recipe: Recipe, model):
         lr_scales=scales,
         include=lambda name, p: name in will_train,
     )
-    unfreezer = (
-        GradualUnfreezer(model, layout, t.gradual_unfreeze.every) if t.gradual_unfreeze else None
-    )
-    return groups, unfreezer
+    return groups, layout
 
 
 def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     o, tr = recipe.optim, recipe.train
     # bf16 autocast is applied by the loop itself (torch.autocast): accelerate's mixed-precision
     # setting is process-global and would forbid two runs with different precisions in one process.
-    accelerator = Accelerator()
-    prepare_run_dir(recipe, run_dir, resume, accelerator.is_main_process)
+    # cpu=True on CPU-only machines: accelerate otherwise ignores torchrun's WORLD_SIZE there.
+    # Gradual unfreezing leaves parameters without gradients in early steps: DDP must allow that.
+    ddp = DistributedDataParallelKwargs(
+        find_unused_parameters=recipe.transfer.gradual_unfreeze is not None
+    )
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    prepare_run_dir(recipe, run_dir, resume, accelerator)
     set_seed(recipe.seed)
-    tokenizer = load_tokenizer(recipe.model)
+    tokenizer = load_tokenizer(recipe.model_source)
     data = build_datasets(recipe, tokenizer)
     if data.vocab is not None and accelerator.is_main_process:
         (run_dir / "labels.json").write_text(json.dumps(data.vocab.labels, indent=2))
-    model = build_model(recipe, data, tokenizer)
-    groups, unfreezer = configure_training(recipe, model)
+    teacher = load_run_teacher(recipe, tokenizer, data) if recipe.distill else None
+    if recipe.student and recipe.student.from_teacher:
+        model = build_student(recipe, teacher, tokenizer)
+    else:
+        model = build_model(recipe, data, tokenizer)
+    groups, layout = configure_training(recipe, model)
+    terms = build_terms(recipe.objectives)
+    collator = Collator(pad_token_id=tokenizer.pad_token_id)
+    if teacher is not None:
+        collator = use_teacher(recipe, teacher, terms, data, collator, accelerator)
+    for term in terms:
+        term.setup(model)  # before the optimizer: terms may create trainable projections
+    extra = nn.ModuleList([m for t in terms for m in t.trainable_modules()])
+    if len(extra):
+        groups += param_groups(extra, lr=o.lr, weight_decay=o.weight_decay)
     trainable, total = count_parameters(model)
     per_epoch = steps_per_epoch(recipe, len(data.train), accelerator.num_processes)
     n_steps = total_steps(recipe, per_epoch)
@@ -157,11 +187,10 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         total_steps=n_steps,
         min_lr_ratio=o.min_lr_ratio,
     )
-    terms = build_terms(recipe.objectives)
-    for term in terms:
-        term.setup(model)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    gradual = recipe.transfer.gradual_unfreeze
+    unfreezer = GradualUnfreezer(model, layout, gradual.every) if gradual else None
     metric = tr.metric or DEFAULT_METRIC[recipe.task]
     logger = (
         MetricsLogger(run_dir, tensorboard=tr.tensorboard) if accelerator.is_main_process else None
@@ -174,7 +203,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         raw_model=model,
         tokenizer=tokenizer,
         data=data,
-        collator=Collator(pad_token_id=tokenizer.pad_token_id),
+        collator=collator,
         optimizer=optimizer,
         scheduler=scheduler,
         terms=terms,

@@ -1,0 +1,134 @@
+"""``predict_texts`` on finished tiny runs of each task, and prompts tokenised as at training time."""
+
+import json
+
+import pytest
+
+from tunesmith.data.encode import IGNORE_INDEX, encode_causal_lm, encode_seq2seq
+from tunesmith.data.pipeline import load_raw_splits
+from tunesmith.models import load_tokenizer
+from tunesmith.predict import predict_texts, prompt_inputs
+from tunesmith.testing import BOS_ID
+from tunesmith.train.loop import train
+
+from .conftest import make_recipe
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_models, tiny_data, tmp_path_factory):
+    """One finished run per task (trained once for the module)."""
+    root = tmp_path_factory.mktemp("predict-runs")
+    specs = {
+        "sequence_classification": ("bert", {"train.epochs": 3}),
+        "token_classification": ("bert", {"train.epochs": 3}),
+        "causal_lm": ("llama", {"train.max_steps": 4}),
+        "seq2seq": ("t5", {"train.max_steps": 4, "data.prefix": "'copy : '"}),
+    }
+    out = {}
+    for task, (arch, over) in specs.items():
+        recipe = make_recipe(tiny_models[arch, task], task, tiny_data, root / task, **over)
+        out[task] = (recipe, root / task, train(recipe))
+    return out
+
+
+def test_classification_labels_come_from_labels_json(runs):
+    recipe, run, summary = runs["sequence_classification"]
+    dev = load_raw_splits(recipe)["dev"]
+    preds = predict_texts(run, [r["text"] for r in dev])
+    labels = json.loads((run / "labels.json").read_text())
+    assert {p["label"] for p in preds} <= set(labels)
+    assert all(0.5 <= p["score"] <= 1.0 for p in preds)
+    # predict tokenises like training: it reproduces the dev accuracy of the best model
+    accuracy = sum(p["label"] == r["label"] for p, r in zip(preds, dev, strict=True)) / len(dev)
+    assert accuracy == pytest.approx(summary["dev"]["accuracy"])
+
+    (run / "labels.json").write_text(json.dumps(["negative", "positive"]))
+    try:
+        renamed = predict_texts(run, [r["text"] for r in dev[:4]])
+    finally:
+        (run / "labels.json").write_text(json.dumps(labels))
+    assert [p["label"] for p in renamed] == [
+        {"0": "negative", "1": "positive"}[p["label"]] for p in preds[:4]
+    ]
+
+
+def test_token_classification_tags_every_word(runs):
+    recipe, run, summary = runs["token_classification"]
+    dev = load_raw_splits(recipe)["dev"]
+    tagged = predict_texts(run, [" ".join(r["tokens"]) for r in dev])
+    labels = set(json.loads((run / "labels.json").read_text()))
+    for pairs, record in zip(tagged, dev, strict=True):
+        assert [w for w, _ in pairs] == record["tokens"]
+        assert {t for _, t in pairs} <= labels
+    right = sum(
+        t == g
+        for pairs, r in zip(tagged, dev, strict=True)
+        for (_, t), g in zip(pairs, r["tags"], strict=True)
+    )
+    # one tag per word on its first sub-token, as the token accuracy of evaluation counts it
+    assert right / sum(len(r["tags"]) for r in dev) == pytest.approx(summary["dev"]["accuracy"])
+
+
+def test_causal_lm_generates_text(runs):
+    _, run, _ = runs["causal_lm"]
+    first = predict_texts(run, ["say good", "say bad"], max_new_tokens=5)
+    assert len(first) == 2 and all(isinstance(p["generated"], str) for p in first)
+    assert predict_texts(run, ["say good", "say bad"], max_new_tokens=5) == first  # greedy
+
+
+def test_seq2seq_generates_text(runs):
+    _, run, _ = runs["seq2seq"]
+    (pred,) = predict_texts(run, ["copy good"], max_new_tokens=4)
+    assert isinstance(pred["generated"], str)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"data.template": "chat"},
+        {"data.template": "chat", "data.system": "be brief"},
+        {"data.template": "alpaca"},  # the tokenizer adds <s>: training and predict alike
+        {"data.template": "plain"},
+        {"data.template": "plain", "data.prompt_key": "question", "data.response_key": "answer"},
+    ],
+    ids=["chat", "chat-system", "alpaca", "plain", "plain-prompt-key"],
+)
+def test_causal_prompt_matches_the_training_prompt(tiny_models, tiny_data, tmp_path, over):
+    model_dir = tiny_models["llama", "causal_lm"]
+    recipe = make_recipe(model_dir, "causal_lm", tiny_data, tmp_path, **over)
+    tok, cfg = load_tokenizer(str(model_dir)), recipe.data
+    text = "what is the name of the cat ?"
+    record = {cfg.prompt_key or "instruction": text, cfg.response_key: "a dog"}
+    (ex,) = encode_causal_lm(
+        [record],
+        tok,
+        template=cfg.template,
+        prompt_key=cfg.prompt_key,
+        response_key=cfg.response_key,
+        system=cfg.system,
+    )
+    n_prompt = next(i for i, y in enumerate(ex["labels"]) if y != IGNORE_INDEX)
+    ids = prompt_inputs(recipe, tok, text)["input_ids"][0].tolist()
+    assert ids == ex["input_ids"][:n_prompt]
+    assert ids[0] == BOS_ID and ids.count(BOS_ID) == 1
+
+
+def test_plain_lm_prompt_is_the_text_as_trained(tiny_models, tiny_data, tmp_path):
+    model_dir = tiny_models["llama", "causal_lm"]
+    recipe = make_recipe(
+        model_dir, "causal_lm", tiny_data, tmp_path, **{"data.lm_text_key": "output"}
+    )
+    tok = load_tokenizer(str(model_dir))
+    (ex,) = encode_causal_lm([{"output": "the cat is good"}], tok, text_key="output")
+    assert (
+        prompt_inputs(recipe, tok, "the cat is good")["input_ids"][0].tolist()
+        == ex["input_ids"][:-1]
+    )
+
+
+def test_seq2seq_prompt_matches_the_training_source(tiny_models, tiny_data, tmp_path):
+    model_dir = tiny_models["t5", "seq2seq"]
+    recipe = make_recipe(model_dir, "seq2seq", tiny_data, tmp_path, **{"data.prefix": "'copy : '"})
+    tok = load_tokenizer(str(model_dir))
+    (ex,) = encode_seq2seq([{"source": "good dog", "target": "x"}], tok, prefix="copy : ")
+    assert prompt_inputs(recipe, tok, "good dog")["input_ids"][0].tolist() == ex["input_ids"]
