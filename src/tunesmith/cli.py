@@ -1,4 +1,4 @@
-"""Command line: ``tunesmith train|eval|predict|validate|list|report``.
+"""Command line: ``tunesmith train|eval|predict|validate|list|merge|report``.
 
 Errors caused by the user print as one line (``error: ...``, exit 2); ``--debug`` shows the
 traceback.
@@ -64,6 +64,7 @@ def cmd_validate(args) -> None:
 
 
 def cmd_list(args) -> None:
+    from tunesmith.adapters import ADAPTERS
     from tunesmith.data.readers import FORMATS
     from tunesmith.evaluate import METRICS
     from tunesmith.models import EMBEDDED, TASK_TYPES
@@ -73,6 +74,7 @@ def cmd_list(args) -> None:
     for title, reg in [
         ("embedded models", EMBEDDED),
         ("task types", TASK_TYPES),
+        ("adapter methods", ADAPTERS),
         ("objective terms", OBJECTIVES),
         ("lr schedules", SCHEDULES),
         ("data formats", FORMATS),
@@ -85,6 +87,13 @@ def cmd_list(args) -> None:
         "transfer controls: freeze_embeddings, freeze_layers, freeze_patterns, linear_probe, "
         "gradual_unfreeze, layerwise_lr_decay"
     )
+
+
+def cmd_merge(args) -> None:
+    from tunesmith.predict import merge_run
+
+    out = merge_run(args.run_dir, args.output or Path(args.run_dir) / "merged")
+    print(f"merged model written to {out}")
 
 
 def cmd_report(args) -> None:
@@ -124,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     sub.add_parser("list", help="embedded models, task types, methods").set_defaults(func=cmd_list)
+
+    m = sub.add_parser("merge", help="fold a run's LoRA/IA3 adapter into the base (HF folder)")
+    m.add_argument("run_dir")
+    m.add_argument("--output", help="output folder (default RUN_DIR/merged)")
+    m.set_defaults(func=cmd_merge)
 
     rep = sub.add_parser("report", help="(re)write a run's report.md and curves.png")
     rep.add_argument("run_dir")

@@ -238,9 +238,13 @@ class StudentConfig:
 class DistillConfig:
     """Knowledge distillation: which teacher, and whether its outputs are cached on disk."""
 
-    teacher: str = fld(help="teacher: a tunesmith run dir, a local folder, an embedded name or hub id")
+    teacher: str = fld(
+        help="teacher: a tunesmith run dir, a local folder, an embedded name or hub id"
+    )
     cache: bool = fld(False, "compute the teacher's train outputs once and reuse them from disk")
-    cache_dir: str | None = fld(None, "teacher cache root (default: <TUNESMITH_CACHE>/teacher_outputs)")
+    cache_dir: str | None = fld(
+        None, "teacher cache root (default: <TUNESMITH_CACHE>/teacher_outputs)"
+    )
     top_k: int = fld(32, "causal LM cache: keep the teacher's top-k log-probs per token")
 
     def validate(self, path: str) -> None:
@@ -254,8 +258,11 @@ TEACHER_TERMS = {"kd", "lm_kd", "hidden_mse", "hidden_cosine", "attention_kd", "
 
 @dataclass(kw_only=True)
 class Recipe:
-    model: str | None = fld(None, "embedded name (minilm, smollm2), local folder or hub id "
-                            "(may be left out when student.from_teacher builds the model)")
+    model: str | None = fld(
+        None,
+        "embedded name (minilm, smollm2), local folder or hub id "
+        "(may be left out when student.from_teacher builds the model)",
+    )
     task: TaskType = fld(help="task head / loss")
     data: DataConfig = fld(help="datasets and formatting")
     output_dir: str = fld("runs/run", "run directory (checkpoints, metrics, report)")
@@ -266,6 +273,12 @@ class Recipe:
     train: TrainConfig = fld(TrainConfig(), "loop settings")
     objectives: list[ObjectiveConfig] = fld([], "extra loss terms added to the task loss")
     task_weight: float = fld(1.0, "multiplier of the task loss (Hinton KD: 1 - alpha)")
+    adapter: dict[str, Any] | str | None = fld(
+        None,
+        "parameter-efficient adapter, e.g. {type: lora, r: 8} or houlsby (see `tunesmith "
+        "list`); tunesmith keys inside it: name (default 'default'), train_head (default: true "
+        "for classification)",
+    )
     distill: DistillConfig | None = fld(None, "teacher for distillation terms")
     student: StudentConfig | None = fld(None, "how the student model is built (distillation)")
 
@@ -274,18 +287,46 @@ class Recipe:
             raise ConfigError("data.labels", f"a {self.task} task has no label vocabulary")
         from_teacher = self.student is not None and self.student.from_teacher is not None
         if self.model is None and not from_teacher:
-            raise ConfigError("model", "required key is missing",
-                              "name a model, or build one with student.from_teacher")
+            raise ConfigError(
+                "model",
+                "required key is missing",
+                "name a model, or build one with student.from_teacher",
+            )
         if self.model is not None and from_teacher:
-            raise ConfigError("model", "cannot be combined with student.from_teacher",
-                              "the student is built from distill.teacher; remove `model`")
+            raise ConfigError(
+                "model",
+                "cannot be combined with student.from_teacher",
+                "the student is built from distill.teacher; remove `model`",
+            )
         needs_teacher = [o.name for o in self.objectives if o.name in TEACHER_TERMS]
         if self.distill is None and (needs_teacher or from_teacher):
             what = f"objective {needs_teacher[0]!r}" if needs_teacher else "student.from_teacher"
-            raise ConfigError("distill.teacher", f"{what} needs a teacher",
-                              "add distill: {teacher: <run dir | folder | model name>}")
+            raise ConfigError(
+                "distill.teacher",
+                f"{what} needs a teacher",
+                "add distill: {teacher: <run dir | folder | model name>}",
+            )
         if self.task_weight < 0:
             raise ConfigError("task_weight", "must be >= 0")
+        if self.adapter is not None:
+            self.adapter_settings()  # validates the method's keys with their key paths
+            if self.transfer.linear_probe:
+                raise ConfigError(
+                    "transfer.linear_probe",
+                    "cannot be combined with an adapter",
+                    "a linear probe freezes the adapter too",
+                )
+
+    def adapter_settings(self) -> tuple[str, bool, Any]:
+        """(adapter name, train the task head?, validated method config) of ``adapter:``."""
+        from tunesmith.adapters import adapter_config_from_dict
+
+        spec = {"type": self.adapter} if isinstance(self.adapter, str) else dict(self.adapter)
+        name = spec.pop("name", "default")
+        train_head = spec.pop("train_head", self.task.endswith("classification"))
+        if not isinstance(name, str) or not isinstance(train_head, bool):
+            raise ConfigError("adapter", "name must be a string and train_head true or false")
+        return name, train_head, adapter_config_from_dict(spec, key="adapter")
 
     @property
     def model_source(self) -> str:

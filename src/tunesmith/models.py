@@ -66,7 +66,9 @@ def _looks_like_path(name: str) -> bool:
 def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     """Map a recipe's ``model:`` value to what ``from_pretrained`` takes.
 
-    An embedded name (:data:`EMBEDDED`) gives its local folder; an existing path gives the path;
+    An embedded name (:data:`EMBEDDED`) gives its local folder; a tunesmith run directory gives
+    its ``best/`` model (so a run can start from, or distil from, an earlier run); an existing
+    path gives the path;
     a path-looking string that does not exist (``./x``, ``/x``, ``~/x``, ``a/b/c``) is a
     :class:`ModelError`; anything else is returned unchanged as a hub id.
     """
@@ -74,6 +76,8 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     if name in EMBEDDED:
         return EMBEDDED.get(name)()
     path = Path(name).expanduser()
+    if (path / "config.yaml").is_file() and (path / "best" / "config.json").is_file():
+        return str(path / "best")
     if path.exists():
         return str(path)
     if _looks_like_path(name):

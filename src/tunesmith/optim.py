@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import torch
 from torch import nn
@@ -45,13 +45,15 @@ def param_groups(
     weight_decay: float,
     lr_scales: dict[str, float] | None = None,
     include: Callable[[str, nn.Parameter], bool] | None = None,
+    no_decay_names: Collection[str] = (),
 ) -> list[dict]:
     """AdamW parameter groups for the parameters that will train.
 
     A parameter is in when ``requires_grad`` is set or ``include(name, param)`` says so (gradual
     unfreezing turns parameters on later; they must be in the optimizer from the start). Tied
     tensors appear once, under their ``named_parameters()`` name. Biases, norm weights and all
-    ``ndim < 2`` tensors get no weight decay. One group per (lr scale, weight decay), each with
+    ``ndim < 2`` tensors get no weight decay, nor do ``no_decay_names`` (e.g. IA3 scales, which
+    start at 1 and must not shrink towards 0). One group per (lr scale, weight decay), each with
     ``lr = lr * lr_scale`` and the extra keys ``lr_scale`` and ``names`` (for inspection).
     """
     if not lr > 0:
@@ -69,7 +71,8 @@ def param_groups(
             scale = float(lr_scales[name])
         else:
             raise KeyError(f"lr_scales has no entry for {name!r} (computed before it existed?)")
-        decay = 0.0 if p.ndim < 2 or id(p) in no_decay else weight_decay
+        plain = p.ndim < 2 or id(p) in no_decay or name in no_decay_names
+        decay = 0.0 if plain else weight_decay
         group = groups.setdefault(
             (scale, decay),
             {"params": [], "names": [], "lr": lr * scale, "lr_scale": scale, "weight_decay": decay},
@@ -158,7 +161,9 @@ def build_scheduler(
     """
     make = SCHEDULES.get(name, key="optim.schedule")
     if total_steps < 1:
-        raise ConfigError("train.max_steps", f"the run must have at least 1 step, got {total_steps}")
+        raise ConfigError(
+            "train.max_steps", f"the run must have at least 1 step, got {total_steps}"
+        )
     if not 0 <= warmup_steps <= total_steps:
         raise ConfigError(
             "optim.warmup_steps",

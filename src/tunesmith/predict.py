@@ -32,9 +32,44 @@ def load_run(run_dir: str | Path):
     if (run_dir / "labels.json").is_file():
         labels = json.loads((run_dir / "labels.json").read_text())
     tokenizer = load_tokenizer(str(best))
-    model = load_model(str(best), recipe.task)
+    if (best / "config.json").is_file():
+        model = load_model(str(best), recipe.task)
+    else:  # an adapter run: best/ holds the adapter (+ head); rebuild the base, then add it
+        model = load_base_with_adapter(best, recipe.task, labels)
     model.eval()
     return recipe, model, tokenizer, labels
+
+
+def load_base_with_adapter(best: Path, task: str, labels: list[str] | None):
+    from tunesmith.adapters import load_adapter, read_adapter_meta
+
+    meta = read_adapter_meta(best)
+    kwargs = {}
+    if labels is not None:
+        kwargs = dict(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+    model = load_model(meta["base"]["name_or_path"], task, **kwargs)
+    load_adapter(model, best)
+    return model
+
+
+def merge_run(run_dir: str | Path, output: str | Path) -> Path:
+    """Fold a LoRA/IA3 run's adapter into its base and write a plain HF model folder."""
+    from tunesmith.adapters import list_adapters, merge_and_unload
+
+    _, model, tokenizer, _ = load_run(run_dir)
+    if not list_adapters(model):
+        raise ConfigError(
+            "", f"{run_dir} was not trained with an adapter; best/ is already a plain model folder"
+        )
+    model = merge_and_unload(model)
+    output = Path(output)
+    model.save_pretrained(str(output))
+    tokenizer.save_pretrained(str(output))
+    return output
 
 
 def evaluate_run(run_dir: str | Path, splits=("dev", "test")) -> dict[str, dict[str, float]]:

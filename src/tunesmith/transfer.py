@@ -327,7 +327,8 @@ class GradualUnfreezer:
     def __init__(self, model: nn.Module, layout: LayerLayout, every: int):
         if every < 1:
             raise ConfigError(
-                "transfer.gradual_unfreeze.every", f"must be a positive number of steps, got {every}"
+                "transfer.gradual_unfreeze.every",
+                f"must be a positive number of steps, got {every}",
             )
         self.every = every
         top = layout.num_layers + 1

@@ -74,13 +74,19 @@ def load_checkpoint(accelerator, ckpt: Path, terms) -> TrainState:
     return TrainState.load(ckpt / STATE_FILE)
 
 
-def save_best(model, tokenizer, run_dir: Path, meta: dict) -> Path:
-    """Write the current model as a standalone HF folder ``best/`` (atomic replace)."""
+def save_best(model, tokenizer, run_dir: Path, meta: dict, adapter=None) -> Path:
+    """Write the current model to ``best/`` (atomic replace): a standalone HF folder, or, for an
+    adapter run (``adapter = (name, with_head)``), the adapter-only files plus the tokenizer."""
     final = run_dir / "best"
     tmp = run_dir / "best.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    if adapter is None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    else:
+        from tunesmith.adapters import save_adapter
+
+        save_adapter(model, tmp, adapter[0], include_head=adapter[1])
     tokenizer.save_pretrained(str(tmp))
     (tmp / "tunesmith.json").write_text(json.dumps(meta, indent=2))
     if final.exists():

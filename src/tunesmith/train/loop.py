@@ -17,6 +17,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from torch.utils.data import BatchSampler
 from tqdm.auto import tqdm
 
+from tunesmith.adapters import delete_adapter, load_adapter
 from tunesmith.config import Recipe
 from tunesmith.data.collate import LengthGroupedSampler
 from tunesmith.errors import TrainingError
@@ -93,7 +94,7 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
 def run_eval(run: Run, split: str = "dev") -> dict[str, float]:
     examples = getattr(run.data, split)
     return evaluate(
-        run.model,
+        run.raw_model,  # not the DDP wrapper: evaluation is forward-only and sharded by hand
         examples,
         run.collator,
         run.recipe.task,
@@ -129,7 +130,9 @@ def evaluate_and_keep_best(run: Run) -> bool:
     if state.improved(value, run.greater_is_better):
         state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
         if run.accelerator.is_main_process:
-            save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, metrics))
+            save_best(
+                run.raw_model, run.tokenizer, run.run_dir, best_meta(run, metrics), run.adapter
+            )
     else:
         state.bad_evals += 1
     run.accelerator.wait_for_everyone()
@@ -224,14 +227,24 @@ def resume_from_checkpoint(run: Run) -> None:
     run.accelerator.print(f"resumed from {ckpts[-1]} (step {run.state.step})")
 
 
+def reload_best(run: Run, best: Path) -> None:
+    """Put the weights of ``best/`` back into the model (full weights, or the adapter + head)."""
+    if run.adapter is None:
+        load_safetensors_model(run.raw_model, str(best / "model.safetensors"), strict=False)
+        return
+    name = run.adapter[0]
+    delete_adapter(run.raw_model, name)
+    load_adapter(run.raw_model, best, name)
+
+
 def finish(run: Run) -> dict:
     """Reload the best weights, evaluate dev and test, write summary.json and the report."""
     acc, state = run.accelerator, run.state
     best = run.run_dir / "best"
-    if run.data.dev and (best / "model.safetensors").is_file():
-        load_safetensors_model(run.raw_model, str(best / "model.safetensors"), strict=False)
+    if run.data.dev and (best / "tunesmith.json").is_file():
+        reload_best(run, best)
     elif acc.is_main_process:  # no dev set: the final model is the result
-        save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, {}))
+        save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, {}), run.adapter)
     acc.wait_for_everyone()
     summary = {
         "task": run.recipe.task,

@@ -6,15 +6,17 @@ Kept apart from the loop so the loop reads as "for each step: forward, loss, bac
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelerate import Accelerator
 import torch
-from torch import nn
+from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from torch import nn
 
+from tunesmith.adapters import add_adapter, mark_trainable, no_decay_parameters, trainable_summary
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.pipeline import Datasets, build_datasets
@@ -32,6 +34,8 @@ from tunesmith.transfer import (
     layer_layout,
     layerwise_lr_scales,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Run:
     greater_is_better: bool
     trainable_params: int
     total_params: int
+    adapter: tuple[str, bool] | None = None  # (adapter name, head saved with it)
     dev_at_start: dict | None = None  # dev metrics before training (train.eval_at_start)
 
 
@@ -114,6 +119,17 @@ def build_model(recipe: Recipe, data: Datasets, tokenizer):
     return model
 
 
+def attach_adapter(recipe: Recipe, model) -> tuple[str, bool] | None:
+    """Inject the recipe's adapter and leave only it (and the head, if asked) trainable."""
+    if recipe.adapter is None:
+        return None
+    name, train_head, config = recipe.adapter_settings()
+    add_adapter(model, name, config)
+    mark_trainable(model, name, train_head=train_head)
+    logger.info("adapter %r (%s): %s", name, type(config).__name__, trainable_summary(model))
+    return name, train_head
+
+
 def configure_training(recipe: Recipe, model):
     """Freezing and discriminative LRs -> (param groups, layer layout).
 
@@ -140,6 +156,7 @@ def configure_training(recipe: Recipe, model):
         weight_decay=recipe.optim.weight_decay,
         lr_scales=scales,
         include=lambda name, p: name in will_train,
+        no_decay_names=no_decay_parameters(model) if recipe.adapter else (),
     )
     return groups, layout
 
@@ -165,6 +182,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         model = build_student(recipe, teacher, tokenizer)
     else:
         model = build_model(recipe, data, tokenizer)
+    adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
     terms = build_terms(recipe.objectives)
     collator = Collator(pad_token_id=tokenizer.pad_token_id)
@@ -204,6 +222,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         tokenizer=tokenizer,
         data=data,
         collator=collator,
+        adapter=adapter,
         optimizer=optimizer,
         scheduler=scheduler,
         terms=terms,
