@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("predict", help="labels (classification) or generations for texts")
     r.add_argument("run_dir")
-    r.add_argument("texts", nargs="*")
+    r.add_argument("texts", nargs="*", help="inputs; pair tasks (RTE): 'first<TAB>second'")
     r.add_argument("--file", help="one input per line")
     r.add_argument("--max-new-tokens", type=int, default=None)
     r.set_defaults(func=cmd_predict)

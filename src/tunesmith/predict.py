@@ -12,7 +12,7 @@ from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.pipeline import build_datasets
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.models import load_model, load_tokenizer
 from tunesmith.train.evaluation import evaluate
 
@@ -99,8 +99,10 @@ def predict_texts(run_dir: str | Path, texts: list[str], max_new_tokens: int | N
     recipe, model, tokenizer, labels = load_run(run_dir)
     task = recipe.task
     if task == "sequence_classification":
+        firsts, seconds = split_pairs(texts, recipe.data.text_key, recipe.data.text_pair_key)
         enc = tokenizer(
-            texts,
+            firsts,
+            seconds,
             padding=True,
             truncation=True,
             max_length=recipe.data.max_length,
@@ -114,6 +116,20 @@ def predict_texts(run_dir: str | Path, texts: list[str], max_new_tokens: int | N
         return [tag_words(model, tokenizer, text, labels, recipe.data.max_length) for text in texts]
     new = max_new_tokens or recipe.train.generate_max_new_tokens
     return [{"generated": generate_one(model, tokenizer, recipe, text, new)} for text in texts]
+
+
+def split_pairs(texts: list[str], key: str, pair_key: str | None):
+    """Pair tasks (``data.text_pair_key`` set, e.g. RTE) take ``first<TAB>second`` inputs."""
+    if not pair_key:
+        return texts, None
+    pairs = [t.split("\t", 1) for t in texts]
+    for text, pair in zip(texts, pairs, strict=True):
+        if len(pair) != 2:
+            raise TunesmithError(
+                f"this run classifies text pairs ({key} + {pair_key}): give each input as "
+                f"'first<TAB>second'; got {text!r:.60}"
+            )
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def prompt_inputs(recipe, tokenizer, text: str) -> dict[str, torch.Tensor]:

@@ -44,6 +44,7 @@ def save_checkpoint(accelerator, run_dir: Path, state: TrainState, terms, keep: 
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(output_dir=str(tmp))
+    accelerator.wait_for_everyone()  # every rank's RNG state is written before the rename
     if accelerator.is_main_process:
         term_state = {
             f"{i}.{key}": t.contiguous().cpu()

@@ -47,8 +47,10 @@ def epoch_plan(run: Run, epoch: int) -> list[list[list[int]]]:
         g = torch.Generator().manual_seed(run.recipe.seed * 1000 + epoch)
         sampler = torch.randperm(len(lengths), generator=g).tolist()
     batches = list(BatchSampler(sampler, tr.batch_size, drop_last=False))
-    usable = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
-    mine = batches[: max(usable, 1)][run.accelerator.process_index :: world]
+    if len(batches) < world:  # every process needs a batch, or DDP waits forever
+        batches = (batches * world)[:world]
+    usable = len(batches) - len(batches) % world
+    mine = batches[:usable][run.accelerator.process_index :: world]
     k = run.recipe.optim.grad_accum
     return [mine[i : i + k] for i in range(0, len(mine), k)]
 

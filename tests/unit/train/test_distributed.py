@@ -181,3 +181,20 @@ def test_accelerate_launch_with_gradual_unfreezing_keeps_replicas_equal(launched
     assert not torch.equal(a[emb], initial[emb])
     diverged = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diverged, f"the two processes hold different weights: {diverged[:4]}"
+
+
+@pytest.mark.parametrize("n_train", [6, 8])  # one batch of 8, two processes
+def test_every_process_gets_a_batch_on_tiny_data(recipe_file, n_train):
+    from types import SimpleNamespace
+
+    from tunesmith.train.loop import epoch_plan
+    from tunesmith.train.setup import steps_per_epoch
+
+    recipe = load_recipe(recipe_file)
+    data = SimpleNamespace(train=[{"input_ids": [2, 10, 3]}] * n_train)
+    plans = [
+        epoch_plan(SimpleNamespace(recipe=recipe, data=data, accelerator=acc), epoch=0)
+        for acc in (SimpleNamespace(num_processes=2, process_index=i) for i in (0, 1))
+    ]
+    expected = steps_per_epoch(recipe, n_train, world=2)
+    assert [len(plan) for plan in plans] == [expected, expected]

@@ -1,17 +1,19 @@
 """``predict_texts`` on finished tiny runs of each task, and prompts tokenised as at training time."""
 
 import json
+import random
 
 import pytest
 
 from tunesmith.data.encode import IGNORE_INDEX, encode_causal_lm, encode_seq2seq
 from tunesmith.data.pipeline import load_raw_splits
+from tunesmith.errors import TunesmithError
 from tunesmith.models import load_tokenizer
 from tunesmith.predict import predict_texts, prompt_inputs
 from tunesmith.testing import BOS_ID
 from tunesmith.train.loop import train
 
-from .conftest import make_recipe
+from .conftest import NEG, POS, make_recipe, sentence
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,27 @@ def test_classification_labels_come_from_labels_json(runs):
     assert [p["label"] for p in renamed] == [
         {"0": "negative", "1": "positive"}[p["label"]] for p in preds[:4]
     ]
+
+
+def test_pair_classification_takes_tab_separated_pairs(tiny_models, tiny_data, tmp_path):
+    rng = random.Random(1)
+    rows = [
+        {"premise": sentence(rng, POS), "hypothesis": sentence(rng, POS if i % 2 else NEG),
+         "label": "same" if i % 2 else "differ"}
+        for i in range(48)
+    ]  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    over = {"data.root": str(tmp_path), "data.train": "pairs.jsonl", "data.text_key": "premise",
+            "data.text_pair_key": "hypothesis"}  # fmt: skip
+    model = tiny_models["bert", "sequence_classification"]
+    recipe = make_recipe(model, "sequence_classification", tiny_data, tmp_path / "run", **over)
+    summary = train(recipe)
+    dev = load_raw_splits(recipe)["dev"]
+    preds = predict_texts(tmp_path / "run", [f"{r['premise']}\t{r['hypothesis']}" for r in dev])
+    accuracy = sum(p["label"] == r["label"] for p, r in zip(preds, dev, strict=True)) / len(dev)
+    assert accuracy == pytest.approx(summary["dev"]["accuracy"])  # pairs encoded as in training
+    with pytest.raises(TunesmithError, match="first<TAB>second"):
+        predict_texts(tmp_path / "run", ["no second text"])
 
 
 def test_token_classification_tags_every_word(runs):
