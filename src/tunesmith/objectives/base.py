@@ -40,6 +40,11 @@ class ObjectiveTerm:
         """Unweighted term value, a scalar tensor in the graph."""
         raise NotImplementedError
 
+    def forward_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments for the model's forward in training steps (e.g.
+        ``output_hidden_states=True``), so the term never has to change the model's saved config."""
+        return {}
+
     def trainable_modules(self) -> list[torch.nn.Module]:
         """Modules with trainable parameters the term owns (e.g. projections), created in
         :meth:`setup`; the loop puts their parameters in the optimizer."""

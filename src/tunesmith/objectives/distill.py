@@ -220,13 +220,15 @@ class _HiddenTerm(DistillTerm):
         self.pairs: list[tuple[int, int]] = []
         self.projections = nn.ModuleList()
 
+    def forward_kwargs(self) -> dict[str, Any]:
+        return {"output_hidden_states": True}  # asked per step: the saved config stays clean
+
     def trainable_modules(self) -> list[nn.Module]:
         return [self.projections] if len(self.projections) else []
 
     def setup(self, model: nn.Module) -> None:
         runner = _require_teacher(self)
         runner.require(hidden_states=True)
-        model.config.output_hidden_states = True  # the loop's forward then returns them
         self.pairs = _pairs(self, model, first=0)
         d_s, d_t = model.config.hidden_size, runner.config.hidden_size
         self.projections = nn.ModuleList(
@@ -283,12 +285,14 @@ class AttentionTerm(DistillTerm):
             default="kl", metadata={"help": "kl (MiniLM) or mse (TinyBERT) between the maps"}
         )
 
+    def forward_kwargs(self) -> dict[str, Any]:
+        return {"output_attentions": True}
+
     def setup(self, model: nn.Module) -> None:
         runner = _require_teacher(self)
         runner.require(attentions=True)
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation("eager")  # SDPA does not return attention maps
-        model.config.output_attentions = True
         self.pairs = _pairs(self, model, first=1)
 
     def loss(self, model, batch, outputs) -> torch.Tensor:

@@ -59,7 +59,8 @@ def forward_loss(run: Run, batch: dict) -> tuple[torch.Tensor, dict[str, float]]
     task = run.recipe.task
     bf16 = run.recipe.train.precision == "bf16"
     with torch.autocast(run.accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
-        outputs = run.model(**model_inputs(task, batch))
+        extra = {k: v for term in run.terms for k, v in term.forward_kwargs().items()}
+        outputs = run.model(**model_inputs(task, batch), **extra)
         loss = task_loss(task, outputs.logits, batch["labels"])
         return combine(loss, run.terms, run.raw_model, batch, outputs, run.recipe.task_weight)
 

@@ -26,7 +26,11 @@ from .conftest import build, cls_examples, lm_examples
 
 
 def _forward(model, task, batch):
-    outputs = model(**model_inputs(task, batch))
+    # what the loop passes for hidden-state / attention terms (their forward_kwargs)
+    extra = {"output_hidden_states": True}
+    if model.config._attn_implementation == "eager":
+        extra["output_attentions"] = True
+    outputs = model(**model_inputs(task, batch), **extra)
     return task_loss(task, outputs.logits, batch["labels"]), outputs
 
 

@@ -98,3 +98,18 @@ def test_hidden_state_term_needs_teacher():
         ConfigError, match="distill.teacher: objective 'hidden_mse' needs a teacher"
     ):
         parse_recipe(base, ["objectives=[{name: hidden_mse}]"])
+
+
+def test_hidden_state_student_saves_a_clean_config(tiny_models, tiny_data, tmp_path):
+    """Terms ask for hidden states per forward; the saved student must not keep returning them."""
+    teacher = tiny_models["bert", CLS]
+    over = {
+        "model": "null",
+        "distill": f"{{teacher: {teacher}}}",
+        "train.max_steps": 2,
+        "student": "{from_teacher: {layers: [1]}}",
+        "objectives": "[{name: hidden_mse}]",
+    }
+    train(make_recipe(teacher, CLS, tiny_data, tmp_path / "h", **over))
+    cfg = json.loads((tmp_path / "h/best/config.json").read_text())
+    assert not cfg.get("output_hidden_states", False)

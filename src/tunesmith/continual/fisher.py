@@ -1,0 +1,163 @@
+"""Diagonal Fisher information of a model's trainable parameters, for EWC and online EWC.
+
+    F_i = E_x E_{y ~ q(y|x)} [ (d log p_theta(y|x) / d theta_i)^2 ]
+
+estimated on ``max_examples`` examples, one at a time, so every squared gradient is a
+per-example gradient squared (squaring a batch-mean gradient would underestimate F by up to a
+factor of the batch size). Two choices of ``q``:
+
+* ``empirical``: the dataset's true labels (the "empirical Fisher"; cheap, and what most EWC
+  code does);
+* ``sampled``: ``n_samples`` labels drawn from the model's own predictive distribution
+  ``p_theta(y|x)`` per example: the true Fisher of Kirkpatrick et al. (2017), an unbiased
+  Monte-Carlo estimate of it.
+
+Token-level tasks (causal LM, token classification, seq2seq targets) use the task loss of one
+example: the mean next-token (or per-token) negative log-likelihood over its positions whose
+label is not -100, the same quantity the training loop minimises, so lambda has the same scale
+for classification and language models. ``sampled`` draws one label per kept position from the
+model's distribution at that position (teacher forcing on the true prefix).
+
+Only parameters with ``requires_grad`` count: a frozen backbone, a linear probe or a LoRA /
+adapter model gets the Fisher of exactly what trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tunesmith.objectives.task import IGNORE_INDEX, model_inputs, task_loss
+
+__all__ = ["diagonal_fisher", "empirical", "online_update", "sample_labels", "sampled"]
+
+FisherKind = Literal["empirical", "sampled"]
+
+
+def _draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One class per row of ``logits`` (N, C), drawn from softmax (fp32, on the CPU generator)."""
+    probs = logits.detach().float().softmax(-1).cpu()
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+def sample_labels(
+    task: str, logits: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Labels drawn from the model's predictive distribution, shaped and masked like ``labels``.
+
+    logits (B, C) with labels (B,); or (B, T, V) with labels (B, T) (-100 positions stay -100;
+    for ``causal_lm`` the label at t+1 is drawn from ``logits[:, t]``).
+    """
+    if task == "sequence_classification":
+        return _draw(logits, generator)
+    out = torch.full_like(labels, IGNORE_INDEX)
+    if task == "causal_lm":
+        mask = labels[:, 1:] != IGNORE_INDEX
+        out[:, 1:][mask] = _draw(logits[:, :-1][mask], generator)
+    else:  # token classification, seq2seq: label t scores logits[:, t]
+        mask = labels != IGNORE_INDEX
+        out[mask] = _draw(logits[mask], generator)
+    return out
+
+
+def _has_targets(task: str, labels: torch.Tensor) -> bool:
+    if task == "sequence_classification":
+        return True
+    kept = labels[:, 1:] if task == "causal_lm" else labels
+    return bool((kept != IGNORE_INDEX).any())
+
+
+def _subset(n: int, max_examples: int | None, seed: int) -> list[int]:
+    """A seeded random subset of ``range(n)`` (all of it when ``max_examples`` is None or >= n)."""
+    if max_examples is None or max_examples >= n:
+        return list(range(n))
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:max_examples].tolist())
+
+
+def diagonal_fisher(
+    model: nn.Module,
+    examples: Sequence[Mapping[str, Any]],
+    collator: Callable[[list], dict[str, torch.Tensor]],
+    task: str,
+    *,
+    kind: FisherKind = "empirical",
+    n_samples: int = 1,
+    max_examples: int | None = 512,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher ``{name: tensor shaped like the parameter}`` (fp32, on the CPU) of the
+    trainable parameters of ``model``, averaged over ``max_examples`` encoded ``examples``
+    (a seeded subset when there are more). See the module docstring for ``kind``.
+
+    The model runs in eval mode (no dropout: the Fisher is taken at the point estimate) and is
+    put back in its previous mode. Examples without a single labelled position are skipped.
+    """
+    if kind not in ("empirical", "sampled"):
+        raise ValueError(f"unknown Fisher kind {kind!r}; choose 'empirical' or 'sampled'")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("the model has no trainable parameters: nothing to estimate a Fisher for")
+    device = torch.device(device) if device is not None else named[0][1].device
+    params = [p for _, p in named]
+    sums = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    generator = torch.Generator().manual_seed(seed)
+    draws = 1 if kind == "empirical" else n_samples
+    was_training = model.training
+    model.eval()
+    used = 0
+    try:
+        for i in _subset(len(examples), max_examples, seed):
+            batch = {k: v.to(device) for k, v in collator([examples[i]]).items()}
+            if not _has_targets(task, batch["labels"]):
+                continue
+            logits = model(**model_inputs(task, batch)).logits
+            for s in range(draws):
+                target = batch["labels"]
+                if kind == "sampled":
+                    target = sample_labels(task, logits, target, generator)
+                loss = task_loss(task, logits, target)
+                grads = torch.autograd.grad(
+                    loss, params, retain_graph=s < draws - 1, allow_unused=True
+                )
+                for acc, g in zip(sums, grads, strict=True):
+                    if g is not None:
+                        acc.add_(g.detach().float().pow(2), alpha=1.0 / draws)
+            used += 1
+    finally:
+        model.train(was_training)
+    if used == 0:
+        raise ValueError("no example with a labelled position: cannot estimate the Fisher")
+    return {n: (acc / used).cpu() for (n, _), acc in zip(named, sums, strict=True)}
+
+
+def empirical(model, examples, collator, task, **kw) -> dict[str, torch.Tensor]:
+    """Empirical Fisher: squared gradients of the loss at the true labels."""
+    return diagonal_fisher(model, examples, collator, task, kind="empirical", **kw)
+
+
+def sampled(model, examples, collator, task, n_samples: int = 1, **kw) -> dict[str, torch.Tensor]:
+    """True (sampled-label) Fisher: ``n_samples`` labels per example from the model itself."""
+    return diagonal_fisher(
+        model, examples, collator, task, kind="sampled", n_samples=n_samples, **kw
+    )
+
+
+def online_update(
+    old: Mapping[str, torch.Tensor] | None, new: Mapping[str, torch.Tensor], gamma: float
+) -> dict[str, torch.Tensor]:
+    """Online EWC's running Fisher (Schwarz et al. 2018, "Progress & Compress"):
+    ``F*_k = gamma * F*_{k-1} + F_k``; a parameter new at stage k starts from ``F_k``.
+
+    ``gamma`` in [0, 1] forgets old importances geometrically (1 = plain accumulation).
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    old = old or {}
+    return {n: (gamma * old[n] + f) if n in old else f.clone() for n, f in new.items()}

@@ -1,0 +1,266 @@
+"""The work between two stages of a task sequence, and the scoring of every task after each.
+
+After stage k (its run dir holds ``summary.json`` and ``best/``) the runner calls, each step
+skipped when its output file already exists (so a resumed sequence redoes only what is missing):
+
+1. :func:`save_head` - separate heads: keep task k's label projection (``heads/<task>``);
+2. :func:`score_row` - score every task, seen and unseen, with stage k's model -> row k of R;
+3. :func:`update_buffer` - replay: offer task k's training records to the reservoir;
+4. :func:`build_state` - the :class:`ContinualState` for stage k+1: Fisher and anchors
+   (EWC variants), old heads, the previous model's folder (LwF), encoded replay examples.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from tunesmith.continual import fisher as fisher_lib
+from tunesmith.continual.config import FISHER_METHODS, REPLAY_METHODS, ContinualConfig
+from tunesmith.continual.data import TaskData, stage_recipe, write_jsonl
+from tunesmith.continual.heads import TaskView, fresh_head, head_state, label_projection_names
+from tunesmith.continual.replay import ReservoirBuffer
+from tunesmith.continual.state import ContinualState
+from tunesmith.data.collate import Collator
+from tunesmith.data.labels import LabelVocab
+from tunesmith.data.pipeline import build_datasets, encode_split
+from tunesmith.models import load_model
+from tunesmith.train.evaluation import evaluate
+from tunesmith.transfer import apply_freezing
+
+__all__ = ["SequenceContext", "build_state", "save_head", "score_row", "update_buffer"]
+
+
+@dataclass
+class SequenceContext:
+    """Everything the hooks share: settings, the tasks' frozen data, tokenizer, caches."""
+
+    out: Path
+    cfg: ContinualConfig
+    tasks: list[TaskData]
+    task_type: str
+    shared: bool  # one head for all tasks (or no head: causal LM)
+    seed: int
+    tokenizer: Any
+    metric: str
+    union: list[str] | None = None  # shared head: all tasks' labels, in stage order
+    accelerator: Accelerator = field(
+        default_factory=lambda: Accelerator(cpu=not torch.cuda.is_available())
+    )
+    _eval: dict[int, tuple[list, Any]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def classification(self) -> bool:
+        return self.task_type == "sequence_classification"
+
+    def labels_for(self, j: int) -> list[str] | None:
+        """The label vocabulary task j is encoded with (the union for a shared head)."""
+        if not self.classification:
+            return None
+        return self.union if self.shared else self.tasks[j].labels
+
+    def label_ids(self, j: int) -> list[int]:
+        return [self.union.index(label) for label in self.tasks[j].labels]
+
+    def run_dir(self, i: int, name: str) -> Path:
+        return self.out / "stages" / f"{i}-{name}"
+
+    def state_path(self, k: int) -> Path:
+        return self.out / "state" / f"stage-{k}.safetensors"
+
+    def head_path(self, name: str) -> Path:
+        return self.out / "heads" / f"{name}.safetensors"
+
+    def buffer_path(self, i: int) -> Path:
+        return self.out / "replay" / f"after-{i}.json"
+
+    def collator(self) -> Collator:
+        return Collator(pad_token_id=self.tokenizer.pad_token_id)
+
+    def encoded(self, j: int, records: list[dict], where: str) -> list[dict]:
+        """Encode task j's records with its recipe and label vocabulary."""
+        labels = self.labels_for(j)
+        recipe = stage_recipe(self.tasks[j], labels=labels)
+        vocab = LabelVocab(labels) if labels is not None else None
+        return encode_split(recipe, records, self.tokenizer, vocab, where)
+
+    def eval_data(self, j: int) -> tuple[list, Any]:
+        """Task j's encoded evaluation split and vocabulary (cached)."""
+        if j not in self._eval:
+            split = self.cfg.eval_split
+            task = self.tasks[j]
+            data = build_datasets(stage_recipe(task, labels=self.labels_for(j)), self.tokenizer)
+            examples = getattr(data, split)
+            if not examples:
+                raise ValueError(f"task {task.name!r} has no {split} split to score")
+            self._eval[j] = (examples, data.vocab)
+        return self._eval[j]
+
+
+def load_stage_model(ctx: SequenceContext, best: Path | str, labels: list[str] | None = None):
+    kwargs = {}
+    if labels is not None:
+        kwargs = dict(id2label=dict(enumerate(labels)))
+    model = load_model(str(best), ctx.task_type, **kwargs)
+    return model.to(ctx.accelerator.device).eval()
+
+
+def save_head(ctx: SequenceContext, model, name: str) -> None:
+    path = ctx.head_path(name)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in head_state(model).items()}, str(path))
+
+
+def load_head(ctx: SequenceContext, name: str) -> dict[str, torch.Tensor]:
+    return load_file(str(ctx.head_path(name)))
+
+
+def score_row(ctx: SequenceContext, model, trained: int) -> list[dict[str, float]]:
+    """Every task's metrics with ``model``, which has been trained on tasks ``0..trained``
+    (``trained = -1``: the initial model). Separate heads: task j's saved head when j was
+    trained, else a fresh head seeded by ``seed + j`` (the same one the initial row uses)."""
+    metrics = []
+    for j, task in enumerate(ctx.tasks):
+        examples, vocab = ctx.eval_data(j)
+        if not ctx.classification:
+            view = model
+        elif not ctx.shared:
+            head = (
+                load_head(ctx, task.name)
+                if j <= trained
+                else fresh_head(model, len(task.labels), ctx.seed + j)
+            )
+            view = TaskView(model, head=head)
+        else:
+            restrict = ctx.cfg.restrict_eval_labels or ctx.cfg.method == "joint"
+            view = TaskView(model, label_ids=ctx.label_ids(j) if restrict else None)
+        batch = task.recipe.train.eval_batch_size
+        metrics.append(
+            evaluate(view, examples, ctx.collator(), ctx.task_type, vocab, ctx.accelerator, batch)
+        )
+    return metrics
+
+
+def write_row(path: Path, metrics: list[dict[str, float]], metric: str) -> list[float]:
+    row = [float(m[metric]) for m in metrics]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"row": row, "metrics": metrics}, indent=2))
+    return row
+
+
+def update_buffer(ctx: SequenceContext, i: int) -> ReservoirBuffer:
+    """The reservoir after stage i: the one after stage i-1 plus task i's training records."""
+    path = ctx.buffer_path(i)
+    if path.is_file():
+        return ReservoirBuffer.load(path)
+    prev = ctx.buffer_path(i - 1)
+    if i > 0 and prev.is_file():
+        buffer = ReservoirBuffer.load(prev)
+    else:
+        buffer = ReservoirBuffer(ctx.cfg.replay.capacity, seed=ctx.seed)
+    buffer.add(ctx.tasks[i].splits["train"])
+    buffer.save(path)
+    return buffer
+
+
+def encoded_replay(ctx: SequenceContext, k: int) -> Path:
+    """Separate heads: the buffer after stage k-1, encoded per task, as JSONL for the term."""
+    buffer = ReservoirBuffer.load(ctx.buffer_path(k - 1))
+    index = {name: j for j, name in enumerate(ctx.names)}
+    lines = []
+    for name in ctx.names[:k]:
+        records = [r for r in buffer.items if r["task"] == name]
+        if records:
+            encoded = ctx.encoded(index[name], records, f"replay buffer ({name})")
+            lines += [{**ex, "task": name} for ex in encoded]
+    path = ctx.out / "replay" / f"encoded-{k}.jsonl"
+    write_jsonl(path, lines)
+    return path
+
+
+def _trainable(ctx: SequenceContext, model, recipe) -> dict[str, torch.nn.Parameter]:
+    """The parameters stage k trains (the recipe's freezing), minus separate label heads."""
+    t = recipe.transfer
+    apply_freezing(
+        model,
+        embeddings=t.freeze_embeddings,
+        first_n_layers=t.freeze_layers,
+        patterns=t.freeze_patterns,
+        linear_probe=t.linear_probe,
+        unfreeze_patterns=t.unfreeze_patterns,
+    )
+    heads = set(label_projection_names(model)) if ctx.classification and not ctx.shared else set()
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and n not in heads}
+
+
+def estimate_fisher(ctx: SequenceContext, model, i: int) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher of stage i's model on a seeded subset of task i's training data."""
+    fc = ctx.cfg.fisher
+    records = ctx.tasks[i].splits["train"]
+    rng = random.Random(ctx.seed + 1000 + i)
+    picked = sorted(rng.sample(range(len(records)), min(fc.max_examples, len(records))))
+    examples = ctx.encoded(i, [records[r] for r in picked], f"Fisher data ({ctx.names[i]})")
+    return fisher_lib.diagonal_fisher(
+        model,
+        examples,
+        ctx.collator(),
+        ctx.task_type,
+        kind=fc.kind,
+        n_samples=fc.n_samples,
+        max_examples=None,
+        seed=ctx.seed + i,
+    )
+
+
+def build_state(ctx: SequenceContext, k: int, model, best: Path) -> ContinualState:
+    """The state handed to stage k, from stage k-1's ``model`` (loaded from ``best``)."""
+    cfg, i = ctx.cfg, k - 1
+    name = ctx.names[i]
+    prev = ctx.state_path(i)
+    old = ContinualState.load(prev) if prev.is_file() else ContinualState()
+    state = ContinualState(
+        task=ctx.task_type,
+        heads="shared" if ctx.shared else "separate",
+        stage=k,
+        seen=ctx.names[:k],
+        previous_model=str(best),
+    )
+    if ctx.classification and not ctx.shared:
+        state.head_weights = {n: load_head(ctx, n) for n in ctx.names[:k]}
+    if ctx.classification and ctx.shared:
+        state.old_label_ids = sorted({x for j in range(k) for x in ctx.label_ids(j)})
+    method = cfg.method
+    if method in FISHER_METHODS or method == "l2_anchor":
+        params = _trainable(ctx, model, ctx.tasks[i].recipe)
+        anchor = {n: p.detach().cpu().clone() for n, p in params.items()}
+        fisher = None
+        if method in FISHER_METHODS:
+            full = estimate_fisher(ctx, model, i)
+            fisher = {n: full[n] for n in anchor}
+        if method in ("ewc", "ewc_replay"):
+            state.anchors = {**old.anchors, name: anchor}
+            state.fishers = {**old.fishers, name: fisher}
+        else:
+            state.anchors = {name: anchor}
+        if method == "online_ewc":
+            state.online_fisher = fisher_lib.online_update(
+                old.online_fisher, fisher, cfg.online_gamma
+            )
+    if method in REPLAY_METHODS and ctx.classification and not ctx.shared:
+        state.replay_file = str(encoded_replay(ctx, k))
+    state.save(ctx.state_path(k))
+    if not cfg.keep_state and prev.is_file():
+        prev.unlink()
+    return state

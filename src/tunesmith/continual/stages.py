@@ -1,0 +1,318 @@
+"""Run a task sequence through the one training loop: stage after stage, scoring every task.
+
+Each stage is an ordinary run of :func:`tunesmith.train.loop.train` (its own run dir, resumable
+checkpoints, ``best/``). What makes it continual is only what the runner puts in the stage's
+recipe: the previous stage's run dir as ``model``, the method's objective terms reading a state
+file (``objectives: [{name: ewc, weight: lambda, params: {state: ...}}]``) and, for replay with a
+shared head, a training file with replayed records mixed in. Between stages the hooks of
+:mod:`tunesmith.continual.hooks` run. Layout of the sequence directory::
+
+    sequence.yaml                  resolved settings (a resume must use the same)
+    data/<task>/{train,dev,test}.jsonl   each task's splits, frozen once
+    stages/<k>-<task>/             the stage's tunesmith run dir (summary.json = finished)
+    heads/<task>.safetensors       separate heads: each task's label projection
+    state/stage-<k>.safetensors    the ContinualState handed to stage k
+    replay/after-<k>.json          the reservoir after stage k
+    rows/initial.json, rows/<k>.json   row k of R (and the initial model's scores)
+    matrix.json, matrix.png, matrix.md   R, ACC, BWT, forgetting, FWT
+
+A sequence run again with the same settings skips finished stages and redoes only missing
+files; a stage killed mid-way resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence as Seq
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import tunesmith.objectives.continual  # noqa: F401  (registers the continual terms)
+from tunesmith.config import Recipe
+from tunesmith.configschema import build, to_dict
+from tunesmith.continual.config import (
+    REPLAY_METHODS,
+    ContinualConfig,
+    Sequence,
+    Stage,
+    _check_sequence,
+)
+from tunesmith.continual.data import materialize, stage_recipe, write_jsonl
+from tunesmith.continual.heads import fresh_head
+from tunesmith.continual.hooks import (
+    SequenceContext,
+    build_state,
+    load_stage_model,
+    save_head,
+    score_row,
+    update_buffer,
+    write_row,
+)
+from tunesmith.continual.metrics import matrix_report
+from tunesmith.continual.replay import ReservoirBuffer
+from tunesmith.errors import ConfigError
+from tunesmith.models import load_model, load_tokenizer
+from tunesmith.train.evaluation import LOWER_IS_BETTER
+from tunesmith.train.loop import train
+
+__all__ = ["run_sequence"]
+
+
+def run_sequence(
+    stages: Sequence | Seq[Stage] | Seq[tuple[str, Recipe]],
+    method: str | ContinualConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train the stages in order with ``method`` and score every task after every stage.
+
+    ``stages``: a :class:`Sequence` (from :func:`load_sequence`), or ``[(name, recipe)]`` /
+    ``[Stage]``; ``method``: a method name (defaults for everything else) or a
+    :class:`ContinualConfig` (default: the sequence's, else ``naive``); ``out_dir``: the
+    sequence directory (default: the sequence's ``output_dir``). ``stop_after=n`` returns after
+    the first n stages (run again without it to continue).
+
+    Returns the content of ``matrix.json`` (tasks, matrix, initial, acc, bwt, forgetting,
+    forgetting_per_task, fwt, method, stages) once every stage is done, else
+    ``{"completed_stages": n, "rows": [...]}``.
+    """
+    if isinstance(stages, Sequence):
+        cfg = method if method is not None else stages.continual
+        out_dir = out_dir if out_dir is not None else stages.output_dir
+        stages = stages.stages
+    else:
+        cfg = method if method is not None else "naive"
+    if isinstance(cfg, str):
+        cfg = build(ContinualConfig, {"method": cfg}, "continual")
+    stages = [s if isinstance(s, Stage) else Stage(*s) for s in stages]
+    if out_dir is None:
+        raise ConfigError("output_dir", "a task sequence needs an output directory")
+    _check_sequence(stages, cfg)
+    return _Runner(stages, cfg, Path(out_dir)).run(stop_after)
+
+
+class _Runner:
+    def __init__(self, stages: list[Stage], cfg: ContinualConfig, out: Path):
+        self.stages, self.cfg, self.out = stages, cfg, out.expanduser().resolve()
+        first = stages[0].recipe
+        classification = first.task == "sequence_classification"
+        shared = cfg.heads == "shared" or cfg.method == "joint" or not classification
+        self._guard()
+        prefix = shared and classification and cfg.label_prefix
+        data_root = self.out / "data"
+        tasks = [materialize(s.name, s.recipe, data_root, prefix) for s in stages]
+        union = None
+        if shared and classification:
+            union = list(dict.fromkeys(label for t in tasks for label in t.labels))
+        default_metric = "accuracy" if classification else "perplexity"
+        self.ctx = SequenceContext(
+            out=self.out,
+            cfg=cfg,
+            tasks=tasks,
+            task_type=first.task,
+            shared=shared,
+            seed=cfg.seed if cfg.seed is not None else first.seed,
+            tokenizer=load_tokenizer(first.model_source),
+            metric=cfg.metric or default_metric,
+            union=union,
+        )
+        self.initial_model = first.model_source
+        self.joint = cfg.method == "joint"
+
+    def _guard(self) -> None:
+        """Refuse to continue a sequence directory made with other settings."""
+        text = yaml.safe_dump(
+            {
+                "continual": to_dict(self.cfg),
+                "stages": [{"name": s.name, "recipe": to_dict(s.recipe)} for s in self.stages],
+            },
+            sort_keys=False,
+        )
+        saved = self.out / "sequence.yaml"
+        if saved.is_file() and saved.read_text() != text:
+            raise ConfigError(
+                "output_dir",
+                f"{self.out} holds a task sequence with other settings",
+                "choose another output_dir, or delete it to start over",
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(text)
+
+    # -- the sequence -----------------------------------------------------------------------
+
+    def plan(self) -> list[str]:
+        return ["joint"] if self.joint else self.ctx.names
+
+    def run(self, stop_after: int | None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        initial = self._initial_row() if self.cfg.evaluate_initial else None
+        plan, rows, stages = self.plan(), [], []
+        for k, name in enumerate(plan):
+            run_dir = self.ctx.run_dir(k, name)
+            if not (run_dir / "summary.json").is_file():
+                recipe = self._stage_recipe(k, run_dir)
+                train(recipe, run_dir, resume=(run_dir / "config.yaml").is_file())
+            rows.append(self._after_stage(k, name))
+            summary = json.loads((run_dir / "summary.json").read_text())
+            stages.append({"name": name, "run_dir": str(run_dir), **_brief(summary)})
+            if stop_after is not None and k + 1 >= stop_after and k + 1 < len(plan):
+                return {"completed_stages": k + 1, "rows": rows}
+        metric = self.ctx.metric
+        extra = {
+            "method": self.cfg.method,
+            "heads": "shared" if self.ctx.shared else "separate",
+            "seed": self.ctx.seed,
+            "stages": stages,
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+        return matrix_report(
+            rows,
+            self.ctx.names,
+            self.out,
+            initial,
+            metric=metric,
+            higher_is_better=metric not in LOWER_IS_BETTER,
+            extra=extra,
+        )
+
+    def _initial_row(self) -> list[float]:
+        path = self.out / "rows" / "initial.json"
+        if path.is_file():
+            return json.loads(path.read_text())["row"]
+        ctx, kwargs = self.ctx, {}
+        if ctx.classification:  # the head stage 0 starts from (separate: swapped for fresh ones)
+            labels = ctx.union if ctx.shared else ctx.tasks[0].labels
+            kwargs = dict(id2label=dict(enumerate(labels)))
+        first = self.stages[0].recipe
+        model = load_model(self.initial_model, ctx.task_type, init_seed=first.seed, **kwargs)
+        model.to(ctx.accelerator.device).eval()
+        return write_row(path, score_row(ctx, model, trained=-1), ctx.metric)
+
+    def _after_stage(self, k: int, name: str) -> list[float]:
+        ctx = self.ctx
+        run_dir = ctx.run_dir(k, name)
+        best = run_dir / "best"
+        cache: list = []
+
+        def model():
+            if not cache:
+                cache.append(load_stage_model(ctx, best))
+            return cache[0]
+
+        separate = ctx.classification and not ctx.shared
+        if separate and not ctx.head_path(name).is_file():
+            save_head(ctx, model(), name)
+        row_path = self.out / "rows" / f"{k}.json"
+        if row_path.is_file():
+            row = json.loads(row_path.read_text())["row"]
+        else:
+            trained = len(ctx.tasks) - 1 if self.joint else k
+            row = write_row(row_path, score_row(ctx, model(), trained), ctx.metric)
+        if not self.joint and k + 1 < len(ctx.tasks):
+            if self.cfg.method in REPLAY_METHODS:
+                update_buffer(ctx, k)
+            if self._terms(k + 1) and not ctx.state_path(k + 1).is_file():
+                build_state(ctx, k + 1, model(), best)
+        init = self.out / "init" / f"{k}-{name}"
+        if init.is_dir() and not self.cfg.keep_state:
+            shutil.rmtree(init, ignore_errors=True)
+        return row
+
+    # -- one stage's recipe -----------------------------------------------------------------
+
+    def _terms(self, k: int) -> list[dict[str, Any]]:
+        """The method's objective terms for stage k (none at stage 0: nothing to protect)."""
+        cfg, ctx = self.cfg, self.ctx
+        if k == 0 or self.joint:
+            return []
+        state = str(ctx.state_path(k))
+        terms = []
+        if cfg.method in ("ewc", "ewc_replay"):
+            terms.append({"name": "ewc", "weight": cfg.ewc_lambda, "params": {"state": state}})
+        if cfg.method == "online_ewc":
+            params = {"state": state, "gamma": cfg.online_gamma}
+            terms.append({"name": "online_ewc", "weight": cfg.ewc_lambda, "params": params})
+        if cfg.method == "l2_anchor":
+            terms.append({"name": "l2_anchor", "weight": cfg.l2_lambda, "params": {"state": state}})
+        if cfg.method == "lwf":
+            params = {"state": state, "temperature": cfg.lwf_temperature}
+            terms.append({"name": "lwf", "weight": cfg.lwf_lambda, "params": params})
+        if cfg.method in REPLAY_METHODS and ctx.classification and not ctx.shared:
+            params = {"state": state, "ratio": cfg.replay.ratio, "seed": ctx.seed + k}
+            terms.append({"name": "replay", "weight": 1.0, "params": params})
+        return terms
+
+    def _stage_recipe(self, k: int, run_dir: Path) -> Recipe:
+        ctx = self.ctx
+        if self.joint:
+            return self._joint_recipe(run_dir)
+        task = ctx.tasks[k]
+        train_path = None
+        if self.cfg.method in REPLAY_METHODS and ctx.shared and k > 0:
+            train_path = self._mixed_train_file(k)
+        return stage_recipe(
+            task,
+            labels=ctx.labels_for(k),
+            train_path=train_path,
+            model=self.initial_model if k == 0 else self._start_model(k),
+            output_dir=str(run_dir),
+            objectives=[to_dict(o) for o in task.recipe.objectives] + self._terms(k),
+        )
+
+    def _mixed_train_file(self, k: int) -> str:
+        """Task k's training records plus replayed ones (shared head / causal LM)."""
+        ctx = self.ctx
+        buffer = ReservoirBuffer.load(ctx.buffer_path(k - 1))
+        task = ctx.tasks[k]
+        records = buffer.mix(task.splits["train"], self.cfg.replay.ratio, ctx.seed + k)
+        rel = f"replay/{k}-{task.name}-train.jsonl"
+        write_jsonl(self.out / "data" / rel, records)
+        return rel
+
+    def _start_model(self, k: int) -> str:
+        """Stage k starts from stage k-1's best model. Separate heads with as many labels as the
+        previous task: the loop would keep the old head, so start from a copy with a fresh one."""
+        ctx = self.ctx
+        prev = ctx.run_dir(k - 1, ctx.names[k - 1])
+        task, before = ctx.tasks[k], ctx.tasks[k - 1]
+        if ctx.shared or len(task.labels) != len(before.labels):
+            return str(prev)
+        init = self.out / "init" / f"{k}-{task.name}"
+        if not (init / "config.json").is_file():
+            model = load_model(str(prev / "best"), ctx.task_type)
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for n, t in fresh_head(model, len(task.labels), ctx.seed + k).items():
+                    params[n].copy_(t)
+            model.save_pretrained(str(init))
+            ctx.tokenizer.save_pretrained(str(init))
+        return str(init)
+
+    def _joint_recipe(self, run_dir: Path) -> Recipe:
+        """Joint training (the upper bound): every task's data in one stage, one shared head."""
+        ctx = self.ctx
+        splits = {}
+        for split in ("train", "dev"):
+            records = [r for t in ctx.tasks for r in t.splits.get(split, [])]
+            if records:
+                write_jsonl(self.out / "data" / "joint" / f"{split}.jsonl", records)
+                splits[split] = f"joint/{split}.jsonl"
+        first = ctx.tasks[0]
+        return stage_recipe(
+            first,
+            labels=ctx.union,
+            model=self.initial_model,
+            output_dir=str(run_dir),
+            objectives=[to_dict(o) for o in first.recipe.objectives],
+            splits=splits,
+        )
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary.get(k) for k in ("steps", "wall_s", "train_examples", "best_step")}

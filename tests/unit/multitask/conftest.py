@@ -1,0 +1,47 @@
+"""Tiny in-process models for the multi-task tests (no network, milliseconds each)."""
+
+import os
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from tunesmith.multitask import HeadSpec, MultiHeadModel
+from tunesmith.testing import save_tiny_model, tiny_config, tiny_tokenizer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+NER_TAGS = ("B-PER", "I-PER", "B-LOC", "I-LOC", "O")
+SENT_LABELS = ("negative", "neutral", "positive")
+
+
+@pytest.fixture
+def bert_tokenizer():
+    return tiny_tokenizer(kind="bert")
+
+
+def tiny_bert_backbone(seed: int = 0):
+    config = tiny_config("bert", len(tiny_tokenizer(kind="bert")))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModel.from_config(config)
+
+
+@pytest.fixture
+def multihead():
+    """A tiny BERT with a 3-way sentence head and a 5-tag NER head."""
+    heads = {
+        "sent": HeadSpec("sequence_classification", SENT_LABELS),
+        "ner": HeadSpec("token_classification", NER_TAGS),
+    }
+    return MultiHeadModel(tiny_bert_backbone(), heads, init_seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_lms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mt_models")
+    return {
+        "llama": save_tiny_model(root / "llama", "llama", "causal_lm", seed=2),
+        "t5": save_tiny_model(root / "t5", "t5", "seq2seq", seed=3),
+        "bert-cls": save_tiny_model(root / "bert-cls", "bert", "sequence_classification", seed=4),
+    }
