@@ -102,7 +102,8 @@ def test_hidden_state_term_needs_teacher():
 
 def test_hidden_state_student_saves_a_clean_config(tiny_models, tiny_data, tmp_path):
     """Terms ask for hidden states per forward; the saved student must not keep returning them."""
-    teacher = tiny_models["bert", CLS]
+    teacher = tmp_path / "teacher"  # a trained run: its labels are the data's
+    train(make_recipe(tiny_models["bert", CLS], CLS, tiny_data, teacher, **{"train.max_steps": 1}))
     over = {
         "model": "null",
         "distill": f"{{teacher: {teacher}}}",
