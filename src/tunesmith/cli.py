@@ -49,7 +49,7 @@ def cmd_predict(args) -> None:
     if not texts:
         raise TunesmithError("give texts to predict on the command line or with --file")
     for text, result in zip(
-        texts, predict_texts(args.run_dir, texts, args.max_new_tokens), strict=True
+        texts, predict_texts(args.run_dir, texts, args.max_new_tokens, args.task), strict=True
     ):
         print(json.dumps({"input": text, "prediction": result}, ensure_ascii=False))
 
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("texts", nargs="*", help="inputs; pair tasks (RTE): 'first<TAB>second'")
     r.add_argument("--file", help="one input per line")
     r.add_argument("--max-new-tokens", type=int, default=None)
+    r.add_argument("--task", help="which task's head (multi-task runs)")
     r.set_defaults(func=cmd_predict)
 
     v = sub.add_parser("validate", help="check a recipe without loading any model")

@@ -18,7 +18,10 @@ from tunesmith import paths
 from tunesmith.configschema import apply_overrides, build, to_dict
 from tunesmith.errors import ConfigError
 
-TaskType = Literal["sequence_classification", "token_classification", "causal_lm", "seq2seq"]
+TaskType = Literal[
+    "sequence_classification", "token_classification", "causal_lm", "seq2seq", "multi_head"
+]
+HeadType = Literal["sequence_classification", "token_classification"]
 DataFormat = Literal["jsonl", "json", "csv", "tsv", "conll", "label_text", "folder"]
 
 
@@ -252,6 +255,33 @@ class DistillConfig:
             raise ConfigError(f"{path}.top_k", "must be >= 1")
 
 
+@dataclass
+class TaskConfig:
+    """One task of a multi-task recipe (``task: multi_head``): its data and its head."""
+
+    name: str = fld(help="task name (prefixes its metrics, e.g. sst2/accuracy)")
+    head: HeadType = fld(help="the task's head on the shared encoder")
+    data: DataConfig = fld(help="the task's datasets (same keys as the top-level data section)")
+    weight: float | None = fld(None, "mixing weight (mixing.strategy: explicit)")
+    pooling: Literal["pooler", "cls", "mean"] | None = fld(
+        None, "sequence head input (default: the pooler when present)"
+    )
+    metric: str | None = fld(None, "metric this task adds to the mean (default by head)")
+
+
+@dataclass
+class MixingConfig:
+    """How often each task's batches are drawn (Raffel et al. 2020, T5 section 3.5.2)."""
+
+    strategy: Literal["proportional", "temperature", "equal", "explicit"] = fld(
+        "proportional",
+        "rate of task m: min(e_m, K) / sum_n min(e_n, K); temperature: "
+        "proportional to min(e_m, K)^(1/T); equal; explicit task weights",
+    )
+    cap: int | None = fld(None, "K, the examples-proportional limit (null = no cap)")
+    temperature: float | None = fld(None, "T for strategy temperature (default 2, as in T5)")
+
+
 # objective terms that read a teacher (they need `distill.teacher`)
 TEACHER_TERMS = {"kd", "lm_kd", "hidden_mse", "hidden_cosine", "attention_kd", "gkd"}
 
@@ -264,7 +294,9 @@ class Recipe:
         "(may be left out when student.from_teacher builds the model)",
     )
     task: TaskType = fld(help="task head / loss")
-    data: DataConfig = fld(help="datasets and formatting")
+    data: DataConfig | None = fld(None, "datasets and formatting (single-task recipes)")
+    tasks: list[TaskConfig] = fld([], "multi-task recipes (task: multi_head): one entry per task")
+    mixing: MixingConfig = fld(MixingConfig(), "multi-task sampling rates")
     output_dir: str = fld("runs/run", "run directory (checkpoints, metrics, report)")
     seed: int = fld(42, "seed for data order, splits, head init and dropout")
     from_scratch: bool = fld(False, "random init of the same architecture (baseline)")
@@ -283,6 +315,16 @@ class Recipe:
     student: StudentConfig | None = fld(None, "how the student model is built (distillation)")
 
     def validate(self, path: str) -> None:
+        if self.task == "multi_head":
+            self.validate_tasks()
+        elif self.data is None:
+            raise ConfigError("data", "required key is missing", "give data: {train: ...}")
+        elif self.tasks:
+            raise ConfigError(
+                "tasks",
+                f"only for task: multi_head, not {self.task}",
+                "set task: multi_head, or move the data to the data section",
+            )
         if self.task in ("causal_lm", "seq2seq") and self.data.labels:
             raise ConfigError("data.labels", f"a {self.task} task has no label vocabulary")
         from_teacher = self.student is not None and self.student.from_teacher is not None
@@ -328,6 +370,36 @@ class Recipe:
             raise ConfigError("adapter", "name must be a string and train_head true or false")
         return name, train_head, adapter_config_from_dict(spec, key="adapter")
 
+    def validate_tasks(self) -> None:
+        from tunesmith.multitask import mixing_rates
+
+        if not self.tasks:
+            raise ConfigError("tasks", "a multi_head recipe needs at least one task")
+        if self.data is not None:
+            raise ConfigError(
+                "data", "a multi_head recipe gives data per task", "move it under tasks[].data"
+            )
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError("tasks", f"task names must be unique, got {names}")
+        for what in ("adapter", "distill", "student"):
+            if getattr(self, what) is not None:
+                raise ConfigError(what, "is not supported with task: multi_head yet")
+        m = self.mixing
+        weights = {t.name: t.weight for t in self.tasks} if m.strategy == "explicit" else None
+        mixing_rates(
+            {t.name: 1 for t in self.tasks},
+            m.strategy,
+            cap=m.cap,
+            temperature=m.temperature,
+            weights=weights,
+        )
+
+    def task_recipe(self, i: int) -> Recipe:
+        """A single-task view of ``tasks[i]`` (its data and head), for the data pipeline."""
+        t = self.tasks[i]
+        return dataclasses.replace(self, task=t.head, data=t.data, tasks=[])
+
     @property
     def model_source(self) -> str:
         """Where the student's weights and tokenizer come from."""
@@ -338,6 +410,10 @@ def check_files(recipe: Recipe) -> None:
     """Every data file the recipe names must exist (fails before any model loads)."""
     from tunesmith.data.readers import resolve_path
 
+    if recipe.task == "multi_head":
+        for i in range(len(recipe.tasks)):
+            check_files(recipe.task_recipe(i))
+        return
     root = recipe.data.root_path()
     for split in ("train", "dev", "test"):
         src = getattr(recipe.data, split)

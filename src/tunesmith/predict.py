@@ -32,7 +32,11 @@ def load_run(run_dir: str | Path):
     if (run_dir / "labels.json").is_file():
         labels = json.loads((run_dir / "labels.json").read_text())
     tokenizer = load_tokenizer(str(best))
-    if (best / "config.json").is_file():
+    if (best / "multitask.json").is_file():  # shared encoder + one head per task
+        from tunesmith.multitask import MultiHeadModel
+
+        model = MultiHeadModel.from_pretrained(best)
+    elif (best / "config.json").is_file():
         model = load_model(str(best), recipe.task)
     else:  # an adapter run: best/ holds the adapter (+ head); rebuild the base, then add it
         model = load_base_with_adapter(best, recipe.task, labels)
@@ -74,8 +78,10 @@ def merge_run(run_dir: str | Path, output: str | Path) -> Path:
 
 def evaluate_run(run_dir: str | Path, splits=("dev", "test")) -> dict[str, dict[str, float]]:
     recipe, model, tokenizer, labels = load_run(run_dir)
-    data = build_datasets(recipe, tokenizer, saved_labels=labels)
     acc = Accelerator()
+    if recipe.task == "multi_head":
+        return evaluate_multitask_run(recipe, model, tokenizer, acc, splits)
+    data = build_datasets(recipe, tokenizer, saved_labels=labels)
     out = {}
     for split in splits:
         examples = getattr(data, split)
@@ -93,10 +99,45 @@ def evaluate_run(run_dir: str | Path, splits=("dev", "test")) -> dict[str, dict[
 
 
 @torch.no_grad()
-def predict_texts(run_dir: str | Path, texts: list[str], max_new_tokens: int | None = None):
+def evaluate_multitask_run(recipe, model, tokenizer, acc, splits) -> dict[str, dict[str, float]]:
+    from tunesmith.data.pipeline import build_task_datasets
+    from tunesmith.multitask import evaluate_tasks, flatten_task_metrics, primary_metric
+    from tunesmith.train.multitask_setup import task_evals
+
+    data = build_task_datasets(recipe, tokenizer)
+    out = {}
+    for split in splits:
+        evals = task_evals(recipe, data, split)
+        if evals:
+            per_task = evaluate_tasks(
+                model, evals, Collator(tokenizer.pad_token_id), acc, recipe.train.eval_batch_size
+            )
+            out[split] = flatten_task_metrics(
+                per_task, {n: primary_metric(e.kind, e.metric) for n, e in evals.items()}
+            )
+    return out
+
+
+def select_task(recipe, model, labels, task: str | None):
+    """A multi-task run seen as the single-task run of ``task`` (recipe, model view, labels)."""
+    names = [t.name for t in recipe.tasks]
+    if task not in names:
+        raise ConfigError("task", f"this multi-task run needs --task, one of {names}")
+    return recipe.task_recipe(names.index(task)), model.task_view(task), labels[task]
+
+
+@torch.no_grad()
+def predict_texts(
+    run_dir: str | Path,
+    texts: list[str],
+    max_new_tokens: int | None = None,
+    task: str | None = None,
+):
     """Classification: [{"label", "score"}]; token classification: [[(word, tag)]];
-    causal LM / seq2seq: [{"generated"}] (greedy decoding)."""
+    causal LM / seq2seq: [{"generated"}] (greedy decoding). ``task`` picks a multi-task run's head."""
     recipe, model, tokenizer, labels = load_run(run_dir)
+    if recipe.task == "multi_head":
+        recipe, model, labels = select_task(recipe, model, labels, task)
     task = recipe.task
     if task == "sequence_classification":
         firsts, seconds = split_pairs(texts, recipe.data.text_key, recipe.data.text_pair_key)

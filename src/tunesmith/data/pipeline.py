@@ -142,3 +142,26 @@ def build_datasets(recipe: Recipe, tokenizer, saved_labels: list[str] | None = N
         for name, records in raw.items()
     }
     return Datasets(encoded["train"], encoded.get("dev"), encoded.get("test"), vocab, raw)
+
+
+@dataclass
+class TaskDatasets:
+    """A multi-task recipe's data: each task's :class:`Datasets`, and the concatenated train
+    examples (each tagged with its ``task``) that the mixture sampler indexes via ``offsets``."""
+
+    tasks: dict[str, Datasets]
+    train: list[dict]
+    offsets: dict[str, int]
+    dev: None = None  # per-task splits live in ``tasks``
+    test: None = None
+    vocab: None = None
+
+
+def build_task_datasets(recipe: Recipe, tokenizer) -> TaskDatasets:
+    from tunesmith.multitask import concat_tasks
+
+    tasks = {
+        t.name: build_datasets(recipe.task_recipe(i), tokenizer) for i, t in enumerate(recipe.tasks)
+    }
+    train, offsets = concat_tasks({name: ds.train for name, ds in tasks.items()})
+    return TaskDatasets(tasks, train, offsets)

@@ -210,7 +210,8 @@ class EWCTerm(ContinualTerm):
         if not self.anchor:
             return torch.zeros((), device=_device(model))
         self._move(_device(model))
-        return quadratic_penalty(model, self.fisher, self.anchor) + self.const
+        # c belongs to the un-halved sum: 0.5 * (sum A (theta - m)^2 + c)
+        return quadratic_penalty(model, self.fisher, self.anchor) + 0.5 * self.const
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = {f"anchor.{n}": t for n, t in self.anchor.items()}

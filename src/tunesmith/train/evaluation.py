@@ -16,6 +16,7 @@ DEFAULT_METRIC = {
     "token_classification": "f1",
     "causal_lm": "loss",
     "seq2seq": "loss",
+    "multi_head": "mean",  # the macro average of the tasks' primary metrics
 }
 LOWER_IS_BETTER = {"loss", "perplexity"}
 

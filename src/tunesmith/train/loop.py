@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -20,13 +21,17 @@ from tqdm.auto import tqdm
 from tunesmith.adapters import delete_adapter, load_adapter
 from tunesmith.config import Recipe
 from tunesmith.data.collate import LengthGroupedSampler
-from tunesmith.errors import TrainingError
+from tunesmith.errors import ModelError, TrainingError
+from tunesmith.multitask import evaluate_tasks, export_task, flatten_task_metrics, primary_metric
 from tunesmith.objectives import combine, model_inputs, task_loss
 from tunesmith.optim import clip_gradients
 from tunesmith.report import write_report
 from tunesmith.train.checkpoint import checkpoint_dirs, load_checkpoint, save_best, save_checkpoint
 from tunesmith.train.evaluation import evaluate
+from tunesmith.train.multitask_setup import task_evals
 from tunesmith.train.setup import Run, setup_run
+
+logger = logging.getLogger(__name__)
 
 
 class Interrupted(Exception):
@@ -40,6 +45,11 @@ def epoch_plan(run: Run, epoch: int) -> list[list[list[int]]]:
     already done instead of replaying the data loader.
     """
     tr, world = run.recipe.train, run.accelerator.num_processes
+    if run.multi is not None:  # multi-task: homogeneous batches drawn by the mixing rates
+        start = epoch * run.steps_per_epoch
+        return run.multi.sampler.index_plan(
+            start, run.steps_per_epoch, run.multi.data.offsets, rank=run.accelerator.process_index
+        )
     lengths = [len(ex["input_ids"]) for ex in run.data.train]
     if tr.length_grouping:
         sampler = LengthGroupedSampler(lengths, tr.batch_size, seed=run.recipe.seed, epoch=epoch)
@@ -55,12 +65,14 @@ def epoch_plan(run: Run, epoch: int) -> list[list[list[int]]]:
     return [mine[i : i + k] for i in range(0, len(mine), k)]
 
 
-def forward_loss(run: Run, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    task = run.recipe.task
+def forward_loss(run: Run, batch: dict, task_name: str | None = None):
+    """Task loss + terms for one micro-batch; ``task_name`` picks a multi-task model's head."""
+    task = run.raw_model.task_kind(task_name) if task_name else run.recipe.task
+    head = {"task": task_name} if task_name else {}
     bf16 = run.recipe.train.precision == "bf16"
     with torch.autocast(run.accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
         extra = {k: v for term in run.terms for k, v in term.forward_kwargs().items()}
-        outputs = run.model(**model_inputs(task, batch), **extra)
+        outputs = run.model(**model_inputs(task, batch), **extra, **head)
         loss = task_loss(task, outputs.logits, batch["labels"])
         return combine(loss, run.terms, run.raw_model, batch, outputs, run.recipe.task_weight)
 
@@ -76,7 +88,7 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
         last = i == len(micro_batches) - 1
         sync = contextlib.nullcontext() if last else acc.no_sync(run.model)
         with sync:
-            loss, parts = forward_loss(run, batch)
+            loss, parts = forward_loss(run, batch, examples[idx[0]].get("task"))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"non-finite loss ({float(loss.detach())}) at step {run.state.step + 1}; the last good "
@@ -94,7 +106,21 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
     return {**parts_sum, "grad_norm": float(grad_norm), "tokens": tokens}
 
 
+def has_split(run: Run, split: str) -> bool:
+    if run.multi is not None:
+        return any(getattr(ds, split) for ds in run.multi.data.tasks.values())
+    return bool(getattr(run.data, split))
+
+
 def run_eval(run: Run, split: str = "dev") -> dict[str, float]:
+    if run.multi is not None:  # every task through its head; "mean" is their macro average
+        evals = task_evals(run.recipe, run.multi.data, split)
+        per_task = evaluate_tasks(
+            run.raw_model, evals, run.collator, run.accelerator, run.recipe.train.eval_batch_size
+        )
+        return flatten_task_metrics(
+            per_task, {n: primary_metric(e.kind, e.metric) for n, e in evals.items()}
+        )
     examples = getattr(run.data, split)
     return evaluate(
         run.raw_model,  # not the DDP wrapper: evaluation is forward-only and sharded by hand
@@ -107,6 +133,13 @@ def run_eval(run: Run, split: str = "dev") -> dict[str, float]:
     )
 
 
+def task_labels(run: Run):
+    """The label list ({task: labels} for a multi-task run; None for generative tasks)."""
+    if run.multi is not None:
+        return {name: ds.vocab.labels for name, ds in run.multi.data.tasks.items()}
+    return run.data.vocab.labels if run.data.vocab else None
+
+
 def best_meta(run: Run, metrics: dict) -> dict:
     return {
         "task": run.recipe.task,
@@ -114,7 +147,7 @@ def best_meta(run: Run, metrics: dict) -> dict:
         "step": run.state.step,
         "metric": run.metric,
         "dev": metrics,
-        "labels": run.data.vocab.labels if run.data.vocab else None,
+        "labels": task_labels(run),
     }
 
 
@@ -209,7 +242,7 @@ def step_boundary(run: Run, end_of_epoch: bool) -> bool:
             run.unfreezer.advance()
     due_eval = (state.step % tr.eval_every == 0) if tr.eval_every else end_of_epoch
     stop = False
-    if run.data.dev and (due_eval or last):
+    if has_split(run, "dev") and (due_eval or last):
         stop = evaluate_and_keep_best(run)
     due_save = (state.step % tr.save_every == 0) if tr.save_every else (due_eval or last)
     if due_save or stop:
@@ -240,11 +273,21 @@ def reload_best(run: Run, best: Path) -> None:
     load_adapter(run.raw_model, best, name)
 
 
+def export_tasks(run: Run, best: Path) -> None:
+    """Each task as a plain single-task HF model in ``best/tasks/<name>`` (for per-task
+    fine-tuning after multi-task training, T5's best setting), where the head allows it."""
+    for name in run.multi.data.tasks:
+        try:
+            export_task(run.raw_model, name, best / "tasks" / name, run.tokenizer)
+        except ModelError as exc:
+            logger.warning("task %s not exported as a single-task model: %s", name, exc)
+
+
 def finish(run: Run) -> dict:
     """Reload the best weights, evaluate dev and test, write summary.json and the report."""
     acc, state = run.accelerator, run.state
     best = run.run_dir / "best"
-    if run.data.dev and (best / "tunesmith.json").is_file():
+    if has_split(run, "dev") and (best / "tunesmith.json").is_file():
         reload_best(run, best)
     elif acc.is_main_process:  # no dev set: the final model is the result
         save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, {}), run.adapter)
@@ -264,8 +307,12 @@ def finish(run: Run) -> dict:
     }
     if run.dev_at_start is not None:
         summary["dev_at_start"] = run.dev_at_start
+    if run.multi is not None:
+        summary["mixing_rates"] = run.multi.rates
+        if acc.is_main_process:
+            export_tasks(run, best)
     for split in ("dev", "test"):
-        if getattr(run.data, split):
+        if has_split(run, split):
             summary[split] = run_eval(run, split)
             if run.logger:
                 run.logger.log(state.step, f"final_{split}", summary[split])
@@ -302,7 +349,7 @@ def train(
         disable=not (acc.is_main_process and recipe.train.progress),
         dynamic_ncols=True,
     )
-    if recipe.train.eval_at_start and run.data.dev and run.state.step == 0:
+    if recipe.train.eval_at_start and has_split(run, "dev") and run.state.step == 0:
         run.dev_at_start = run_eval(run, "dev")
         if run.logger:
             run.logger.log(0, "dev", run.dev_at_start, epoch=0)

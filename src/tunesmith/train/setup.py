@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tunesmith.optim import build_optimizer, build_scheduler, param_groups
 from tunesmith.train.distill_setup import build_student, load_run_teacher, use_teacher
 from tunesmith.train.evaluation import DEFAULT_METRIC, LOWER_IS_BETTER
 from tunesmith.train.logging import MetricsLogger
+from tunesmith.train.multitask_setup import MultiTask, build_multitask
 from tunesmith.train.state import TrainState
 from tunesmith.transfer import (
     GradualUnfreezer,
@@ -63,6 +65,7 @@ class Run:
     trainable_params: int
     total_params: int
     adapter: tuple[str, bool] | None = None  # (adapter name, head saved with it)
+    multi: MultiTask | None = None  # multi-task data, sampler and rates (task: multi_head)
     dev_at_start: dict | None = None  # dev metrics before training (train.eval_at_start)
 
 
@@ -165,22 +168,28 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     o, tr = recipe.optim, recipe.train
     # bf16 autocast is applied by the loop itself (torch.autocast): accelerate's mixed-precision
     # setting is process-global and would forbid two runs with different precisions in one process.
-    # cpu=True on CPU-only machines: accelerate otherwise ignores torchrun's WORLD_SIZE there.
-    # Gradual unfreezing leaves parameters without gradients in early steps: DDP must allow that.
-    ddp = DistributedDataParallelKwargs(
-        find_unused_parameters=recipe.transfer.gradual_unfreeze is not None
-    )
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    # Gradual unfreezing leaves parameters without gradients in early steps, and so do the other
+    # tasks' heads in a multi-task step: DDP must allow that.
+    unused = recipe.transfer.gradual_unfreeze is not None or recipe.task == "multi_head"
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=unused)
+    # accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine unless told cpu=True (which,
+    # for a single process, would also hide an Apple/Intel GPU: only set it when distributed).
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=multi_cpu, kwargs_handlers=[ddp])
     prepare_run_dir(recipe, run_dir, resume, accelerator)
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(recipe.model_source)
-    data = build_datasets(recipe, tokenizer)
-    if data.vocab is not None and accelerator.is_main_process:
-        (run_dir / "labels.json").write_text(json.dumps(data.vocab.labels, indent=2))
+    multi = build_multitask(recipe, tokenizer, accelerator, run_dir) if recipe.tasks else None
+    if multi is not None:
+        data, model = multi.data, multi.model
+    else:
+        data = build_datasets(recipe, tokenizer)
+        if data.vocab is not None and accelerator.is_main_process:
+            (run_dir / "labels.json").write_text(json.dumps(data.vocab.labels, indent=2))
     teacher = load_run_teacher(recipe, tokenizer, data) if recipe.distill else None
     if recipe.student and recipe.student.from_teacher:
         model = build_student(recipe, teacher, tokenizer)
-    else:
+    elif multi is None:
         model = build_model(recipe, data, tokenizer)
     adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
@@ -194,7 +203,10 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     if len(extra):
         groups += param_groups(extra, lr=o.lr, weight_decay=o.weight_decay)
     trainable, total = count_parameters(model)
-    per_epoch = steps_per_epoch(recipe, len(data.train), accelerator.num_processes)
+    if multi is not None:
+        per_epoch = multi.steps_per_epoch
+    else:
+        per_epoch = steps_per_epoch(recipe, len(data.train), accelerator.num_processes)
     n_steps = total_steps(recipe, per_epoch)
     optimizer = build_optimizer(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_ratio * n_steps)
@@ -223,6 +235,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         data=data,
         collator=collator,
         adapter=adapter,
+        multi=multi,
         optimizer=optimizer,
         scheduler=scheduler,
         terms=terms,

@@ -1,0 +1,127 @@
+"""Two-stage task sequences on tiny data, end to end through the training loop."""
+
+import json
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+import tunesmith.continual.stages as stages_mod
+from tunesmith.continual import ContinualState, load_sequence, parse_sequence, run_sequence
+from tunesmith.errors import ConfigError
+
+from .conftest import sequence_dict
+
+
+def run(tiny_bert, two_tasks, out, method, **kw):
+    return run_sequence(parse_sequence(sequence_dict(tiny_bert, two_tasks, out, method, **kw)))
+
+
+def test_naive_sequence_gives_a_2x2_matrix_and_the_reports(tiny_bert, two_tasks, tmp_path):
+    report = run(tiny_bert, two_tasks, tmp_path / "naive", "naive")
+    out = tmp_path / "naive"
+    assert report["tasks"] == ["senti", "topic"]
+    R = report["matrix"]
+    assert len(R) == 2 and all(len(row) == 2 for row in R)
+    assert all(0.0 <= x <= 1.0 for row in R for x in row)
+    assert report["acc"] == pytest.approx(sum(R[1]) / 2, abs=1e-6)
+    assert report["bwt"] == pytest.approx(R[1][0] - R[0][0], abs=1e-6)
+    assert len(report["initial"]) == 2 and report["fwt"] is not None
+    assert json.loads((out / "matrix.json").read_text())["matrix"] == R
+    assert (out / "matrix.png").is_file() and (out / "matrix.md").is_file()
+    # separate heads: each task's own label projection is kept; stage 1 starts from stage 0
+    heads = {
+        name: load_file(str(out / "heads" / f"{name}.safetensors")) for name in ("senti", "topic")
+    }
+    assert heads["senti"]["classifier.weight"].shape[0] == 2
+    assert heads["topic"]["classifier.weight"].shape[0] == 3
+    config = (out / "stages" / "1-topic" / "config.yaml").read_text()
+    assert str(out / "stages" / "0-senti") in config
+    assert json.loads((out / "stages" / "1-topic" / "labels.json").read_text()) == [
+        "animal",
+        "family",
+        "nature",
+    ]
+
+
+def test_ewc_sequence_resumes_and_skips_the_finished_stage(
+    tiny_bert, two_tasks, tmp_path, monkeypatch
+):
+    out = tmp_path / "ewc"
+    seq = parse_sequence(sequence_dict(tiny_bert, two_tasks, out, "ewc", ewc_lambda=100.0))
+    trained = []
+    real_train = stages_mod.train
+
+    def counting_train(recipe, run_dir, resume=False):
+        trained.append((run_dir.name, resume))
+        return real_train(recipe, run_dir, resume=resume)
+
+    monkeypatch.setattr(stages_mod, "train", counting_train)
+    partial = run_sequence(seq, stop_after=1)
+    assert partial["completed_stages"] == 1 and trained == [("0-senti", False)]
+    state = ContinualState.load(out / "state" / "stage-1.safetensors")
+    assert state.seen == ["senti"] and set(state.fishers) == {"senti"}
+    fisher = state.fishers["senti"]
+    assert "classifier.weight" not in fisher  # separate heads: the head is not anchored
+    assert "bert.embeddings.word_embeddings.weight" in fisher
+    assert sum(float(f.sum()) for f in fisher.values()) > 0
+
+    report = run_sequence(seq)  # the finished stage is skipped, the second one runs
+    assert trained == [("0-senti", False), ("1-topic", False)]
+    assert len(report["matrix"]) == 2 and report["method"] == "ewc"
+    stage_cfg = (out / "stages" / "1-topic" / "config.yaml").read_text()
+    assert "name: ewc" in stage_cfg and "stage-1.safetensors" in stage_cfg
+    metrics = [json.loads(line) for line in (out / "stages" / "1-topic" / "metrics.jsonl").open()]
+    assert any(m.get("ewc", 0) > 0 for m in metrics if m.get("split") == "train")
+
+    again = run_sequence(seq)  # everything done: nothing trains, same matrix
+    assert len(trained) == 2 and again["matrix"] == report["matrix"]
+    changed = parse_sequence(sequence_dict(tiny_bert, two_tasks, out, "lwf"))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_sequence(changed)
+
+
+def test_shared_head_replay_and_lwf_and_joint(tiny_bert, two_tasks, tmp_path):
+    replay = run(tiny_bert, two_tasks, tmp_path / "replay", "replay", heads="shared")
+    mixed = (tmp_path / "replay" / "data" / "replay" / "1-topic-train.jsonl").read_text()
+    assert '"label": "senti:' in mixed and '"label": "topic:' in mixed
+    labels = json.loads((tmp_path / "replay" / "stages" / "1-topic" / "labels.json").read_text())
+    assert labels[:2] == ["senti:neg", "senti:pos"] and len(labels) == 5
+    assert len(replay["matrix"]) == 2
+
+    lwf = run(tiny_bert, two_tasks, tmp_path / "lwf", "lwf")
+    assert len(lwf["matrix"]) == 2
+    joint = run(tiny_bert, two_tasks, tmp_path / "joint", "joint")
+    assert len(joint["matrix"]) == 1 and joint["bwt"] is None and joint["acc"] is not None
+
+
+def test_separate_replay_uses_the_replay_term(tiny_bert, two_tasks, tmp_path):
+    report = run(
+        tiny_bert, two_tasks, tmp_path / "er", "ewc_replay", replay={"capacity": 8, "ratio": 0.5}
+    )
+    out = tmp_path / "er"
+    cfg = (out / "stages" / "1-topic" / "config.yaml").read_text()
+    assert "name: replay" in cfg and "name: ewc" in cfg
+    encoded = [json.loads(x) for x in (out / "replay" / "encoded-1.jsonl").read_text().splitlines()]
+    assert len(encoded) == 8 and {e["task"] for e in encoded} == {"senti"}
+    assert len(report["matrix"]) == 2
+
+
+def test_sequence_recipe_validation(tiny_bert, two_tasks, tmp_path):
+    data = sequence_dict(tiny_bert, two_tasks, tmp_path, "ewc")
+    bad = {**data, "continual": {"method": "ewcc"}}
+    with pytest.raises(ConfigError, match="continual.method"):
+        parse_sequence(bad)
+    bad = {**data, "stages": [{**data["stages"][0], "model": "x"}, data["stages"][1]]}
+    with pytest.raises(ConfigError, match=r"stages\[0\].model"):
+        parse_sequence(bad)
+    bad = {**data, "stages": [data["stages"][0], {**data["stages"][1], "optim": {"lrr": 1}}]}
+    with pytest.raises(ConfigError, match=r"stages\[1\].*optim.lrr"):
+        parse_sequence(bad)
+    with pytest.raises(ConfigError, match="adapters"):
+        parse_sequence({**data, "adapter": "lora"})
+    path = tmp_path / "seq.yaml"
+    path.write_text(yaml.safe_dump(data))
+    seq = load_sequence(path, ["continual.ewc_lambda=5", "train.epochs=2"])
+    assert seq.continual.ewc_lambda == 5.0 and seq.stages[1].recipe.train.epochs == 2
+    assert [s.name for s in seq.stages] == ["senti", "topic"]
