@@ -6,6 +6,7 @@ demo corpus package; each is skipped, with the reason, where it is absent. No mo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -46,15 +47,24 @@ def test_recipe_parses_and_is_portable(path):
     recipe = load_recipe(path, check_paths=False)
     first = path.read_text(encoding="utf-8").splitlines()[0]
     assert first.startswith(f"# tunesmith train recipes/{path.name}"), first
-    assert recipe.data.root is None, "data.root would pin a machine; use $TUNESMITH_DATA"
-    for src in sources(recipe):
-        assert not Path(src).is_absolute() and ".." not in Path(src).parts, src
+    for view in single_task_views(recipe):
+        assert view.data.root is None, "data.root would pin a machine; use $TUNESMITH_DATA"
+        for src in sources(view):
+            assert not Path(src).is_absolute() and ".." not in Path(src).parts, src
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=IDS)
 def test_recipe_data_files_exist(path):
-    require_data(load_recipe(path, check_paths=False))
+    for view in single_task_views(load_recipe(path, check_paths=False)):
+        require_data(view)
     load_recipe(path, check_paths=True)
+
+
+def single_task_views(recipe: Recipe) -> list[Recipe]:
+    """A multi-task recipe as one single-task recipe per task (others as themselves)."""
+    if recipe.task != "multi_head":
+        return [recipe]
+    return [recipe.task_recipe(i) for i in range(len(recipe.tasks))]
 
 
 def needed_fields(recipe: Recipe) -> list[str]:
@@ -74,14 +84,15 @@ def needed_fields(recipe: Recipe) -> list[str]:
 @pytest.mark.filterwarnings("ignore:.*not valid utf-8")  # one BBC article is latin-1
 @pytest.mark.parametrize("path", RECIPES, ids=IDS)
 def test_recipe_reads_its_first_records(path):
-    recipe = load_recipe(path, ["data.limit={train: 50}"], check_paths=False)
-    require_data(recipe)
-    raw = load_raw_splits(recipe)
-    assert len(raw["train"]) == 50
-    assert raw.get("dev"), "every shipped recipe has a dev split (best checkpoint, early stopping)"
-    for record in raw["train"]:
-        for key in needed_fields(recipe):
-            assert record.get(key) not in (None, "", []), (key, record)
+    for view in single_task_views(load_recipe(path, check_paths=False)):
+        recipe = dataclasses.replace(view, data=dataclasses.replace(view.data, limit={"train": 50}))
+        require_data(recipe)
+        raw = load_raw_splits(recipe)
+        assert len(raw["train"]) == 50
+        assert raw.get("dev"), "every shipped recipe has a dev split (best checkpoint, early stop)"
+        for record in raw["train"]:
+            for key in needed_fields(recipe):
+                assert record.get(key) not in (None, "", []), (key, record)
 
 
 def test_conll_reader_ignores_a_stray_bom_line(tmp_path):
