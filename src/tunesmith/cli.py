@@ -1,4 +1,4 @@
-"""Command line: ``tunesmith train|eval|predict|validate|list|merge|report``.
+"""Command line: ``tunesmith train|continual|eval|predict|validate|list|merge|report``.
 
 Errors caused by the user print as one line (``error: ...``, exit 2); ``--debug`` shows the
 traceback.
@@ -54,9 +54,38 @@ def cmd_predict(args) -> None:
         print(json.dumps({"input": text, "prediction": result}, ensure_ascii=False))
 
 
+def is_sequence(path: str) -> bool:
+    """A continual-learning recipe has a top-level ``stages:`` list."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # load_recipe reports it properly
+    return isinstance(data, dict) and "stages" in data
+
+
+def cmd_continual(args) -> None:
+    from tunesmith.continual import load_sequence, run_sequence
+
+    seq = load_sequence(args.recipe, args.overrides)
+    if args.output_dir:
+        seq.output_dir = Path(args.output_dir)
+    report = run_sequence(seq, stop_after=args.stop_after)
+    if "matrix" in report:
+        print((Path(seq.output_dir) / "matrix.md").read_text())
+
+
 def cmd_validate(args) -> None:
     from tunesmith.config import dump_recipe, load_recipe
 
+    if is_sequence(args.recipe):
+        from tunesmith.continual import load_sequence
+
+        seq = load_sequence(args.recipe, args.overrides)
+        print(f"ok: {args.recipe} is a valid continual-learning sequence "
+              f"({len(seq.stages)} stages)")
+        return
     recipe = load_recipe(args.recipe, args.overrides)
     if args.show:
         print(dump_recipe(recipe))
@@ -132,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*")
     v.add_argument("--show", action="store_true", help="print the resolved recipe")
     v.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser("continual", help="train a sequence of tasks (stages:) and report the "
+                       "accuracy matrix, ACC, BWT and forgetting")
+    c.add_argument("recipe")
+    c.add_argument("overrides", nargs="*")
+    c.add_argument("--output-dir")
+    c.add_argument("--stop-after", type=int, default=None, help="stop after N stages")
+    c.set_defaults(func=cmd_continual)
 
     sub.add_parser("list", help="embedded models, task types, methods").set_defaults(func=cmd_list)
 

@@ -103,3 +103,15 @@ def test_conll_reader_ignores_a_stray_bom_line(tmp_path):
         {"tokens": ["Paris", "is"], "tags": ["B-location", "O"]},
         {"tokens": ["hi"], "tags": ["O"]},
     ]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((RECIPE_DIR / "continual").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_sequence_recipe_parses(path):
+    from tunesmith.continual import load_sequence
+
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith(f"# tunesmith continual recipes/continual/{path.name}"), first
+    seq = load_sequence(path)
+    assert len(seq.stages) >= 2

@@ -19,8 +19,8 @@ from tunesmith.continual.config import (
     ContinualConfig,
     FisherConfig,
     ReplayConfig,
-    Sequence,
     Stage,
+    TaskSequence,
     load_sequence,
     parse_sequence,
 )
@@ -34,6 +34,7 @@ from tunesmith.continual.metrics import (
     forward_transfer,
     matrix_report,
 )
+from tunesmith.continual.penalty import merge_quadratics, quadratic_penalty
 from tunesmith.continual.replay import ReservoirBuffer
 from tunesmith.continual.state import ContinualState
 
@@ -57,7 +58,7 @@ __all__ = [
     "Forgetting",
     "ReplayConfig",
     "ReservoirBuffer",
-    "Sequence",
+    "TaskSequence",
     "Stage",
     "TaskView",
     "average_accuracy",
@@ -71,8 +72,10 @@ __all__ = [
     "label_projection_names",
     "load_sequence",
     "matrix_report",
+    "merge_quadratics",
     "online_update",
     "parse_sequence",
+    "quadratic_penalty",
     "run_sequence",
     "sampled",
 ]

@@ -38,7 +38,7 @@ __all__ = [
     "ContinualConfig",
     "FisherConfig",
     "ReplayConfig",
-    "Sequence",
+    "TaskSequence",
     "Stage",
     "load_sequence",
     "parse_sequence",
@@ -123,7 +123,7 @@ class Stage:
 
 
 @dataclass
-class Sequence:
+class TaskSequence:
     stages: list[Stage]
     continual: ContinualConfig
     output_dir: Path
@@ -140,7 +140,7 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _check_sequence(stages: list[Stage], cfg: ContinualConfig) -> None:
+def check_sequence(stages: list[Stage], cfg: ContinualConfig) -> None:
     task = stages[0].recipe.task
     if task not in ("sequence_classification", "causal_lm"):
         raise ConfigError(
@@ -162,8 +162,8 @@ def _check_sequence(stages: list[Stage], cfg: ContinualConfig) -> None:
         raise ConfigError("stages", "a task sequence needs at least two stages")
 
 
-def parse_sequence(data: dict, overrides: list[str] | None = None) -> Sequence:
-    """A parsed sequence recipe (see the module docstring) -> validated :class:`Sequence`."""
+def parse_sequence(data: dict, overrides: list[str] | None = None) -> TaskSequence:
+    """A parsed sequence recipe (see the module docstring) -> validated :class:`TaskSequence`."""
     data = apply_overrides(copy.deepcopy(data), overrides or [])
     raw_stages = data.pop("stages", None)
     cfg = build(ContinualConfig, data.pop("continual", None) or {}, "continual")
@@ -187,13 +187,13 @@ def parse_sequence(data: dict, overrides: list[str] | None = None) -> Sequence:
         except ConfigError as exc:
             raise ConfigError(where, str(exc)) from None
         stages.append(Stage(name, recipe))
-    _check_sequence(stages, cfg)
-    return Sequence(stages, cfg, Path(data.get("output_dir") or "runs/continual"))
+    check_sequence(stages, cfg)
+    return TaskSequence(stages, cfg, Path(data.get("output_dir") or "runs/continual"))
 
 
 def load_sequence(
     path: str | Path, overrides: list[str] | None = None, check_paths: bool = True
-) -> Sequence:
+) -> TaskSequence:
     """Read a sequence recipe YAML, apply ``key.sub=value`` overrides, validate every stage."""
     path = Path(path)
     if not path.is_file():

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,9 @@ from tunesmith.configschema import build, to_dict
 from tunesmith.continual.config import (
     REPLAY_METHODS,
     ContinualConfig,
-    Sequence,
     Stage,
-    _check_sequence,
+    TaskSequence,
+    check_sequence,
 )
 from tunesmith.continual.data import materialize, stage_recipe, write_jsonl
 from tunesmith.continual.heads import fresh_head
@@ -64,7 +64,7 @@ __all__ = ["run_sequence"]
 
 
 def run_sequence(
-    stages: Sequence | Seq[Stage] | Seq[tuple[str, Recipe]],
+    stages: TaskSequence | Sequence[Stage] | Sequence[tuple[str, Recipe]],
     method: str | ContinualConfig | None = None,
     out_dir: str | Path | None = None,
     *,
@@ -72,7 +72,7 @@ def run_sequence(
 ) -> dict[str, Any]:
     """Train the stages in order with ``method`` and score every task after every stage.
 
-    ``stages``: a :class:`Sequence` (from :func:`load_sequence`), or ``[(name, recipe)]`` /
+    ``stages``: a :class:`TaskSequence` (from :func:`load_sequence`), or ``[(name, recipe)]`` /
     ``[Stage]``; ``method``: a method name (defaults for everything else) or a
     :class:`ContinualConfig` (default: the sequence's, else ``naive``); ``out_dir``: the
     sequence directory (default: the sequence's ``output_dir``). ``stop_after=n`` returns after
@@ -82,7 +82,7 @@ def run_sequence(
     forgetting_per_task, fwt, method, stages) once every stage is done, else
     ``{"completed_stages": n, "rows": [...]}``.
     """
-    if isinstance(stages, Sequence):
+    if isinstance(stages, TaskSequence):
         cfg = method if method is not None else stages.continual
         out_dir = out_dir if out_dir is not None else stages.output_dir
         stages = stages.stages
@@ -93,7 +93,7 @@ def run_sequence(
     stages = [s if isinstance(s, Stage) else Stage(*s) for s in stages]
     if out_dir is None:
         raise ConfigError("output_dir", "a task sequence needs an output directory")
-    _check_sequence(stages, cfg)
+    check_sequence(stages, cfg)
     return _Runner(stages, cfg, Path(out_dir)).run(stop_after)
 
 

@@ -1,6 +1,6 @@
 """Objectives: the task loss plus registered extra terms (see :mod:`tunesmith.objectives.base`)."""
 
-from tunesmith.objectives import distill, l2sp  # noqa: F401  (register their terms)
+from tunesmith.objectives import continual, distill, l2sp  # noqa: F401  (register their terms)
 from tunesmith.objectives.base import OBJECTIVES, ObjectiveTerm, build_terms, combine, register
 from tunesmith.objectives.task import TASK_LOSSES, model_inputs, task_loss
 

@@ -43,8 +43,8 @@ def tiny_llama(tmp_path_factory):
 def two_tasks(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     rng = random.Random(0)
-    (root / "senti.txt").write_text(_lines(rng, SENTI, 48))
-    (root / "topic.txt").write_text(_lines(rng, TOPIC, 48))
+    (root / "senti.txt").write_text(_lines(rng, SENTI, 96))
+    (root / "topic.txt").write_text(_lines(rng, TOPIC, 96))
     return root
 
 
@@ -61,7 +61,7 @@ def sequence_dict(model_dir, data_root, out_dir, method="naive", **continual):
         "output_dir": str(out_dir),
         "seed": 3,
         "data": {"root": str(data_root), "max_length": 16},
-        "optim": {"lr": 3e-3, "warmup_steps": 0},
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
         "train": {"batch_size": 8, "epochs": 1, "progress": False, "tensorboard": False},
         "continual": {"method": method, **continual},
         "stages": [stage("senti"), stage("topic")],

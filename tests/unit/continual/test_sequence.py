@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -13,17 +14,20 @@ from tunesmith.errors import ConfigError
 from .conftest import sequence_dict
 
 
-def run(tiny_bert, two_tasks, out, method, **kw):
-    return run_sequence(parse_sequence(sequence_dict(tiny_bert, two_tasks, out, method, **kw)))
+def run(tiny_bert, two_tasks, out, method, overrides=(), **kw):
+    data = sequence_dict(tiny_bert, two_tasks, out, method, **kw)
+    return run_sequence(parse_sequence(data, list(overrides)))
 
 
 def test_naive_sequence_gives_a_2x2_matrix_and_the_reports(tiny_bert, two_tasks, tmp_path):
-    report = run(tiny_bert, two_tasks, tmp_path / "naive", "naive")
     out = tmp_path / "naive"
+    report = run(tiny_bert, two_tasks, out, "naive", ["train.epochs=8"])
     assert report["tasks"] == ["senti", "topic"]
     R = report["matrix"]
     assert len(R) == 2 and all(len(row) == 2 for row in R)
     assert all(0.0 <= x <= 1.0 for row in R for x in row)
+    assert R[0][0] >= 0.9 and R[1][1] >= 0.6  # both toy tasks are learned (chance: 0.5, 0.33)
+    assert R[1][0] >= 0.75  # task 0 scored through its own saved head on the new body
     assert report["acc"] == pytest.approx(sum(R[1]) / 2, abs=1e-6)
     assert report["bwt"] == pytest.approx(R[1][0] - R[0][0], abs=1e-6)
     assert len(report["initial"]) == 2 and report["fwt"] is not None
@@ -125,3 +129,62 @@ def test_sequence_recipe_validation(tiny_bert, two_tasks, tmp_path):
     seq = load_sequence(path, ["continual.ewc_lambda=5", "train.epochs=2"])
     assert seq.continual.ewc_lambda == 5.0 and seq.stages[1].recipe.train.epochs == 2
     assert [s.name for s in seq.stages] == ["senti", "topic"]
+
+
+def test_a_stage_killed_mid_way_resumes_with_the_same_penalty_and_weights(
+    tiny_bert, two_tasks, tmp_path, monkeypatch
+):
+    from tunesmith.train.loop import Interrupted
+
+    over = ["train.epochs=2", "train.save_every=1"]
+    kw = {"ewc_lambda": 100.0}
+    straight = run(tiny_bert, two_tasks, tmp_path / "straight", "ewc", over, **kw)
+    real_train = stages_mod.train
+    calls = []
+
+    def killed_in_stage_1(recipe, run_dir, resume=False):
+        calls.append((run_dir.name, resume))
+        stop = 3 if run_dir.name == "1-topic" and not resume else None
+        return real_train(recipe, run_dir, resume=resume, interrupt_at_step=stop)
+
+    monkeypatch.setattr(stages_mod, "train", killed_in_stage_1)
+    out = tmp_path / "killed"
+    with pytest.raises(Interrupted):
+        run(tiny_bert, two_tasks, out, "ewc", over, **kw)
+    ckpt = out / "stages" / "1-topic" / "checkpoints" / "step-3"
+    saved = load_file(str(ckpt / "objective_terms.safetensors"))
+    assert any(k.startswith("0.fisher.") for k in saved) and "0.const" in saved
+    resumed = run(tiny_bert, two_tasks, out, "ewc", over, **kw)
+    assert calls == [("0-senti", False), ("1-topic", False), ("1-topic", True)]
+    assert resumed["matrix"] == straight["matrix"]
+    a = load_file(str(out / "stages" / "1-topic" / "best" / "model.safetensors"))
+    b = load_file(str(tmp_path / "straight" / "stages" / "1-topic" / "best" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_causal_lm_sequence_scores_perplexity_with_lwf(tiny_llama, tmp_path):
+    words = {"a": "good happy love yes great".split(), "b": "cat dog animal water land".split()}
+    for name, ws in words.items():
+        rows = [{"instruction": f"say {w}", "input": "", "output": f"{w} {w} yes"} for w in ws]
+        (tmp_path / f"{name}.json").write_text(json.dumps(rows * 4))
+    data = {
+        "model": str(tiny_llama),
+        "task": "causal_lm",
+        "output_dir": str(tmp_path / "out"),
+        "data": {"root": str(tmp_path), "max_length": 32, "split": {"dev": 0.2, "test": 0.2}},
+        "optim": {"lr": 1e-3},
+        "train": {"batch_size": 4, "epochs": 1, "progress": False, "tensorboard": False},
+        "continual": {"method": "lwf", "heads": "shared"},
+        "stages": [
+            {"name": "a", "data": {"train": "a.json"}},
+            {"name": "b", "data": {"train": "b.json"}},
+        ],
+    }
+    report = run_sequence(parse_sequence(data))
+    assert report["metric"] == "perplexity" and report["higher_is_better"] is False
+    assert len(report["matrix"]) == 2 and all(x > 1 for row in report["matrix"] for x in row)
+    assert report["forgetting"] == pytest.approx(-report["bwt"], abs=1e-6)  # two tasks
+    metrics = (tmp_path / "out" / "stages" / "1-b" / "metrics.jsonl").read_text()
+    assert '"lwf"' in metrics
+    with pytest.raises(ConfigError, match="heads"):
+        parse_sequence({**data, "continual": {"method": "lwf"}})  # separate needs a label head

@@ -9,6 +9,7 @@ from torch import nn
 
 from tunesmith.config import ObjectiveConfig
 from tunesmith.continual.heads import fresh_head, head_state, logits_per_head
+from tunesmith.continual.penalty import merge_quadratics
 from tunesmith.continual.state import ContinualState
 from tunesmith.errors import ConfigError
 from tunesmith.models import load_model
@@ -19,7 +20,6 @@ from tunesmith.objectives.continual import (
     LwFTerm,
     OnlineEWCTerm,
     ReplayTerm,
-    merge_quadratics,
 )
 
 
