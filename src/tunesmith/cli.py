@@ -83,8 +83,9 @@ def cmd_validate(args) -> None:
         from tunesmith.continual import load_sequence
 
         seq = load_sequence(args.recipe, args.overrides)
-        print(f"ok: {args.recipe} is a valid continual-learning sequence "
-              f"({len(seq.stages)} stages)")
+        print(
+            f"ok: {args.recipe} is a valid continual-learning sequence ({len(seq.stages)} stages)"
+        )
         return
     recipe = load_recipe(args.recipe, args.overrides)
     if args.show:
@@ -162,8 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--show", action="store_true", help="print the resolved recipe")
     v.set_defaults(func=cmd_validate)
 
-    c = sub.add_parser("continual", help="train a sequence of tasks (stages:) and report the "
-                       "accuracy matrix, ACC, BWT and forgetting")
+    c = sub.add_parser(
+        "continual",
+        help="train a sequence of tasks (stages:) and report the "
+        "accuracy matrix, ACC, BWT and forgetting",
+    )
     c.add_argument("recipe")
     c.add_argument("overrides", nargs="*")
     c.add_argument("--output-dir")

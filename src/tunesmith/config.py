@@ -434,11 +434,8 @@ def parse_recipe(data: dict, overrides: list[str] | None = None) -> Recipe:
     return build(Recipe, data)
 
 
-def load_recipe(
-    path: str | Path, overrides: list[str] | None = None, check_paths: bool = True
-) -> Recipe:
-    """Read a YAML recipe, apply overrides, validate types/keys/combinations and data files."""
-    path = Path(path)
+def read_yaml_mapping(path: Path) -> dict:
+    """A recipe file's top-level mapping; missing files and bad YAML name the file (and line)."""
     if not path.is_file():
         raise ConfigError("", f"recipe not found: {path}")
     try:
@@ -449,6 +446,15 @@ def load_recipe(
         raise ConfigError("", f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path}: a recipe must be a YAML mapping")
+    return data
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, check_paths: bool = True
+) -> Recipe:
+    """Read a YAML recipe, apply overrides, validate types/keys/combinations and data files."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
     try:
         recipe = parse_recipe(data, overrides)
     except ConfigError as exc:

@@ -50,6 +50,13 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in get_args(tp):
             return None
+        options = [a for a in get_args(tp) if a is not type(None)]
+        nested = [a for a in options if dataclasses.is_dataclass(a)]
+        if len(options) == 1 or (isinstance(value, dict) and len(nested) == 1):
+            # Optional[X], or a mapping for the one dataclass option: X's own, precise error
+            return _coerce(
+                nested[0] if isinstance(value, dict) and nested else options[0], value, path
+            )
         errors = []
         for arg in get_args(tp):
             try:

@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from tunesmith.config import Recipe, check_files, fld, parse_recipe
+from tunesmith.config import Recipe, check_files, fld, parse_recipe, read_yaml_mapping
 from tunesmith.configschema import apply_overrides, build
 from tunesmith.continual.state import check_task_name
 from tunesmith.errors import ConfigError
@@ -196,14 +194,7 @@ def load_sequence(
 ) -> TaskSequence:
     """Read a sequence recipe YAML, apply ``key.sub=value`` overrides, validate every stage."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"{path}: invalid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("", f"{path}: a recipe must be a YAML mapping")
+    data = read_yaml_mapping(path)
     try:
         seq = parse_sequence(data, overrides)
         if check_paths:

@@ -33,7 +33,7 @@ from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, encode_split
 from tunesmith.models import load_model
 from tunesmith.train.evaluation import evaluate
-from tunesmith.transfer import apply_freezing
+from tunesmith.train.setup import freeze_as_recipe
 
 __all__ = ["SequenceContext", "build_state", "save_head", "score_row", "update_buffer"]
 
@@ -192,15 +192,7 @@ def encoded_replay(ctx: SequenceContext, k: int) -> Path:
 
 def _trainable(ctx: SequenceContext, model, recipe) -> dict[str, torch.nn.Parameter]:
     """The parameters stage k trains (the recipe's freezing), minus separate label heads."""
-    t = recipe.transfer
-    apply_freezing(
-        model,
-        embeddings=t.freeze_embeddings,
-        first_n_layers=t.freeze_layers,
-        patterns=t.freeze_patterns,
-        linear_probe=t.linear_probe,
-        unfreeze_patterns=t.unfreeze_patterns,
-    )
+    freeze_as_recipe(recipe, model)
     heads = set(label_projection_names(model)) if ctx.classification and not ctx.shared else set()
     return {n: p for n, p in model.named_parameters() if p.requires_grad and n not in heads}
 

@@ -133,14 +133,10 @@ def attach_adapter(recipe: Recipe, model) -> tuple[str, bool] | None:
     return name, train_head
 
 
-def configure_training(recipe: Recipe, model):
-    """Freezing and discriminative LRs -> (param groups, layer layout).
-
-    Gradual unfreezing is started later, after DDP has wrapped the model: DDP only all-reduces
-    parameters that require grad when it wraps them, so every parameter that will ever train must
-    still be trainable then."""
+def freeze_as_recipe(recipe: Recipe, model) -> list[str]:
+    """Apply the recipe's ``transfer:`` freezing keys; returns the frozen parameter names."""
     t = recipe.transfer
-    apply_freezing(
+    return apply_freezing(
         model,
         embeddings=t.freeze_embeddings,
         first_n_layers=t.freeze_layers,
@@ -148,6 +144,16 @@ def configure_training(recipe: Recipe, model):
         linear_probe=t.linear_probe,
         unfreeze_patterns=t.unfreeze_patterns,
     )
+
+
+def configure_training(recipe: Recipe, model):
+    """Freezing and discriminative LRs -> (param groups, layer layout).
+
+    Gradual unfreezing is started later, after DDP has wrapped the model: DDP only all-reduces
+    parameters that require grad when it wraps them, so every parameter that will ever train must
+    still be trainable then."""
+    t = recipe.transfer
+    freeze_as_recipe(recipe, model)
     layout = layer_layout(model)
     will_train = {name for name, p in model.named_parameters() if p.requires_grad}
     scales = (
