@@ -201,12 +201,8 @@ def train_epoch(run: Run, bar, interrupt_at_step: int | None) -> bool:
         state.step_in_epoch += 1
         state.tokens += window[-1]["tokens"]
         bar.update(1)
-        if (
-            run.unfreezer
-            and run.recipe.transfer.gradual_unfreeze.unit == "steps"
-            and (state.step % run.recipe.transfer.gradual_unfreeze.every == 0)
-        ):
-            run.unfreezer.advance()
+        if run.unfreezer and run.recipe.transfer.gradual_unfreeze.unit == "steps":
+            run.unfreezer.advance()  # it counts the calls: one more group every `every`
         if state.step % tr.log_every == 0 or state.step == run.total_steps:
             elapsed = time.perf_counter() - t0
             state.wall_s += elapsed
@@ -234,11 +230,7 @@ def step_boundary(run: Run, end_of_epoch: bool) -> bool:
     if end_of_epoch:
         state.epoch += 1
         state.step_in_epoch = 0
-        if (
-            run.unfreezer
-            and run.recipe.transfer.gradual_unfreeze.unit == "epochs"
-            and (state.epoch % run.recipe.transfer.gradual_unfreeze.every == 0)
-        ):
+        if run.unfreezer and run.recipe.transfer.gradual_unfreeze.unit == "epochs":
             run.unfreezer.advance()
     due_eval = (state.step % tr.eval_every == 0) if tr.eval_every else end_of_epoch
     stop = False

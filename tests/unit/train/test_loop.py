@@ -113,7 +113,7 @@ def test_linear_probe_trains_only_the_head(tiny_models, tiny_data, tmp_path):
     assert summary["trainable_params"] < summary["total_params"] / 10
 
 
-def test_gradual_unfreezing_with_llrd_reaches_embeddings(tiny_models, tiny_data, tmp_path):
+def test_gradual_unfreezing_opens_one_group_every_n_steps(tiny_models, tiny_data, tmp_path):
     model_dir = tiny_models["bert", "sequence_classification"]
     run = tmp_path / "gu"
     train(
@@ -123,15 +123,19 @@ def test_gradual_unfreezing_with_llrd_reaches_embeddings(tiny_models, tiny_data,
             tiny_data,
             run,
             **{
-                "transfer.gradual_unfreeze": "{every: 1, unit: steps}",
+                "transfer.gradual_unfreeze": "{every: 3, unit: steps}",
+                "data.split": "{}",  # no dev: best/ is the final model
                 "transfer.layerwise_lr_decay": 0.5,
                 "train.max_steps": 8,
             },
         )
     )
     before, after = load_file(str(model_dir / "model.safetensors")), weights(run)
+    # groups: head (from step 0), block 2 (after 3 steps), block 1 (after 6), embeddings (after 9)
     emb = "bert.embeddings.word_embeddings.weight"
-    assert not torch.equal(before[emb], after[emb])  # unfrozen last, but within 8 steps
+    first_block = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(before[first_block], after[first_block])  # trained in steps 7-8
+    assert torch.equal(before[emb], after[emb])  # still frozen at step 8
 
 
 def test_nan_loss_stops_with_clear_error(tiny_models, tiny_data, tmp_path, monkeypatch):
