@@ -193,7 +193,7 @@ def test_every_process_gets_a_batch_on_tiny_data(recipe_file, n_train):
     recipe = load_recipe(recipe_file)
     data = SimpleNamespace(train=[{"input_ids": [2, 10, 3]}] * n_train)
     plans = [
-        epoch_plan(SimpleNamespace(recipe=recipe, data=data, accelerator=acc), epoch=0)
+        epoch_plan(SimpleNamespace(recipe=recipe, data=data, accelerator=acc, multi=None), epoch=0)
         for acc in (SimpleNamespace(num_processes=2, process_index=i) for i in (0, 1))
     ]
     expected = steps_per_epoch(recipe, n_train, world=2)
