@@ -1,0 +1,333 @@
+"""Multi-task benchmark (issue 6): single-task vs T5 mixtures vs multi-task + per-task fine-tuning.
+
+Embedded MiniLM with one classification head per task on SST-2 sentences (dev 872 / test 1,821),
+TREC coarse (dev: 10% of train, test 500) and emotion (val 2,000 / test 2,000); max_length 64,
+batch 32, lr 1e-4, seed 13. Every method gets the same N_TOTAL = 600 optimiser steps:
+
+- single:        one single-task run per task, N_TOTAL / 3 = 200 steps each (best by dev accuracy)
+- proportional:  multi-task, examples-proportional mixing, no cap (best by dev mean)
+- temperature2:  multi-task, temperature mixing T = 2
+- equal:         multi-task, equal mixing
+- mt_then_ft:    temperature2's best/tasks/<name> fine-tuned 100 more steps per task at lr 5e-5
+                 (600 + 300 steps in all; needs the temperature2 run dir)
+
+Dev is evaluated every 100 steps; accuracies are on the labelled test sets.
+
+    python benchmarks/multitask/run.py                  # everything
+    python benchmarks/multitask/run.py --only single equal
+    python benchmarks/multitask/run.py --quick          # smoke test -> results_quick.json
+    python benchmarks/multitask/run.py --tables-only    # rebuild results.md + README table
+
+Writes results.json ({"runs": [...]}), results.md, and the table in the top-level README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tunesmith.config import parse_recipe
+from tunesmith.paths import data_root
+from tunesmith.train.loop import train
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+METHODS = ["single", "proportional", "temperature2", "equal", "mt_then_ft"]
+TASKS = ["sst2", "trec", "emotion"]
+MIXING = {
+    "proportional": {"strategy": "proportional", "cap": None},
+    "temperature2": {"strategy": "temperature", "temperature": 2.0, "cap": None},
+    "equal": {"strategy": "equal"},
+}
+N_TOTAL = 600
+FT_STEPS, FT_LR = 100, 5e-5
+EVAL_EVERY = 100
+SEED, LR, BATCH, MAX_LEN = 13, 1e-4, 32, 64
+TOLERANCE = 1.5  # points: multi-task within this of the single-task mean
+
+DATA = {
+    "sst2": {
+        "train": {"path": "sst2_sentences/train.txt", "format": "label_text"},
+        "dev": {"path": "sst2_sentences/dev.txt", "format": "label_text"},
+        "test": {"path": "sst2_sentences/test.txt", "format": "label_text"},
+    },
+    "trec": {
+        "train": {
+            "path": "trec/train.txt",
+            "format": "label_text",
+            "label_sep": ":",
+            "encoding": "latin-1",
+        },
+        "test": {
+            "path": "trec/test.txt",
+            "format": "label_text",
+            "label_sep": ":",
+            "encoding": "latin-1",
+        },
+        "split": {"dev": 0.1},
+    },
+    "emotion": {  # "text;label_name" header, label last
+        **{
+            split: {
+                "path": f"emotion/{name}.txt",
+                "format": "label_text",
+                "label_position": "last",
+                "separator": ";",
+                "header": True,
+            }
+            for split, name in (("train", "train"), ("dev", "val"), ("test", "test"))
+        }
+    },
+}
+
+
+class Budget:
+    """Step counts and data limits: the real benchmark or the --quick smoke test."""
+
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.multi = 4 if quick else N_TOTAL
+        self.single = 4 if quick else N_TOTAL // len(TASKS)
+        self.ft = 4 if quick else FT_STEPS
+        self.eval_every = 2 if quick else EVAL_EVERY
+        self.limit = {"train": 64, "dev": 32, "test": 32} if quick else {}
+
+
+def task_data(task: str, budget: Budget) -> dict:
+    return {**DATA[task], "max_length": MAX_LEN, "limit": dict(budget.limit)}
+
+
+def train_section(steps: int, budget: Budget) -> dict:
+    return {
+        "batch_size": BATCH,
+        "max_steps": steps,
+        "eval_every": budget.eval_every,
+        "progress": False,
+        "tensorboard": False,
+    }
+
+
+def single_recipe(task: str, model: str, steps: int, lr: float, run_dir: Path, budget: Budget):
+    return parse_recipe(
+        {
+            "model": model,
+            "task": "sequence_classification",
+            "output_dir": str(run_dir),
+            "seed": SEED,
+            "data": task_data(task, budget),
+            "optim": {"lr": lr, "weight_decay": 0.01, "warmup_ratio": 0.06},
+            "train": train_section(steps, budget),
+        }
+    )
+
+
+def multi_recipe(method: str, run_dir: Path, budget: Budget):
+    return parse_recipe(
+        {
+            "model": "minilm",
+            "task": "multi_head",
+            "output_dir": str(run_dir),
+            "seed": SEED,
+            "tasks": [
+                {"name": t, "head": "sequence_classification", "data": task_data(t, budget)}
+                for t in TASKS
+            ],
+            "mixing": MIXING[method],
+            "optim": {"lr": LR, "weight_decay": 0.01, "warmup_ratio": 0.06},
+            "train": train_section(budget.multi, budget),
+        }
+    )
+
+
+def timed_train(recipe, run_dir: Path) -> tuple[dict, float]:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = train(recipe, run_dir)
+    return summary, time.perf_counter() - t0
+
+
+def finish(method: str, per_task: dict, steps: int, wall: float, **extra) -> dict:
+    result = {
+        "method": method,
+        "per_task": {t: round(a, 4) for t, a in per_task.items()},
+        "mean_accuracy": round(sum(per_task.values()) / len(per_task), 4),
+        "steps": steps,
+        "wall_s": round(wall, 1),
+        **extra,
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def run_single(runs_dir: Path, budget: Budget, method: str = "single", base: Path | None = None):
+    per_task, dev, steps, wall = {}, {}, 0, 0.0
+    for task in TASKS:
+        run_dir = runs_dir / method / task
+        model = str(base / "best" / "tasks" / task) if base else "minilm"
+        n, lr = (budget.ft, FT_LR) if base else (budget.single, LR)
+        summary, w = timed_train(single_recipe(task, model, n, lr, run_dir, budget), run_dir)
+        per_task[task] = summary["test"]["accuracy"]
+        dev[task] = round(summary["dev"]["accuracy"], 4)
+        steps += summary["steps"]
+        wall += w
+    return per_task, dev, steps, wall
+
+
+def run_one(method: str, runs_dir: Path, budget: Budget, previous: dict) -> dict:
+    if method == "single":
+        per_task, dev, steps, wall = run_single(runs_dir, budget)
+        return finish(method, per_task, steps, wall, dev_per_task=dev, runs=len(TASKS))
+    if method == "mt_then_ft":
+        base = runs_dir / "temperature2"
+        if not (base / "best" / "tasks").is_dir():
+            sys.exit(f"mt_then_ft needs the temperature2 run at {base} (run it first)")
+        per_task, dev, ft_steps, wall = run_single(runs_dir, budget, method, base)
+        mt = previous.get("temperature2", {})
+        mt_steps = mt.get("steps", budget.multi)
+        return finish(
+            method,
+            per_task,
+            mt_steps + ft_steps,
+            wall + mt.get("wall_s", 0.0),
+            dev_per_task=dev,
+            multitask_steps=mt_steps,
+            finetune_steps=ft_steps,
+            finetune_lr=FT_LR,
+            finetune_wall_s=round(wall, 1),
+            note=f"temperature2 ({mt_steps} steps) + {ft_steps // len(TASKS)} fine-tuning steps "
+            f"per task ({ft_steps} in all); wall_s includes the temperature2 run",
+        )
+    run_dir = runs_dir / method
+    summary, wall = timed_train(multi_recipe(method, run_dir, budget), run_dir)
+    per_task = {t: summary["test"][f"{t}/accuracy"] for t in TASKS}
+    return finish(
+        method,
+        per_task,
+        summary["steps"],
+        wall,
+        dev_mean=round(summary["dev"]["mean"], 4),
+        dev_per_task={t: round(summary["dev"][f"{t}/accuracy"], 4) for t in TASKS},
+        best_step=summary.get("best_step"),
+        mixing_rates={t: round(r, 4) for t, r in summary.get("mixing_rates", {}).items()},
+    )
+
+
+def verdicts(runs: list[dict]) -> list[str]:
+    by = {r["method"]: r for r in runs}
+    if "single" not in by:
+        return []
+    ref = 100 * by["single"]["mean_accuracy"]
+    lines = []
+    for m in ("proportional", "temperature2", "equal"):
+        if m in by:
+            d = 100 * by[m]["mean_accuracy"] - ref
+            ok = "within" if d >= -TOLERANCE else "NOT within"
+            lines.append(
+                f"{m}: {d:+.2f} points vs the single-task mean ({ref:.2f}): "
+                f"{ok} {TOLERANCE} points."
+            )
+    if "mt_then_ft" in by:
+        d = 100 * by["mt_then_ft"]["mean_accuracy"] - ref
+        ok = ">=" if d >= 0 else "<"
+        lines.append(
+            f"mt_then_ft: {d:+.2f} points vs single ({ok} single; "
+            f"{by['mt_then_ft']['steps']} steps: {by['mt_then_ft'].get('note', '')})."
+        )
+    return lines
+
+
+def table(runs: list[dict]) -> str:
+    ref = next((r["mean_accuracy"] for r in runs if r["method"] == "single"), None)
+    lines = [
+        "| method | " + " | ".join(f"{t} test" for t in TASKS) + " | mean | vs single | steps "
+        "| wall s |",
+        "|---|" + "---|" * (len(TASKS) + 4),
+    ]
+    for r in runs:
+        accs = " | ".join(f"{100 * r['per_task'][t]:.2f}" for t in TASKS)
+        vs = (
+            ""
+            if ref is None or r["method"] == "single"
+            else f"{100 * (r['mean_accuracy'] - ref):+.2f}"
+        )
+        lines.append(
+            f"| {r['method']} | {accs} | {100 * r['mean_accuracy']:.2f} | {vs} | {r['steps']} "
+            f"| {r['wall_s']:.0f} |"
+        )
+    v = verdicts(runs)
+    return "\n".join(lines + ([""] + v if v else []))
+
+
+def update_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    start, end = "<!-- multitask-table:start -->", "<!-- multitask-table:end -->"
+    content = readme.read_text()
+    if start in content and end in content:
+        head, rest = content.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def write_tables(ordered: list[dict], quick: bool = False) -> None:
+    md = table(ordered)
+    if quick:  # smoke test: never touch results.md or the README
+        print(md)
+        return
+    (HERE / "results.md").write_text(md + "\n")
+    update_readme(md)
+    print(md)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=METHODS)
+    p.add_argument("--runs-dir", default=None, help="default runs/bench_multitask[_quick]")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 64 train / 32 eval examples per task, 4 steps per run; "
+        "writes results_quick.json only",
+    )
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="rewrite results.md and the README table from results.json, train nothing",
+    )
+    args = p.parse_args()
+    out = HERE / ("results_quick.json" if args.quick else "results.json")
+    if args.tables_only:
+        write_tables(json.loads(out.read_text())["runs"], args.quick)
+        return
+    if not (data_root() / "sst2_sentences").is_dir():
+        sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
+    budget = Budget(args.quick)
+    runs_dir = Path(
+        args.runs_dir
+        or ROOT / "runs" / ("bench_multitask_quick" if args.quick else "bench_multitask")
+    )
+    methods = [m for m in METHODS if m in (args.only or METHODS)]
+    previous = json.loads(out.read_text())["runs"] if out.is_file() else []
+    runs = {r["method"]: r for r in previous}
+    ordered = [runs[m] for m in METHODS if m in runs]
+    for method in methods:
+        runs[method] = run_one(method, runs_dir, budget, runs)
+        ordered = [runs[m] for m in METHODS if m in runs]
+        meta = {
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "torch": torch.__version__,
+            "command": "python benchmarks/multitask/run.py" + (" --quick" if args.quick else ""),
+            "quick": args.quick,
+        }
+        out.write_text(json.dumps({"meta": meta, "runs": ordered}, indent=2))
+    write_tables(ordered, args.quick)
+
+
+if __name__ == "__main__":
+    main()
