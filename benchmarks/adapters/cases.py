@@ -8,13 +8,13 @@ and validated exactly like a recipe file. ``quick=True`` shrinks any case to a s
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tunesmith.config import Recipe, check_files, parse_recipe
+from tunesmith.configschema import deep_merge
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DATASETS = ["sst2", "rte", "trec"]
@@ -37,17 +37,6 @@ QUICK_LM = {
 
 def _read(name: str) -> dict[str, Any]:
     return yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` merged in (nested mappings merge; other values replace)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def method_overrides(method: str) -> dict[str, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunesmith.report import replace_marked_section
+
 HERE = Path(__file__).resolve().parent
 README = HERE.parents[1] / "README.md"
-MARKERS = ("<!-- adapters-table:start -->", "<!-- adapters-table:end -->")
 DATASETS = {"sst2": "SST-2 test", "rte": "RTE dev", "trec": "TREC test"}
 METHODS = ["full", "houlsby", "pfeiffer", "lora", "ia3"]
 
@@ -144,12 +145,7 @@ def readme_text(results: dict) -> str:
 
 
 def update_readme(text: str) -> None:
-    start, end = MARKERS
-    content = README.read_text()
-    if start in content and end in content:
-        head, rest = content.split(start, 1)
-        _, tail = rest.split(end, 1)
-        README.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    replace_marked_section(README, "adapters-table", text)
 
 
 def write_tables(results: dict, publish: bool) -> None:

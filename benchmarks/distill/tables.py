@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunesmith.report import replace_marked_section
+
 CLASSIFIER_METHODS = [
     "teacher",
     "student_hard",
@@ -14,7 +16,6 @@ CLASSIFIER_METHODS = [
 ]
 LM_METHODS = ["lm_student_sft", "lm_student_kd"]
 KD_STUDENTS = ["student_kd_T2", "student_kd_T4", "student_kd_hidden"]  # nocache = kd_T2 again
-MARKERS = ("<!-- distill-table:start -->", "<!-- distill-table:end -->")
 
 
 def _ratio(a, b, scale: float = 1.0, digits: int = 2):
@@ -155,10 +156,5 @@ def write_tables(runs: list[dict], found: dict[str, dict], md_path: Path, readme
     md = markdown(runs, found)
     md_path.write_text(md + samples_md(runs) + "\n")
     if readme is not None:
-        start, end = MARKERS
-        content = readme.read_text()
-        if start in content and end in content:
-            head, rest = content.split(start, 1)
-            _, tail = rest.split(end, 1)
-            readme.write_text(f"{head}{start}\n{md}\n{end}{tail}")
+        replace_marked_section(readme, "distill-table", md)
     print(md)

@@ -35,6 +35,7 @@ import torch
 
 from tunesmith.config import parse_recipe
 from tunesmith.paths import data_root
+from tunesmith.report import replace_marked_section
 from tunesmith.train.loop import train
 
 HERE = Path(__file__).resolve().parent
@@ -266,13 +267,7 @@ def table(runs: list[dict]) -> str:
 
 
 def update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    start, end = "<!-- multitask-table:start -->", "<!-- multitask-table:end -->"
-    content = readme.read_text()
-    if start in content and end in content:
-        head, rest = content.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    replace_marked_section(ROOT / "README.md", "multitask-table", text)
 
 
 def write_tables(ordered: list[dict], quick: bool = False) -> None:

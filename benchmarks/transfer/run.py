@@ -26,6 +26,7 @@ import torch
 from tunesmith.config import load_recipe
 from tunesmith.paths import data_root
 from tunesmith.predict import predict_texts
+from tunesmith.report import replace_marked_section
 from tunesmith.train.loop import train
 
 HERE = Path(__file__).resolve().parent
@@ -105,13 +106,7 @@ def table(runs: list[dict]) -> str:
 
 
 def update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    start, end = "<!-- transfer-table:start -->", "<!-- transfer-table:end -->"
-    content = readme.read_text()
-    if start in content and end in content:
-        head, rest = content.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    replace_marked_section(ROOT / "README.md", "transfer-table", text)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ so every config section gets the same behaviour for free.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -166,6 +167,18 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` merged in: mappings merge key by key, other values replace.
+    Neither input is modified."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
     for item in overrides:
@@ -186,4 +199,4 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-__all__ = ["build", "to_dict", "apply_overrides", "field_help"]
+__all__ = ["build", "to_dict", "apply_overrides", "deep_merge", "field_help"]

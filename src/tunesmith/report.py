@@ -211,3 +211,18 @@ def write_report(run_dir: Path | str, title: str | None = None) -> Path:
     path = run_dir / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
     return path
+
+
+def replace_marked_section(path: Path | str, name: str, text: str) -> bool:
+    """Replace what lies between ``<!-- {name}:start -->`` and ``<!-- {name}:end -->`` in ``path``
+    (benchmark scripts keep their README tables this way). Returns False, writing nothing, when
+    the markers are absent."""
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    content = path.read_text()
+    if start not in content or end not in content:
+        return False
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    return True

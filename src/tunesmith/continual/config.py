@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from tunesmith.config import Recipe, check_files, fld, parse_recipe, read_yaml_mapping
-from tunesmith.configschema import apply_overrides, build
+from tunesmith.configschema import apply_overrides, build, deep_merge
 from tunesmith.continual.state import check_task_name
 from tunesmith.errors import ConfigError
 
@@ -127,17 +127,6 @@ class TaskSequence:
     output_dir: Path
 
 
-def _merge(base: dict, over: dict) -> dict:
-    """Deep merge: mappings merge key by key, anything else in ``over`` replaces."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def check_sequence(stages: list[Stage], cfg: ContinualConfig) -> None:
     task = stages[0].recipe.task
     if task not in ("sequence_classification", "causal_lm"):
@@ -181,7 +170,7 @@ def parse_sequence(data: dict, overrides: list[str] | None = None) -> TaskSequen
             if key in entry:
                 raise ConfigError(f"{where}.{key}", "is set once for the whole sequence")
         try:
-            recipe = parse_recipe(_merge(data, entry))
+            recipe = parse_recipe(deep_merge(data, entry))
         except ConfigError as exc:
             raise ConfigError(where, str(exc)) from None
         stages.append(Stage(name, recipe))
