@@ -10,6 +10,11 @@ batch 32, lr 1e-4, seed 13. Every method gets the same N_TOTAL = 600 optimiser s
 - equal:         multi-task, equal mixing
 - mt_then_ft:    temperature2's best/tasks/<name> fine-tuned 100 more steps per task at lr 5e-5
                  (600 + 300 steps in all; needs the temperature2 run dir)
+- smollm2_t2t:   text-to-text (T5 style) on SmolLM2-135M-Instruct: "sst2 sentence: ..." ->
+                 "positive", "trec question: ..." -> "location", "emotion sentence: ..." -> "joy";
+                 temperature mixing T = 2, T2T_STEPS steps, batch 16, lower 20 of 30 blocks frozen;
+                 accuracy by scoring each task's label words (dev before / after training, test
+                 after; dev capped at T2T_DEV, test at T2T_TEST examples per task)
 
 Dev is evaluated every 100 steps; accuracies are on the labelled test sets.
 
@@ -40,7 +45,8 @@ from tunesmith.train.loop import train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-METHODS = ["single", "proportional", "temperature2", "equal", "mt_then_ft"]
+METHODS = ["single", "proportional", "temperature2", "equal", "mt_then_ft", "smollm2_t2t"]
+HEAD_METHODS = METHODS[:5]
 TASKS = ["sst2", "trec", "emotion"]
 MIXING = {
     "proportional": {"strategy": "proportional", "cap": None},
@@ -52,6 +58,27 @@ FT_STEPS, FT_LR = 100, 5e-5
 EVAL_EVERY = 100
 SEED, LR, BATCH, MAX_LEN = 13, 1e-4, 32, 64
 TOLERANCE = 1.5  # points: multi-task within this of the single-task mean
+T2T_STEPS, T2T_LR, T2T_BATCH, T2T_DEV, T2T_TEST = 200, 1e-4, 16, 100, 300
+T2T_TEXT = {
+    "sst2": {
+        "prefix": "sst2",
+        "fields": [["sentence", "text"]],
+        "words": {"0": "negative", "1": "positive"},
+    },
+    "trec": {
+        "prefix": "trec",
+        "fields": [["question", "text"]],
+        "words": {
+            "ABBR": "abbreviation",
+            "DESC": "description",
+            "ENTY": "entity",
+            "HUM": "human",
+            "LOC": "location",
+            "NUM": "number",
+        },
+    },
+    "emotion": {"prefix": "emotion", "fields": [["sentence", "text"]]},  # labels are words
+}
 
 DATA = {
     "sst2": {
@@ -147,6 +174,55 @@ def multi_recipe(method: str, run_dir: Path, budget: Budget):
     )
 
 
+def t2t_recipe(run_dir: Path, budget: Budget):
+    limit = {"dev": T2T_DEV, "test": T2T_TEST} if not budget.quick else dict(budget.limit)
+    tasks = [
+        {
+            "name": t,
+            "text": T2T_TEXT[t],
+            "data": {**DATA[t], "max_length": MAX_LEN, "limit": limit, "template": "plain"},
+        }
+        for t in TASKS
+    ]
+    return parse_recipe(
+        {
+            "model": "smollm2",
+            "task": "causal_lm",
+            "output_dir": str(run_dir),
+            "seed": SEED,
+            "tasks": tasks,
+            "mixing": MIXING["temperature2"],
+            "transfer": {"freeze_layers": 20},
+            "optim": {"lr": T2T_LR, "weight_decay": 0.0, "warmup_ratio": 0.06},
+            "train": {
+                **train_section(4 if budget.quick else T2T_STEPS, budget),
+                "batch_size": T2T_BATCH,
+                "eval_batch_size": 32,
+                "eval_every": None,
+                "eval_at_start": True,
+            },
+        }
+    )
+
+
+def run_t2t(runs_dir: Path, budget: Budget) -> dict:
+    run_dir = runs_dir / "smollm2_t2t"
+    summary, wall = timed_train(t2t_recipe(run_dir, budget), run_dir)
+    per_task = {t: summary["test"][f"{t}/accuracy"] for t in TASKS}
+    return finish(
+        "smollm2_t2t",
+        per_task,
+        summary["steps"],
+        wall,
+        model="smollm2 (SmolLM2-135M-Instruct), text-to-text, label words scored",
+        dev_before={t: round(summary["dev_at_start"][f"{t}/accuracy"], 4) for t in TASKS},
+        dev_after={t: round(summary["dev"][f"{t}/accuracy"], 4) for t in TASKS},
+        test_examples_per_task=T2T_TEST,
+        mixing_rates={t: round(r, 4) for t, r in summary.get("mixing_rates", {}).items()},
+        tokens_per_s=summary.get("tokens_per_s"),
+    )
+
+
 def timed_train(recipe, run_dir: Path) -> tuple[dict, float]:
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
@@ -182,6 +258,8 @@ def run_single(runs_dir: Path, budget: Budget, method: str = "single", base: Pat
 
 
 def run_one(method: str, runs_dir: Path, budget: Budget, previous: dict) -> dict:
+    if method == "smollm2_t2t":
+        return run_t2t(runs_dir, budget)
     if method == "single":
         per_task, dev, steps, wall = run_single(runs_dir, budget)
         return finish(method, per_task, steps, wall, dev_per_task=dev, runs=len(TASKS))
@@ -252,6 +330,8 @@ def table(runs: list[dict]) -> str:
         "|---|" + "---|" * (len(TASKS) + 4),
     ]
     for r in runs:
+        if r["method"] not in HEAD_METHODS:
+            continue
         accs = " | ".join(f"{100 * r['per_task'][t]:.2f}" for t in TASKS)
         vs = (
             ""
@@ -263,7 +343,32 @@ def table(runs: list[dict]) -> str:
             f"| {r['wall_s']:.0f} |"
         )
     v = verdicts(runs)
-    return "\n".join(lines + ([""] + v if v else []))
+    return "\n".join(lines + ([""] + v if v else []) + t2t_table(runs))
+
+
+def t2t_table(runs: list[dict]) -> list[str]:
+    r = next((r for r in runs if r["method"] == "smollm2_t2t"), None)
+    if r is None:
+        return []
+    lines = [
+        "",
+        f"SmolLM2-135M text-to-text on the same three tasks ({r['steps']} steps, batch "
+        f"{T2T_BATCH}, temperature mixing T=2; accuracy = argmax over each task's label words; "
+        f"dev {T2T_DEV} / test {r.get('test_examples_per_task', T2T_TEST)} examples per task):",
+        "",
+        "| SmolLM2 text-to-text | " + " | ".join(TASKS) + " | mean | wall s |",
+        "|---|" + "---|" * (len(TASKS) + 2),
+    ]
+    for label, scores in (
+        ("dev, before training", r["dev_before"]),
+        ("dev, after", r["dev_after"]),
+        ("test, after", r["per_task"]),
+    ):
+        mean = sum(scores.values()) / len(scores)
+        cells = " | ".join(f"{100 * scores[t]:.2f}" for t in TASKS)
+        wall = f"{r['wall_s']:.0f}" if label.startswith("test") else ""
+        lines.append(f"| {label} | {cells} | {100 * mean:.2f} | {wall} |")
+    return lines
 
 
 def update_readme(text: str) -> None:

@@ -256,11 +256,38 @@ class DistillConfig:
 
 
 @dataclass
+class TextConfig:
+    """How a classification task is written as text for a text-to-text model (T5 section 2.4):
+    ``source = "<prefix> <name>: <record[key]> ..."``, ``target = words[label]``."""
+
+    prefix: str | None = fld(None, "task prefix starting every input (default: the task name)")
+    fields: list[list[str]] | None = fld(
+        None,
+        "[[name, record key], ...] written after the prefix, e.g. [[sentence, text]] "
+        "(default: [[sentence, data.text_key]] plus [[sentence2, data.text_pair_key]])",
+    )
+    words: dict[str, str] = fld({}, "label -> target word, e.g. {'0': negative, '1': positive}")
+
+    def validate(self, path: str) -> None:
+        for i, f in enumerate(self.fields or []):
+            if len(f) != 2 or not all(isinstance(x, str) for x in f) or not f[1]:
+                raise ConfigError(
+                    f"{path}.fields[{i}]",
+                    "each field is [name, record key]",
+                    "e.g. [sentence, text]",
+                )
+
+
+@dataclass(kw_only=True)
 class TaskConfig:
-    """One task of a multi-task recipe (``task: multi_head``): its data and its head."""
+    """One task of a multi-task recipe: its data and its head (``task: multi_head``) or its text
+    format (text-to-text: ``task: causal_lm`` / ``seq2seq``)."""
 
     name: str = fld(help="task name (prefixes its metrics, e.g. sst2/accuracy)")
-    head: HeadType = fld(help="the task's head on the shared encoder")
+    head: HeadType | None = fld(None, "multi_head: the task's head on the shared encoder")
+    text: TextConfig | None = fld(
+        None, "text-to-text (task: causal_lm | seq2seq): prefix, fields and label words"
+    )
     data: DataConfig = fld(help="the task's datasets (same keys as the top-level data section)")
     weight: float | None = fld(None, "mixing weight (mixing.strategy: explicit)")
     pooling: Literal["pooler", "cls", "mean"] | None = fld(
@@ -315,17 +342,17 @@ class Recipe:
     student: StudentConfig | None = fld(None, "how the student model is built (distillation)")
 
     def validate(self, path: str) -> None:
-        if self.task == "multi_head":
+        if self.task == "multi_head" or (self.tasks and self.task in ("causal_lm", "seq2seq")):
             self.validate_tasks()
         elif self.data is None:
             raise ConfigError("data", "required key is missing", "give data: {train: ...}")
         elif self.tasks:
             raise ConfigError(
                 "tasks",
-                f"only for task: multi_head, not {self.task}",
+                f"only for task: multi_head or text-to-text (causal_lm / seq2seq), not {self.task}",
                 "set task: multi_head, or move the data to the data section",
             )
-        if self.task in ("causal_lm", "seq2seq") and self.data.labels:
+        if self.task in ("causal_lm", "seq2seq") and self.data and self.data.labels:
             raise ConfigError("data.labels", f"a {self.task} task has no label vocabulary")
         from_teacher = self.student is not None and self.student.from_teacher is not None
         if self.model is None and not from_teacher:
@@ -377,14 +404,29 @@ class Recipe:
             raise ConfigError("tasks", "a multi_head recipe needs at least one task")
         if self.data is not None:
             raise ConfigError(
-                "data", "a multi_head recipe gives data per task", "move it under tasks[].data"
+                "data", "a multi-task recipe gives data per task", "move it under tasks[].data"
             )
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ConfigError("tasks", f"task names must be unique, got {names}")
-        for what in ("adapter", "distill", "student"):
+        text = self.text_to_text
+        for i, t in enumerate(self.tasks):
+            if text and t.head is not None:
+                raise ConfigError(
+                    f"tasks[{i}].head",
+                    f"a text-to-text ({self.task}) task has no head",
+                    "give text: {prefix, fields, words}, or use task: multi_head",
+                )
+            if not text and t.head is None:
+                raise ConfigError(f"tasks[{i}].head", "required key is missing")
+            if not text and t.text is not None:
+                raise ConfigError(
+                    f"tasks[{i}].text", "only for text-to-text recipes (task: causal_lm | seq2seq)"
+                )
+        unsupported = ("distill", "student") if text else ("adapter", "distill", "student")
+        for what in unsupported:
             if getattr(self, what) is not None:
-                raise ConfigError(what, "is not supported with task: multi_head yet")
+                raise ConfigError(what, f"is not supported with multi-task {self.task} yet")
         m = self.mixing
         weights = {t.name: t.weight for t in self.tasks} if m.strategy == "explicit" else None
         mixing_rates(
@@ -395,10 +437,17 @@ class Recipe:
             weights=weights,
         )
 
+    @property
+    def text_to_text(self) -> bool:
+        """Several tasks through one generative model (T5 style), not heads on an encoder."""
+        return bool(self.tasks) and self.task in ("causal_lm", "seq2seq")
+
     def task_recipe(self, i: int) -> Recipe:
-        """A single-task view of ``tasks[i]`` (its data and head), for the data pipeline."""
+        """A single-task view of ``tasks[i]`` (its data and head), for the data pipeline; a
+        text-to-text task reads as the classification task it is (labels, stratified splits)."""
         t = self.tasks[i]
-        return dataclasses.replace(self, task=t.head, data=t.data, tasks=[])
+        task = "sequence_classification" if self.text_to_text else t.head
+        return dataclasses.replace(self, task=task, data=t.data, tasks=[])
 
     @property
     def model_source(self) -> str:
@@ -410,7 +459,7 @@ def check_files(recipe: Recipe) -> None:
     """Every data file the recipe names must exist (fails before any model loads)."""
     from tunesmith.data.readers import resolve_path
 
-    if recipe.task == "multi_head":
+    if recipe.tasks:
         for i in range(len(recipe.tasks)):
             check_files(recipe.task_recipe(i))
         return

@@ -32,6 +32,9 @@ class Datasets:
     test: list[dict] | None = None
     vocab: LabelVocab | None = None
     raw: dict[str, list[dict]] = field(default_factory=dict)
+    # text-to-text tasks: per split (prompts, gold label words), and the label words in vocab order
+    text_eval: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    label_words: list[str] = field(default_factory=list)
 
 
 def read_split(cfg: DataConfig, src: SplitSource) -> list[dict]:
@@ -161,7 +164,76 @@ def build_task_datasets(recipe: Recipe, tokenizer) -> TaskDatasets:
     from tunesmith.multitask import concat_tasks
 
     tasks = {
-        t.name: build_datasets(recipe.task_recipe(i), tokenizer) for i, t in enumerate(recipe.tasks)
+        t.name: (
+            build_text_datasets(recipe.task_recipe(i), tokenizer, recipe.task, t)
+            if recipe.text_to_text
+            else build_datasets(recipe.task_recipe(i), tokenizer)
+        )
+        for i, t in enumerate(recipe.tasks)
     }
     train, offsets = concat_tasks({name: ds.train for name, ds in tasks.items()})
     return TaskDatasets(tasks, train, offsets)
+
+
+def text_format(recipe: Recipe, text, name: str, labels: list[str]):
+    """The :class:`~tunesmith.multitask.TextFormat` of one text-to-text task."""
+    from tunesmith.multitask import TextFormat, verbaliser
+
+    cfg = recipe.data
+    if text.fields:
+        fields = tuple((f[0], f[1]) for f in text.fields)
+    elif cfg.text_pair_key:
+        fields = (("sentence1", cfg.text_key), ("sentence2", cfg.text_pair_key))
+    else:
+        fields = (("sentence", cfg.text_key),)
+    prefix = name if text.prefix is None else text.prefix
+    words = verbaliser(labels, text.words)
+    return TextFormat(prefix, fields, label_key=cfg.label_key, words=words)
+
+
+def build_text_datasets(recipe: Recipe, tokenizer, parent: str, task, saved_labels=None):
+    """One text-to-text task (T5 style): ``recipe`` is its :meth:`Recipe.task_recipe` view,
+    ``parent`` the generative task (causal_lm | seq2seq), ``task`` its :class:`TaskConfig`.
+    Records are read and split as for classification, written as ``prefix name: value`` ->
+    label word pairs and encoded for the generative model."""
+    name, text = task.name, task.text
+    raw = load_raw_splits(recipe)
+    vocab = build_vocab(recipe, raw, saved_labels)
+    fmt = text_format(recipe, text, name, vocab.labels)
+    key = recipe.data.label_key
+    for split, records in raw.items():  # unknown labels fail here, with the split named
+        for i, rec in enumerate(records):
+            vocab.encode(rec.get(key), where=f"tasks.{name}.data.{split} record {i}")
+    cfg = recipe.data
+    encoded, text_eval = {}, {}
+    for split, records in raw.items():
+        pairs = fmt.to_pairs(records)
+        if parent == "causal_lm":
+            encoded[split] = encode_causal_lm(
+                pairs,
+                tokenizer,
+                template=cfg.template,
+                prompt_key="source",
+                response_key="target",
+                system=cfg.system,
+                mask_prompt=True,
+                max_length=cfg.max_length,
+            )
+        else:
+            encoded[split] = encode_seq2seq(
+                pairs,
+                tokenizer,
+                max_source_length=cfg.max_length,
+                max_target_length=cfg.max_target_length,
+            )
+        text_eval[split] = ([p["source"] for p in pairs], [p["target"] for p in pairs])
+    words = [fmt.target(label) for label in vocab.labels]
+    return Datasets(
+        encoded["train"],
+        encoded.get("dev"),
+        encoded.get("test"),
+        vocab,
+        raw,
+        text_eval=text_eval,
+        label_words=words,
+    )

@@ -28,7 +28,7 @@ from tunesmith.optim import clip_gradients
 from tunesmith.report import write_report
 from tunesmith.train.checkpoint import checkpoint_dirs, load_checkpoint, save_best, save_checkpoint
 from tunesmith.train.evaluation import evaluate
-from tunesmith.train.multitask_setup import task_evals
+from tunesmith.train.multitask_setup import evaluate_text_tasks, task_evals
 from tunesmith.train.setup import Run, setup_run
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ def epoch_plan(run: Run, epoch: int) -> list[list[list[int]]]:
 
 def forward_loss(run: Run, batch: dict, task_name: str | None = None):
     """Task loss + terms for one micro-batch; ``task_name`` picks a multi-task model's head."""
+    if run.recipe.text_to_text:  # one generative model: the task is already in the text
+        task_name = None
     task = run.raw_model.task_kind(task_name) if task_name else run.recipe.task
     head = {"task": task_name} if task_name else {}
     bf16 = run.recipe.train.precision == "bf16"
@@ -113,6 +115,8 @@ def has_split(run: Run, split: str) -> bool:
 
 
 def run_eval(run: Run, split: str = "dev") -> dict[str, float]:
+    if run.recipe.text_to_text:  # every task by scoring its label words; "mean" as below
+        return evaluate_text_tasks(run.raw_model, run.tokenizer, run.recipe, run.multi.data, split)
     if run.multi is not None:  # every task through its head; "mean" is their macro average
         evals = task_evals(run.recipe, run.multi.data, split)
         per_task = evaluate_tasks(
@@ -301,7 +305,7 @@ def finish(run: Run) -> dict:
         summary["dev_at_start"] = run.dev_at_start
     if run.multi is not None:
         summary["mixing_rates"] = run.multi.rates
-        if acc.is_main_process:
+        if acc.is_main_process and not run.recipe.text_to_text:
             export_tasks(run, best)
     for split in ("dev", "test"):
         if has_split(run, split):

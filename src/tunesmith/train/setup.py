@@ -186,6 +186,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(recipe.model_source)
     multi = build_multitask(recipe, tokenizer, accelerator, run_dir) if recipe.tasks else None
+    model = None
     if multi is not None:
         data, model = multi.data, multi.model
     else:
@@ -195,7 +196,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     teacher = load_run_teacher(recipe, tokenizer, data) if recipe.distill else None
     if recipe.student and recipe.student.from_teacher:
         model = build_student(recipe, teacher, tokenizer)
-    elif multi is None:
+    elif model is None:  # single task, or one text-to-text model for several tasks
         model = build_model(recipe, data, tokenizer)
     adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
@@ -227,7 +228,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     accelerator.register_for_checkpointing(scheduler)
     gradual = recipe.transfer.gradual_unfreeze
     unfreezer = GradualUnfreezer(model, layout, gradual.every) if gradual else None
-    metric = tr.metric or DEFAULT_METRIC[recipe.task]
+    metric = tr.metric or ("mean" if recipe.text_to_text else DEFAULT_METRIC[recipe.task])
     logger = (
         MetricsLogger(run_dir, tensorboard=tr.tensorboard) if accelerator.is_main_process else None
     )
