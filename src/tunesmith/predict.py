@@ -49,7 +49,7 @@ def load_base_with_adapter(best: Path, task: str, labels: list[str] | None):
 
     meta = read_adapter_meta(best)
     kwargs = {}
-    if labels is not None:
+    if isinstance(labels, list):  # a classification head (not a text-to-text run's label sets)
         kwargs = dict(
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
@@ -79,6 +79,8 @@ def merge_run(run_dir: str | Path, output: str | Path) -> Path:
 def evaluate_run(run_dir: str | Path, splits=("dev", "test")) -> dict[str, dict[str, float]]:
     recipe, model, tokenizer, labels = load_run(run_dir)
     acc = Accelerator()
+    if recipe.text_to_text:
+        return evaluate_text_to_text_run(recipe, model, tokenizer, splits)
     if recipe.task == "multi_head":
         return evaluate_multitask_run(recipe, model, tokenizer, acc, splits)
     data = build_datasets(recipe, tokenizer, saved_labels=labels)
@@ -118,6 +120,57 @@ def evaluate_multitask_run(recipe, model, tokenizer, acc, splits) -> dict[str, d
     return out
 
 
+def evaluate_text_to_text_run(recipe, model, tokenizer, splits) -> dict[str, dict[str, float]]:
+    from tunesmith.data.pipeline import build_task_datasets
+    from tunesmith.train.multitask_setup import evaluate_text_tasks
+
+    data = build_task_datasets(recipe, tokenizer)
+    out = {}
+    for split in splits:
+        metrics = evaluate_text_tasks(model, tokenizer, recipe, data, split)
+        if len(metrics) > 1:  # more than the (NaN) mean of no task
+            out[split] = metrics
+    return out
+
+
+@torch.no_grad()
+def classify_text_to_text(recipe, model, tokenizer, labels, texts: list[str], task: str | None):
+    """A text-to-text run as a classifier of ``task``: each text written in the task's format,
+    its label words scored; [{"label", "word", "score"}] (score: softmax over the label words)."""
+    from tunesmith.data.pipeline import text_format
+    from tunesmith.multitask import score_label_set
+
+    names = [t.name for t in recipe.tasks]
+    if task not in names:
+        raise ConfigError("task", f"this text-to-text run needs --task, one of {names}")
+    i = names.index(task)
+    view, cfg = recipe.task_recipe(i), recipe.tasks[i]
+    fmt = text_format(view, cfg.text, task, labels[task])
+    if len(fmt.fields) != 1:
+        raise ConfigError("task", f"task {task!r} reads {len(fmt.fields)} fields; predict gives one")
+    key = fmt.fields[0][1]
+    prompts = [fmt.source({key: text}) for text in texts]
+    words = [fmt.target(label) for label in labels[task]]
+    scores = score_label_set(
+        model,
+        tokenizer,
+        prompts,
+        words,
+        template=view.data.template,
+        system=view.data.system,
+        max_length=view.data.max_length,
+    )
+    probs = scores.softmax(-1)
+    return [
+        {
+            "label": labels[task][int(p.argmax())],
+            "word": words[int(p.argmax())],
+            "score": round(float(p.max()), 4),
+        }
+        for p in probs
+    ]
+
+
 def select_task(recipe, model, labels, task: str | None):
     """A multi-task run seen as the single-task run of ``task`` (recipe, model view, labels)."""
     names = [t.name for t in recipe.tasks]
@@ -136,6 +189,8 @@ def predict_texts(
     """Classification: [{"label", "score"}]; token classification: [[(word, tag)]];
     causal LM / seq2seq: [{"generated"}] (greedy decoding). ``task`` picks a multi-task run's head."""
     recipe, model, tokenizer, labels = load_run(run_dir)
+    if recipe.text_to_text:
+        return classify_text_to_text(recipe, model, tokenizer, labels, texts, task)
     if recipe.task == "multi_head":
         recipe, model, labels = select_task(recipe, model, labels, task)
     task = recipe.task

@@ -62,7 +62,7 @@ def test_recipe_data_files_exist(path):
 
 def single_task_views(recipe: Recipe) -> list[Recipe]:
     """A multi-task recipe as one single-task recipe per task (others as themselves)."""
-    if recipe.task != "multi_head":
+    if not recipe.tasks:
         return [recipe]
     return [recipe.task_recipe(i) for i in range(len(recipe.tasks))]
 

@@ -123,3 +123,17 @@ def test_multi_head_tasks_need_a_head_and_no_text(tiny_models, tiny_data, tmp_pa
     raw["tasks"] = [{**t, "head": "sequence_classification"} for t in raw["tasks"]]
     with pytest.raises(ConfigError, match=r"tasks\[0\]\.text"):
         parse_recipe(raw)
+
+
+def test_text_to_text_eval_and_predict(tiny_models, tiny_data, tmp_path):
+    from tunesmith.predict import evaluate_run, predict_texts
+
+    run = tmp_path / "t2t"
+    summary = train(text_recipe(tiny_models["llama", "causal_lm"], tiny_data, run))
+    again = evaluate_run(run, ("dev",))["dev"]
+    assert again["mean"] == pytest.approx(summary["dev"]["mean"])
+    out = predict_texts(run, ["the film was good"], task="yesno")[0]
+    assert out["label"] in {"0", "1"} and out["word"] == WORDS["yesno"][out["label"]]
+    assert 0.5 <= out["score"] <= 1.0
+    with pytest.raises(ConfigError, match="needs --task"):
+        predict_texts(run, ["x"])

@@ -1,0 +1,286 @@
+"""Continual-learning benchmark (issue 5): AG News -> SST-2 -> TREC with seven methods, 3 seeds.
+
+Embedded MiniLM, one classification head per task (task-incremental: each task is scored with its
+own head), max_length 64, batch 16, lr 5e-5, STEPS optimiser steps per stage for every method
+(joint: one run of 3 x STEPS steps over the union of the three training sets, one shared head
+scored among each task's own labels). AG News: the 7,600 labelled rows split here (seeded,
+stratified: 75/10/15). Test sets are capped at TEST_CAP examples (seeded subset) to keep the
+9 evaluations per sequence cheap; dev at DEV_CAP.
+
+Methods: naive, ewc (lambda EWC_LAMBDA, empirical Fisher on 512 examples), online_ewc (gamma 0.9),
+lwf (lambda 1, T 2), replay (reservoir 1000, ratio 0.25), ewc_replay, joint.
+
+    python benchmarks/continual/run.py                      # all methods x 3 seeds
+    python benchmarks/continual/run.py --only naive ewc --seeds 13
+    python benchmarks/continual/run.py --quick              # smoke test -> results_quick.json
+    python benchmarks/continual/run.py --tables-only        # rebuild results.md + README table
+    python benchmarks/continual/run.py --lm                 # SmolLM2 perplexity drift runs
+
+Writes results.json ({"runs": [...]}, one object per method x seed), results.md, heatmaps in
+benchmarks/continual/heatmaps/, and the table in the top-level README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import platform
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from tunesmith.config import parse_recipe
+from tunesmith.configschema import build
+from tunesmith.continual import run_sequence
+from tunesmith.continual.config import ContinualConfig, Stage
+from tunesmith.paths import data_root
+from tunesmith.report import replace_marked_section
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+METHODS = ["naive", "ewc", "online_ewc", "lwf", "replay", "ewc_replay", "joint"]
+SEEDS = [13, 14, 15]
+TASKS = ["ag_news", "sst2", "trec"]
+STEPS, BATCH, MAX_LEN, LR = 150, 16, 64, 5e-5
+TEST_CAP, DEV_CAP = 1000, 500
+EWC_LAMBDA = 1000.0
+CONTINUAL = {
+    "ewc": {"ewc_lambda": EWC_LAMBDA},
+    "online_ewc": {"ewc_lambda": EWC_LAMBDA, "online_gamma": 0.9},
+    "lwf": {"lwf_lambda": 1.0, "lwf_temperature": 2.0},
+    "replay": {"replay": {"capacity": 1000, "ratio": 0.25}},
+    "ewc_replay": {"ewc_lambda": EWC_LAMBDA, "replay": {"capacity": 1000, "ratio": 0.25}},
+}
+TREC = {"format": "label_text", "label_sep": ":", "encoding": "latin-1"}
+DATA = {
+    "ag_news": {
+        "train": {"path": "ag_news/test.csv", "format": "csv"},
+        "text_key": "description",
+        "split": {"dev": 0.1, "test": 0.15},
+    },
+    "sst2": {
+        split: {"path": f"sst2_sentences/{split}.txt", "format": "label_text"}
+        for split in ("train", "dev", "test")
+    },
+    "trec": {
+        "train": {"path": "trec/train.txt", **TREC},
+        "test": {"path": "trec/test.txt", **TREC},
+        "split": {"dev": 0.1},
+    },
+}
+
+
+class Budget:
+    def __init__(self, quick: bool, steps: int):
+        self.steps = 3 if quick else steps
+        self.limit = (
+            {"train": 64, "dev": 32, "test": 32} if quick else {"dev": DEV_CAP, "test": TEST_CAP}
+        )
+
+
+def stages(seed: int, budget: Budget, joint: bool) -> list[Stage]:
+    out = []
+    for i, task in enumerate(TASKS):
+        steps = budget.steps * len(TASKS) if joint and i == 0 else budget.steps
+        recipe = parse_recipe(
+            {
+                "model": "minilm",
+                "task": "sequence_classification",
+                "seed": seed,
+                "data": {**DATA[task], "max_length": MAX_LEN, "limit": dict(budget.limit)},
+                "optim": {"lr": LR, "weight_decay": 0.01, "warmup_ratio": 0.06},
+                "train": {
+                    "batch_size": BATCH,
+                    "max_steps": steps,
+                    "progress": False,
+                    "tensorboard": False,
+                },
+            }
+        )
+        out.append(Stage(task, recipe))
+    return out
+
+
+def run_one(method: str, seed: int, runs_dir: Path, budget: Budget) -> dict:
+    out = runs_dir / f"{method}-s{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = build(ContinualConfig, {"method": method, **CONTINUAL.get(method, {})}, "continual")
+    report = run_sequence(stages(seed, budget, method == "joint"), cfg, out)
+    heat = HERE / "heatmaps"
+    if not budget.steps < 10:
+        heat.mkdir(exist_ok=True)
+        shutil.copy(out / "matrix.png", heat / f"{method}-s{seed}.png")
+    r = {
+        "method": method,
+        "seed": seed,
+        "acc": report["acc"],
+        "bwt": report["bwt"],
+        "forgetting": report["forgetting"],
+        "forgetting_per_task": report.get("forgetting_per_task"),
+        "fwt": report.get("fwt"),
+        "matrix": report["matrix"],
+        "initial": report.get("initial"),
+        "steps_per_stage": budget.steps,
+        "wall_s": report.get("wall_s"),
+    }
+    print(json.dumps(r), flush=True)
+    return r
+
+
+def _ms(values: list[float | None], scale: float = 100.0) -> str:
+    vals = [scale * v for v in values if v is not None]
+    if not vals:
+        return "—"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def aggregate(runs: list[dict]) -> dict[str, dict]:
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(r["method"], []).append(r)
+    return {m: by[m] for m in METHODS if m in by}
+
+
+def verdicts(runs: list[dict]) -> list[str]:
+    by = aggregate(runs)
+    if "naive" not in by:
+        return []
+    naive_bwt = statistics.mean(abs(r["bwt"]) for r in by["naive"])
+    naive_acc = statistics.mean(r["acc"] for r in by["naive"])
+    lines = []
+    for m in ("ewc", "online_ewc", "lwf", "replay", "ewc_replay"):
+        if m not in by:
+            continue
+        bwt = statistics.mean(abs(r["bwt"]) for r in by[m])
+        acc = statistics.mean(r["acc"] for r in by[m])
+        ratio = bwt / naive_bwt if naive_bwt else float("nan")
+        halved = "halves" if ratio <= 0.5 else "does NOT halve"
+        acc_ok = ">=" if acc >= naive_acc else "<"
+        lines.append(
+            f"{m}: |BWT| {100 * bwt:.2f} vs naive {100 * naive_bwt:.2f} ({ratio:.2f}x, {halved} "
+            f"naive forgetting); ACC {100 * acc:.2f} {acc_ok} naive {100 * naive_acc:.2f}."
+        )
+    return lines
+
+
+def table(runs: list[dict]) -> str:
+    by = aggregate(runs)
+    lines = [
+        "| method | seeds | ACC | BWT | forgetting | "
+        + " | ".join(f"final {t}" for t in TASKS)
+        + " | wall s / seq |",
+        "|---|" + "---|" * (5 + len(TASKS)),
+    ]
+    for m, rs in by.items():
+        finals = " | ".join(_ms([r["matrix"][-1][j] for r in rs]) for j in range(len(TASKS)))
+        wall = statistics.mean(r["wall_s"] or 0 for r in rs)
+        lines.append(
+            f"| {m} | {len(rs)} | {_ms([r['acc'] for r in rs])} | {_ms([r['bwt'] for r in rs])} "
+            f"| {_ms([r['forgetting'] for r in rs])} | {finals} | {wall:.0f} |"
+        )
+    v = verdicts(runs)
+    return "\n".join(lines + ([""] + v if v else []))
+
+
+def matrices(runs: list[dict]) -> str:
+    """Mean accuracy matrix R per method (rows: after stage i; columns: task j)."""
+    parts = []
+    for m, rs in aggregate(runs).items():
+        rows = len(rs[0]["matrix"])
+        head = "| after \\ on | " + " | ".join(TASKS) + " |"
+        lines = [f"**{m}** (mean over {len(rs)} seeds)", "", head, "|---|" + "---|" * len(TASKS)]
+        for i in range(rows):
+            cells = " | ".join(
+                f"{100 * statistics.mean(r['matrix'][i][j] for r in rs):.2f}"
+                for j in range(len(TASKS))
+            )
+            label = "joint" if m == "joint" else TASKS[i]
+            lines.append(f"| {label} | {cells} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def write_tables(runs: list[dict], quick: bool) -> None:
+    md = table(runs)
+    if quick:
+        print(md)
+        return
+    (HERE / "results.md").write_text(md + "\n\n" + matrices(runs) + "\n" + lm_section())
+    replace_marked_section(ROOT / "README.md", "continual-table", md)
+    print(md)
+
+
+def lm_section() -> str:
+    path = HERE / "results_lm.json"
+    if not path.is_file():
+        return ""
+    return "\n" + json.loads(path.read_text()).get("table", "") + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    p.add_argument("--steps", type=int, default=STEPS, help="optimiser steps per stage")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--quick", action="store_true", help="smoke test -> results_quick.json")
+    p.add_argument("--tables-only", action="store_true")
+    p.add_argument("--ewc-lambda", type=float, default=None, help=f"default {EWC_LAMBDA:g}")
+    p.add_argument("--results", default=None, help="results file (default results.json)")
+    args = p.parse_args()
+    out = HERE / ("results_quick.json" if args.quick else "results.json")
+    if args.results:
+        out = Path(args.results)
+    if args.ewc_lambda is not None:
+        for cfg in CONTINUAL.values():
+            if "ewc_lambda" in cfg:
+                cfg["ewc_lambda"] = args.ewc_lambda
+    if args.tables_only:
+        write_tables(json.loads(out.read_text())["runs"], args.quick)
+        return
+    if not (data_root() / "ag_news").is_dir():
+        sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
+    budget = Budget(args.quick, args.steps)
+    runs_dir = Path(
+        args.runs_dir
+        or ROOT / "runs" / ("bench_continual_quick" if args.quick else "bench_continual")
+    )
+    ordered: list[dict] = []
+    for seed in args.seeds:
+        for method in [m for m in METHODS if m in (args.only or METHODS)]:
+            ordered = save_run(out, run_one(method, seed, runs_dir, budget), budget, args.quick)
+    write_tables(ordered, args.quick)
+
+
+def save_run(out: Path, result: dict, budget: Budget, quick: bool) -> list[dict]:
+    """Add one run to ``out`` under a file lock: several benchmark processes may share it (two
+    single-thread processes use a 2-core machine better than one with two threads)."""
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous = json.loads(out.read_text())["runs"] if out.is_file() else []
+        runs = {(r["method"], r["seed"]): r for r in previous}
+        runs[(result["method"], result["seed"])] = result
+        ordered = sorted(runs.values(), key=lambda r: (METHODS.index(r["method"]), r["seed"]))
+        meta = {
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads per process",
+            "torch": torch.__version__,
+            "command": "python benchmarks/continual/run.py" + (" --quick" if quick else ""),
+            "steps_per_stage": budget.steps,
+            "batch_size": BATCH,
+            "max_length": MAX_LEN,
+            "lr": LR,
+            "test_cap": TEST_CAP,
+            "ewc_lambda": CONTINUAL["ewc"]["ewc_lambda"],
+        }
+        out.write_text(json.dumps({"meta": meta, "runs": ordered}, indent=2))
+    return ordered
+
+
+if __name__ == "__main__":
+    main()
