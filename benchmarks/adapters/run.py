@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -107,7 +109,7 @@ def run_case(case: str, runs_dir: Path, quick: bool) -> dict:
     return result
 
 
-def spawn(case: str, runs_dir: Path, quick: bool) -> dict | None:
+def spawn(case: str, runs_dir: Path, quick: bool, threads: int | None = None) -> dict | None:
     """Run ``case`` in a fresh Python process; its result row, or None if it failed."""
     out = runs_dir / f"{case.replace('/', '__')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,8 @@ def spawn(case: str, runs_dir: Path, quick: bool) -> dict | None:
     cmd += [] if case == PEFT_CASE else ["--case", case]
     cmd += ["--quick"] if quick else []
     print(f"== {case}: {' '.join(cmd)}", flush=True)
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0 or not out.is_file():
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0 or not out.is_file():
         print(f"!! {case} failed; its previous result (if any) is kept", flush=True)
         return None
     result = json.loads(out.read_text())
@@ -125,7 +128,7 @@ def spawn(case: str, runs_dir: Path, quick: bool) -> dict | None:
     return result
 
 
-def meta(quick: bool) -> dict:
+def meta(quick: bool, threads: int | None = None) -> dict:
     import transformers
 
     try:
@@ -133,7 +136,7 @@ def meta(quick: bool) -> dict:
     except ImportError:  # only the peft_lora case needs it
         peft = None
     return {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": f"{platform.machine()}, {threads or torch.get_num_threads()} torch threads per case",
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -143,21 +146,25 @@ def meta(quick: bool) -> dict:
     }
 
 
-def run_matrix(cases: list[str], runs_dir: Path, out: Path, quick: bool) -> bool:
-    """Run the cases one subprocess each, saving results.json after every case. True if all
+def run_matrix(cases: list[str], runs_dir: Path, out: Path, quick: bool, jobs: int = 1) -> bool:
+    """Run the cases one subprocess each (``jobs`` at a time, each with cores / jobs threads, so
+    two jobs on 2 cores never oversubscribe), saving results.json after every case. True if all
     succeeded."""
     previous = json.loads(out.read_text())["runs"] if out.is_file() else []
     runs = {f"{r['dataset']}/{r['method']}": r for r in previous}
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     ok = True
-    for case in cases:
-        result = spawn(case, runs_dir, quick)
-        ok = ok and result is not None
-        if result is not None:
-            runs[case] = result
-        ordered = [runs[c] for c in ALL_CASES if c in runs]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        results = {"meta": meta(quick), "runs": ordered, "summary": summarise(ordered)}
-        out.write_text(json.dumps(results, indent=2))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(spawn, c, runs_dir, quick, threads): c for c in cases}
+        for future in as_completed(futures):
+            case, result = futures[future], future.result()
+            ok = ok and result is not None
+            if result is not None:
+                runs[case] = result
+            ordered = [runs[c] for c in ALL_CASES if c in runs]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            results = {"meta": meta(quick, threads), "runs": ordered, "summary": summarise(ordered)}
+            out.write_text(json.dumps(results, indent=2))
     return ok
 
 
@@ -166,6 +173,7 @@ def main() -> None:
     p.add_argument("--only", nargs="+", help="cases (sst2/lora), datasets (rte) or methods (ia3)")
     p.add_argument("--quick", action="store_true", help="smoke test: 64 train, 4 steps")
     p.add_argument("--runs-dir", help="run folders (default runs/bench_adapters[_quick])")
+    p.add_argument("--jobs", type=int, default=1, help="cases run at once (cores split evenly)")
     p.add_argument("--case", choices=ALL_CASES, help="(internal) run one case in this process")
     p.add_argument("--json-out", help="(internal) where --case writes its result row")
     p.add_argument(
@@ -192,7 +200,7 @@ def main() -> None:
     cases = select(args.only)
     for case in cases:  # a bad config fails now, not an hour into the matrix
         build_recipe(case, args.quick)
-    ok = run_matrix(cases, runs_dir, out, args.quick)
+    ok = run_matrix(cases, runs_dir, out, args.quick, args.jobs)
     write_tables(json.loads(out.read_text()), publish=not args.quick)
     sys.exit(0 if ok else 1)
 

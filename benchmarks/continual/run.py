@@ -47,7 +47,7 @@ SEEDS = [13, 14, 15]
 TASKS = ["ag_news", "sst2", "trec"]
 STEPS, BATCH, MAX_LEN, LR = 150, 16, 64, 5e-5
 TEST_CAP, DEV_CAP = 1000, 500
-EWC_LAMBDA = 1000.0
+EWC_LAMBDA = 1e5  # swept on seed 13: 1e3 does nothing (penalty ~1e-5), 1e6 blocks SST-2
 CONTINUAL = {
     "ewc": {"ewc_lambda": EWC_LAMBDA},
     "online_ewc": {"ewc_lambda": EWC_LAMBDA, "online_gamma": 0.9},
@@ -125,6 +125,7 @@ def run_one(method: str, seed: int, runs_dir: Path, budget: Budget) -> dict:
         "matrix": report["matrix"],
         "initial": report.get("initial"),
         "steps_per_stage": budget.steps,
+        "settings": CONTINUAL.get(method, {}),
         "wall_s": report.get("wall_s"),
     }
     print(json.dumps(r), flush=True)
@@ -216,6 +217,126 @@ def write_tables(runs: list[dict], quick: bool) -> None:
     print(md)
 
 
+# -- SmolLM2: does EWC / LwF protect what the model knew? ---------------------------------------
+LM_METHODS = {
+    "naive": {},
+    "ewc": {"ewc_lambda": 1e5, "fisher": {"kind": "empirical", "max_examples": 128}},
+    "lwf": {"lwf_lambda": 1.0, "lwf_temperature": 1.0},
+}
+LM_TASK_STEPS, LM_ANCHOR_STEPS = 120, 4
+LM_STAGES = {
+    # "what the model knew": general instruction data, held-out perplexity. The anchor stage is
+    # 4 steps at lr 1e-6 (the model stays what it was); after it the methods take their
+    # snapshot: the Fisher / anchor weights / frozen copy on general data.
+    "general": {
+        "data": {
+            "train": {"path": "alpaca_2k/alpaca_small.json", "format": "json"},
+            "split": {"dev": 0.05, "test": 0.05},
+            "limit": {"dev": 32, "test": 64},
+            "template": "chat",
+            "max_length": 256,
+        },
+        "optim": {"lr": 1e-6},
+        "train": {"max_steps": LM_ANCHOR_STEPS},
+    },
+    # the new task: emotion labels as text ("i feel so alone\n" -> "sadness")
+    "emotion": {
+        "data": {
+            **{
+                split: {
+                    "path": f"emotion/{name}.txt",
+                    "format": "label_text",
+                    "label_position": "last",
+                    "separator": ";",
+                    "header": True,
+                }
+                for split, name in (("train", "train"), ("dev", "val"), ("test", "test"))
+            },
+            "prompt_key": "text",
+            "response_key": "label",
+            "template": "plain",
+            "max_length": 64,
+            "limit": {"dev": 32, "test": 200},
+        },
+        "optim": {"lr": 1e-4},
+        "train": {"max_steps": LM_TASK_STEPS},
+    },
+}
+
+
+def lm_stages(quick: bool) -> list[Stage]:
+    from tunesmith.configschema import deep_merge
+
+    base = {
+        "model": "smollm2",
+        "task": "causal_lm",
+        "seed": 13,
+        "transfer": {"freeze_layers": 20},
+        "optim": {"weight_decay": 0.0, "warmup_steps": 0},
+        "train": {"batch_size": 8, "eval_batch_size": 16, "progress": False, "tensorboard": False},
+    }
+    out = []
+    for name, over in LM_STAGES.items():
+        d = deep_merge(base, over)
+        if quick:
+            d = deep_merge(
+                d,
+                {"data": {"limit": {"train": 16, "dev": 4, "test": 4}}, "train": {"max_steps": 2}},
+            )
+        out.append(Stage(name, parse_recipe(d)))
+    return out
+
+
+def run_lm(runs_dir: Path, quick: bool, methods: list[str]) -> None:
+    path = HERE / ("results_lm_quick.json" if quick else "results_lm.json")
+    runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+    runs = [r for r in runs if r["method"] not in methods]
+    for method in methods:
+        out = runs_dir / f"lm-{method}"
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = build(
+            ContinualConfig,
+            {"method": method, "heads": "shared", **LM_METHODS[method]},
+            "continual",
+        )
+        report = run_sequence(lm_stages(quick), cfg, out)
+        r = {
+            "method": method,
+            "settings": LM_METHODS[method],
+            "initial": report["initial"],
+            "matrix": report["matrix"],
+            "general_ppl_before": report["matrix"][0][0],
+            "general_ppl_after": report["matrix"][1][0],
+            "task_ppl_before": report["matrix"][0][1],
+            "task_ppl_after": report["matrix"][1][1],
+            "wall_s": report.get("wall_s"),
+        }
+        print(json.dumps(r), flush=True)
+        runs.append(r)
+        runs.sort(key=lambda x: list(LM_METHODS).index(x["method"]))
+        path.write_text(json.dumps({"runs": runs, "table": lm_table(runs)}, indent=2))
+    print(lm_table(runs))
+
+
+def lm_table(runs: list[dict]) -> str:
+    lines = [
+        f"SmolLM2-135M-Instruct (lower 20 of 30 blocks frozen) fine-tuned {LM_TASK_STEPS} steps on "
+        "emotion labels as text (batch 8, lr 1e-4); 'what it knew' = held-out perplexity on "
+        "alpaca_2k instructions (64 examples, chat template):",
+        "",
+        "| method | general ppl before | general ppl after | drift | emotion ppl before "
+        "| emotion ppl after | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        g0, g1 = r["general_ppl_before"], r["general_ppl_after"]
+        lines.append(
+            f"| {r['method']} | {g0:.3f} | {g1:.3f} | {g1 - g0:+.3f} ({100 * (g1 / g0 - 1):+.1f}%) "
+            f"| {r['task_ppl_before']:.3f} | {r['task_ppl_after']:.3f} | {r['wall_s'] or 0:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def lm_section() -> str:
     path = HERE / "results_lm.json"
     if not path.is_file():
@@ -233,7 +354,18 @@ def main() -> None:
     p.add_argument("--tables-only", action="store_true")
     p.add_argument("--ewc-lambda", type=float, default=None, help=f"default {EWC_LAMBDA:g}")
     p.add_argument("--results", default=None, help="results file (default results.json)")
+    p.add_argument(
+        "--lm",
+        nargs="*",
+        choices=list(LM_METHODS),
+        default=None,
+        help="run the SmolLM2 perplexity-drift sequences (all methods if none given)",
+    )
     args = p.parse_args()
+    if args.lm is not None:
+        runs_dir = Path(args.runs_dir or ROOT / "runs" / "bench_continual_lm")
+        run_lm(runs_dir, args.quick, args.lm or list(LM_METHODS))
+        return
     out = HERE / ("results_quick.json" if args.quick else "results.json")
     if args.results:
         out = Path(args.results)

@@ -76,7 +76,9 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     if name in EMBEDDED:
         return EMBEDDED.get(name)()
     path = Path(name).expanduser()
-    if (path / "config.yaml").is_file() and (path / "best" / "config.json").is_file():
+    if (path / "config.yaml").is_file() and (
+        (path / "best" / "config.json").is_file() or is_adapter_folder(path / "best")
+    ):
         return str(path / "best")
     if path.exists():
         return str(path)
@@ -87,6 +89,16 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
             "save_pretrained"
         )
     return name
+
+
+# the files of an adapter-only folder (tunesmith's own, or PEFT's); see tunesmith.adapters.io
+ADAPTER_FILES = ("tunesmith_adapter.json", "adapter_config.json")
+
+
+def is_adapter_folder(path: str | os.PathLike[str]) -> bool:
+    """An adapter-only folder (no config.json: the base model is named inside)."""
+    path = Path(path)
+    return not (path / "config.json").is_file() and any((path / f).is_file() for f in ADAPTER_FILES)
 
 
 @contextlib.contextmanager
@@ -175,6 +187,10 @@ def load_model(
     name = os.fspath(name_or_path)
     auto_cls = TASK_TYPES.get(task, "task")
     resolved = resolve_model(name)
+    if is_adapter_folder(resolved):  # an adapter run's best/: its base, then the adapter on it
+        return _load_with_adapter(
+            resolved, task, num_labels, id2label, label2id, dtype, from_scratch, init_seed
+        )
     with _load_errors(name, resolved):
         config = AutoConfig.from_pretrained(resolved)
     if type(config) not in auto_cls._model_mapping:
@@ -208,6 +224,34 @@ def load_model(
                 )
             _log_new_weights(model, name, info)
     model.config.name_or_path = name
+    return model
+
+
+def _load_with_adapter(folder, task, num_labels, id2label, label2id, dtype, from_scratch, seed):
+    from tunesmith.adapters import load_adapter, read_adapter_meta
+
+    if from_scratch:
+        raise ModelError(f"{folder} is an adapter: from_scratch has no meaning for it")
+    meta = read_adapter_meta(folder)
+    base = meta.get("base", {}).get("name_or_path")
+    if not base:
+        raise ModelError(f"the adapter in {folder} does not name its base model")
+    if (
+        task in _CLASSIFICATION
+        and meta.get("id2label")
+        and not (num_labels or id2label or label2id)
+    ):
+        id2label = {int(k): v for k, v in meta["id2label"].items()}  # the saved head's labels
+    model = load_model(
+        base,
+        task,
+        num_labels=num_labels,
+        id2label=id2label,
+        label2id=label2id,
+        dtype=dtype,
+        init_seed=seed,
+    )
+    load_adapter(model, folder)  # restores the saved head too
     return model
 
 

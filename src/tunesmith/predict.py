@@ -147,7 +147,9 @@ def classify_text_to_text(recipe, model, tokenizer, labels, texts: list[str], ta
     view, cfg = recipe.task_recipe(i), recipe.tasks[i]
     fmt = text_format(view, cfg.text, task, labels[task])
     if len(fmt.fields) != 1:
-        raise ConfigError("task", f"task {task!r} reads {len(fmt.fields)} fields; predict gives one")
+        raise ConfigError(
+            "task", f"task {task!r} reads {len(fmt.fields)} fields; predict gives one"
+        )
     key = fmt.fields[0][1]
     prompts = [fmt.source({key: text}) for text in texts]
     words = [fmt.target(label) for label in labels[task]]

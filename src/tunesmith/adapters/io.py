@@ -92,6 +92,10 @@ def save_adapter(
         "peft_format": method in PEFT_TYPES,
         "base": base_identity(model),
         "base_config": _config_summary(model),
+        # the head's labels, so the base can be rebuilt with the same head (load_model)
+        "id2label": {str(k): v for k, v in (model.config.id2label or {}).items()}
+        if heads
+        else None,
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
     if method in PEFT_TYPES:

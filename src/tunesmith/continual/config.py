@@ -138,12 +138,12 @@ def check_sequence(stages: list[Stage], cfg: ContinualConfig) -> None:
         raise ConfigError(
             "continual.heads", f"a {task} model has no label head to keep per task", "use shared"
         )
-    if stages[0].recipe.adapter is not None:
+    if stages[0].recipe.adapter is not None and cfg.heads == "separate" and task != "causal_lm":
         raise ConfigError(
             "adapter",
-            "task sequences with adapters are not supported yet: the loop cannot start a stage's "
-            "adapter from the previous stage's adapter",
-            "fine-tune fully or freeze layers (transfer.*); EWC then covers what trains",
+            "task sequences with adapters need one shared head (continual.heads: shared) or a "
+            "causal LM: a fresh per-task head cannot be put on an adapter-only checkpoint yet",
+            "set continual.heads: shared; each stage then goes on training the same adapter",
         )
     if len(stages) < 2 and cfg.method != "joint":
         raise ConfigError("stages", "a task sequence needs at least two stages")

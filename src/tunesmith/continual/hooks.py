@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from tunesmith.adapters import mark_trainable
 from tunesmith.continual import fisher as fisher_lib
 from tunesmith.continual.config import FISHER_METHODS, REPLAY_METHODS, ContinualConfig
 from tunesmith.continual.data import TaskData, stage_recipe, write_jsonl
@@ -193,6 +194,9 @@ def encoded_replay(ctx: SequenceContext, k: int) -> Path:
 def _trainable(ctx: SequenceContext, model, recipe) -> dict[str, torch.nn.Parameter]:
     """The parameters stage k trains (the recipe's freezing), minus separate label heads."""
     freeze_as_recipe(recipe, model)
+    if recipe.adapter is not None:  # only the adapter (and the head, if it trains) counts
+        name, train_head, _ = recipe.adapter_settings()
+        mark_trainable(model, name, train_head=train_head)
     heads = set(label_projection_names(model)) if ctx.classification and not ctx.shared else set()
     return {n: p for n, p in model.named_parameters() if p.requires_grad and n not in heads}
 

@@ -17,7 +17,15 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch import nn
 
-from tunesmith.adapters import add_adapter, mark_trainable, no_decay_parameters, trainable_summary
+from tunesmith.adapters import (
+    add_adapter,
+    list_adapters,
+    mark_trainable,
+    no_decay_parameters,
+    set_active_adapter,
+    trainable_summary,
+)
+from tunesmith.adapters.base import state_of
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.pipeline import Datasets, build_datasets
@@ -127,7 +135,18 @@ def attach_adapter(recipe: Recipe, model) -> tuple[str, bool] | None:
     if recipe.adapter is None:
         return None
     name, train_head, config = recipe.adapter_settings()
-    add_adapter(model, name, config)
+    if name in list_adapters(model):  # the model is an adapter run: go on training its adapter
+        loaded = state_of(model).get(name).config
+        if type(loaded) is not type(config):
+            raise ConfigError(
+                "adapter",
+                f"the starting model already has a {type(loaded).method} adapter {name!r}; "
+                f"the recipe asks for {type(config).method}",
+                "give the adapter another name (adapter.name) to add a new one",
+            )
+        set_active_adapter(model, name)
+    else:
+        add_adapter(model, name, config)
     mark_trainable(model, name, train_head=train_head)
     logger.info("adapter %r (%s): %s", name, type(config).__name__, trainable_summary(model))
     return name, train_head

@@ -122,8 +122,10 @@ def test_sequence_recipe_validation(tiny_bert, two_tasks, tmp_path):
     bad = {**data, "stages": [data["stages"][0], {**data["stages"][1], "optim": {"lrr": 1}}]}
     with pytest.raises(ConfigError, match=r"stages\[1\].*optim.lrr"):
         parse_sequence(bad)
-    with pytest.raises(ConfigError, match="adapters"):
-        parse_sequence({**data, "adapter": "lora"})
+    with pytest.raises(ConfigError, match="heads: shared"):
+        parse_sequence({**data, "adapter": "lora"})  # separate heads + adapter
+    shared = {**data, "continual": {"method": "ewc", "heads": "shared"}}
+    assert parse_sequence({**shared, "adapter": "lora"}).stages[1].recipe.adapter == "lora"
     path = tmp_path / "seq.yaml"
     path.write_text(yaml.safe_dump(data))
     seq = load_sequence(path, ["continual.ewc_lambda=5", "train.epochs=2"])
@@ -188,3 +190,82 @@ def test_causal_lm_sequence_scores_perplexity_with_lwf(tiny_llama, tmp_path):
     assert '"lwf"' in metrics
     with pytest.raises(ConfigError, match="heads"):
         parse_sequence({**data, "continual": {"method": "lwf"}})  # separate needs a label head
+
+
+@pytest.mark.parametrize("method", ["ewc", "lwf"])
+def test_adapter_sequence_trains_one_adapter_and_leaves_the_base_untouched(
+    method, tiny_bert, two_tasks, tmp_path
+):
+    """LoRA through a shared-head sequence: stage 1 goes on training stage 0's adapter (it starts
+    from it), the EWC Fisher covers exactly the adapter + head, and the base never changes."""
+    from tunesmith.adapters import adapter_parameters, head_parameters
+    from tunesmith.continual.state import ContinualState
+    from tunesmith.models import load_model
+
+    data = sequence_dict(
+        tiny_bert, two_tasks, tmp_path / "out", method, heads="shared", ewc_lambda=100.0
+    )
+    data["adapter"] = {"type": "lora", "r": 4, "targets": "all-linear"}
+    data["continual"]["keep_state"] = True
+    report = run_sequence(parse_sequence(data))
+    assert len(report["matrix"]) == 2
+    out = tmp_path / "out"
+    stage0, stage1 = (
+        load_model(str(out / "stages" / d), "sequence_classification")
+        for d in ("0-senti", "1-topic")
+    )
+    base = load_model(str(tiny_bert), "sequence_classification", num_labels=5)
+    lora0, lora1 = adapter_parameters(stage0, "default"), adapter_parameters(stage1, "default")
+    assert lora0 and set(lora0) == set(lora1)
+    assert any(not torch.equal(lora0[k], lora1[k]) for k in lora0)  # stage 1 trained it further
+    base_names = {n for n, _ in base.named_parameters()} - set(head_parameters(base))
+    params1 = dict(stage1.named_parameters())
+    for n, p in base.named_parameters():
+        if n in base_names:
+            assert torch.equal(p, params1[n]), n  # the base is bit-identical after two stages
+    if method == "ewc":
+        state = ContinualState.load(out / "state" / "stage-1.safetensors")
+        fisher = state.fishers["senti"]
+        assert set(fisher) == set(lora0) | set(head_parameters(stage0))
+    # stage 1 started from stage 0's adapter: its first logged loss is senti-trained, not fresh
+    cfg = yaml.safe_load((out / "stages" / "1-topic" / "config.yaml").read_text())
+    assert cfg["model"].endswith("0-senti")
+
+
+def test_a_run_starts_from_an_adapter_run(tiny_bert, two_tasks, tmp_path):
+    """model: <adapter run dir> loads its base + adapter + head and trains that adapter on."""
+    from tunesmith.adapters import adapter_parameters, list_adapters
+    from tunesmith.config import parse_recipe
+    from tunesmith.errors import ConfigError
+    from tunesmith.models import load_model
+    from tunesmith.train.loop import train
+
+    def recipe(model, out, adapter):
+        return parse_recipe(
+            {
+                "model": str(model),
+                "task": "sequence_classification",
+                "output_dir": str(out),
+                "seed": 1,
+                "adapter": adapter,
+                "data": {
+                    "root": str(two_tasks),
+                    "train": {"path": "senti.txt", "format": "label_text"},
+                    "split": {"dev": 0.25},
+                    "max_length": 16,
+                },
+                "optim": {"lr": 1e-3, "warmup_steps": 0},
+                "train": {"batch_size": 8, "max_steps": 3, "progress": False, "tensorboard": False},
+            }
+        )
+
+    lora = {"type": "lora", "r": 4, "targets": ["query", "value"]}
+    train(recipe(tiny_bert, tmp_path / "a", lora))
+    first = load_model(str(tmp_path / "a"), "sequence_classification")
+    assert list_adapters(first) == ["default"]
+    train(recipe(tmp_path / "a", tmp_path / "b", lora))
+    second = load_model(str(tmp_path / "b"), "sequence_classification")
+    a, b = adapter_parameters(first, "default"), adapter_parameters(second, "default")
+    assert set(a) == set(b) and any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="already has a lora adapter"):
+        train(recipe(tmp_path / "a", tmp_path / "c", {"type": "ia3"}))
