@@ -47,7 +47,9 @@ SEEDS = [13, 14, 15]
 TASKS = ["ag_news", "sst2", "trec"]
 STEPS, BATCH, MAX_LEN, LR = 100, 16, 64, 5e-5
 TEST_CAP, DEV_CAP = 500, 200
-EWC_LAMBDA = 1e5  # swept on seed 13 at 150 steps: 1e3 does nothing (penalty ~1e-5), 1e6 blocks SST-2
+EWC_LAMBDA = (
+    1e5  # swept on seed 13 at 150 steps: 1e3 does nothing (penalty ~1e-5), 1e6 blocks SST-2
+)
 CONTINUAL = {
     "ewc": {"ewc_lambda": EWC_LAMBDA},
     "online_ewc": {"ewc_lambda": EWC_LAMBDA, "online_gamma": 0.9},

@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CASES = {"minilm_full": 40, "minilm_lora": 40, "smollm2_lora": 10}  # optimiser steps per run
 IMPLS = ["tunesmith", "trainer", "trainer_grouped"]
+PACKED_CASES = {"smollm2_lora"}  # also run tunesmith with data.packing (causal LM only)
 REPEATS = 3
 TARGET = 1.3
 
@@ -115,7 +116,19 @@ def aggregate(case: str, reps: list[dict[str, dict]], gflops: float, fpt: float)
     ts, base = med("tunesmith", "tokens_per_s"), med("trainer", "tokens_per_s")
     grouped = med("trainer_grouped", "tokens_per_s")
     losses = {impl: reps[0][impl]["loss_by_step"] for impl in IMPLS}
+    packed = {}
+    if "tunesmith_packed" in reps[0]:
+        pk = med("tunesmith_packed", "tokens_per_s")
+        packed = {
+            "tunesmith_packed_tokens_per_s": pk,
+            "ratio_packed": round(pk / base, 3),
+            "tunesmith_packed_peak_rss_mb": med("tunesmith_packed", "peak_rss_mb"),
+            "tunesmith_packed_step_s": med("tunesmith_packed", "median_step_s"),
+            "packed_mfu": round(fpt * pk / (gflops * 1e9), 4),
+            "packed_eval": reps[0]["tunesmith_packed"]["eval"],
+        }
     return {
+        **packed,
         "method": case,
         "repeats": len(reps),
         "steps": reps[0]["tunesmith"]["steps"],
@@ -175,6 +188,13 @@ def table(runs: list[dict]) -> str:
             f"{TARGET}x target), peak RSS {mem} the Trainer's."
         )
         verdict.append(loss_line(r))
+        if "tunesmith_packed_tokens_per_s" in r:
+            verdict.append(
+                f"{r['method']} with data.packing: {r['tunesmith_packed_tokens_per_s']:.0f} tok/s = "
+                f"{r['ratio_packed']:.2f}x the Trainer's (step {r['tunesmith_packed_step_s']:.2f} s "
+                f"for full {256}-token rows), peak RSS {r['tunesmith_packed_peak_rss_mb']:.0f} MB, "
+                f"MFU {100 * r['packed_mfu']:.1f}%, held-out loss {r['packed_eval']}."
+            )
     if gemm:
         verdict.insert(
             0,
@@ -218,8 +238,9 @@ def main() -> None:
         steps = max(WARMUP_MIN, round(CASES[case] * args.steps_scale))
         fpt, n = flops_per_token(case)
         reps = []
+        impls = IMPLS + (["tunesmith_packed"] if case in PACKED_CASES else [])
         for _ in range(args.repeats):
-            reps.append({impl: run_worker(case, impl, steps, tmp) for impl in IMPLS})
+            reps.append({impl: run_worker(case, impl, steps, tmp) for impl in impls})
         runs[case] = {**aggregate(case, reps, g["float32"], fpt), "flop_params": n}
         order = ["gemm_limit", *CASES]
         meta = {

@@ -2,7 +2,8 @@
 
     python benchmarks/speed/worker.py CASE IMPL --steps N --json-out out.json
 
-IMPL is ``tunesmith`` (its recipe defaults: length-grouped batches), ``trainer`` (transformers'
+IMPL is ``tunesmith`` (its recipe defaults: length-grouped batches), ``tunesmith_packed``
+(causal LM: ``data.packing``, rows of max_length tokens, no cross-example attention), ``trainer`` (transformers'
 Trainer with its defaults: random batches, padded per batch) or ``trainer_grouped`` (Trainer with
 ``group_by_length``). Both sides get the *same tokenised examples* (tunesmith's encoders), model
 files, batch size, max length, precision (fp32), optimiser (AdamW, same LR / schedule / clipping),
@@ -81,11 +82,11 @@ CASES = {
 }
 
 
-def recipe_for(case: str, steps: int, run_dir: Path):
+def recipe_for(case: str, steps: int, run_dir: Path, packing: bool = False):
     from tunesmith.config import parse_recipe
 
     c = CASES[case]
-    data = dict(c["data"])
+    data = {**c["data"], "packing": True} if packing else dict(c["data"])
     return parse_recipe(
         {
             "model": c["model"],
@@ -162,7 +163,7 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run_tunesmith(case: str, steps: int, run_dir: Path) -> dict:
+def run_tunesmith(case: str, steps: int, run_dir: Path, packing: bool = False) -> dict:
     from accelerate import Accelerator
 
     from tunesmith.data.collate import Collator
@@ -171,7 +172,7 @@ def run_tunesmith(case: str, steps: int, run_dir: Path) -> dict:
     from tunesmith.train.evaluation import evaluate
     from tunesmith.train.loop import train
 
-    recipe = recipe_for(case, steps, run_dir)
+    recipe = recipe_for(case, steps, run_dir, packing)
     clock = StepClock(model_class(case))
     summary = train(recipe, run_dir)
     clock.stop()
@@ -302,15 +303,15 @@ def run_trainer(case: str, steps: int, run_dir: Path, grouped: bool) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("case", choices=sorted(CASES))
-    p.add_argument("impl", choices=["tunesmith", "trainer", "trainer_grouped"])
+    p.add_argument("impl", choices=["tunesmith", "tunesmith_packed", "trainer", "trainer_grouped"])
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--json-out", required=True)
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_speed"))
     args = p.parse_args()
     run_dir = Path(args.runs_dir) / f"{args.case}-{args.impl}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    if args.impl == "tunesmith":
-        out = run_tunesmith(args.case, args.steps, run_dir)
+    if args.impl.startswith("tunesmith"):
+        out = run_tunesmith(args.case, args.steps, run_dir, args.impl == "tunesmith_packed")
     else:
         out = run_trainer(args.case, args.steps, run_dir, args.impl == "trainer_grouped")
     out.update(

@@ -87,6 +87,11 @@ class DataConfig:
     lm_text_key: str | None = fld(None, "causal LM: plain-text field (no prompt/response)")
     system: str | None = fld(None, "causal LM: system prompt for the chat template")
     mask_prompt: bool = fld(True, "causal LM: loss only on the response tokens")
+    packing: bool = fld(
+        False,
+        "causal LM: pack training examples into max_length rows (best-fit decreasing), "
+        "attention kept within each example; fewer, fuller batches",
+    )
     source_key: str = fld("source", "seq2seq: input field")
     target_key: str = fld("target", "seq2seq: output field")
     prefix: str = fld("", "seq2seq: task prefix prepended to the input (T5 style)")
@@ -351,6 +356,12 @@ class Recipe:
                 "tasks",
                 f"only for task: multi_head or text-to-text (causal_lm / seq2seq), not {self.task}",
                 "set task: multi_head, or move the data to the data section",
+            )
+        packed = [t.name for t in self.tasks if t.data.packing]
+        if (self.data and self.data.packing and self.task != "causal_lm") or packed:
+            raise ConfigError(
+                "data.packing" if not packed else f"tasks[{packed[0]}].data.packing",
+                "sequence packing is for single-task causal_lm fine-tuning",
             )
         if self.task in ("causal_lm", "seq2seq") and self.data and self.data.labels:
             raise ConfigError("data.labels", f"a {self.task} task has no label vocabulary")

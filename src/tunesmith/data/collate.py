@@ -16,7 +16,7 @@ from torch.utils.data import Sampler
 
 from tunesmith.data.encode import IGNORE_INDEX
 
-_PADDED = ("input_ids", "attention_mask", "token_type_ids")
+_PADDED = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
 @dataclass

@@ -16,6 +16,7 @@ from tunesmith.data.encode import (
     encode_token_classification,
 )
 from tunesmith.data.labels import LabelVocab
+from tunesmith.data.packing import pack_examples
 from tunesmith.data.readers import read_records, resolve_path
 from tunesmith.data.splits import stratified_split
 from tunesmith.errors import DataError
@@ -144,6 +145,8 @@ def build_datasets(recipe: Recipe, tokenizer, saved_labels: list[str] | None = N
         name: encode_split(recipe, records, tokenizer, vocab, where=f"data.{name}")
         for name, records in raw.items()
     }
+    if recipe.data.packing:  # training rows only: dev/test keep one example per row
+        encoded["train"] = pack_examples(encoded["train"], recipe.data.max_length)
     return Datasets(encoded["train"], encoded.get("dev"), encoded.get("test"), vocab, raw)
 
 

@@ -6,6 +6,8 @@ so every architecture gets the same, tested definition (and extra terms can see 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -49,12 +51,20 @@ TASK_LOSSES = {
 }
 
 
-def model_inputs(task: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def model_inputs(task: str, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The tensors a model's forward takes for ``task`` (labels only where the model needs them:
     seq2seq models build their decoder inputs from them)."""
     keys = ["input_ids", "attention_mask", "token_type_ids"]
     if task == "seq2seq":
         keys.append("labels")
+    if "position_ids" in batch:
+        # packed rows: position resets and no mask (and no KV cache, which would hide the resets
+        # from transformers' mask builder) -> a block-diagonal causal mask, no cross attention
+        return {
+            "input_ids": batch["input_ids"],
+            "position_ids": batch["position_ids"],
+            "use_cache": False,
+        }
     return {k: batch[k] for k in keys if k in batch}
 
 

@@ -28,6 +28,7 @@ from tunesmith.adapters import (
 from tunesmith.adapters.base import state_of
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.data.collate import Collator
+from tunesmith.data.packing import attends_within_examples
 from tunesmith.data.pipeline import Datasets, build_datasets
 from tunesmith.errors import ConfigError
 from tunesmith.models import align_pad_token, count_parameters, load_model, load_tokenizer
@@ -217,6 +218,13 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         model = build_student(recipe, teacher, tokenizer)
     elif model is None:  # single task, or one text-to-text model for several tasks
         model = build_model(recipe, data, tokenizer)
+    if recipe.data is not None and recipe.data.packing and not attends_within_examples(model):
+        raise ConfigError(
+            "data.packing",
+            f"{type(model).__name__} attends across the examples of a packed row (its attention "
+            "ignores position_ids resets)",
+            "set data.packing: false for this model",
+        )
     adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
     terms = build_terms(recipe.objectives)
