@@ -1,6 +1,6 @@
 """Profile tunesmith's training step on a speed case (torch.profiler), before optimising anything.
 
-    python benchmarks/speed/profile.py minilm_full --steps 12
+    python benchmarks/speed/profile_step.py minilm_full --steps 12
 
 Runs the case's recipe for ``--steps`` steps with the profiler on (steps 4.. recorded) and writes
 the top operators by self CPU time, plus the share of time inside the model's forward/backward
