@@ -9,7 +9,8 @@ Cases (worker.py has their exact settings):
 Each repeat runs, in fresh processes and in this order, tunesmith, the Trainer with its defaults
 and the Trainer with group_by_length; REPEATS repeats per case, medians reported. The ratio is
 tunesmith / Trainer (defaults); the grouped Trainer is shown too, so the source of the gain is
-visible. MFU = model FLOPs per token x tokens/s / the measured fp32 GEMM limit, with model
+visible. Peak RSS is read right after training (the
+evaluation that follows is timed separately and its peak kept apart). MFU = model FLOPs per token x tokens/s / the measured fp32 GEMM limit, with model
 FLOPs per token = 6 N (full fine-tuning) or 4 N (LoRA: forward 2N + input gradients 2N, no
 weight gradients for frozen weights), N = parameters that multiply activations (embedding
 tables excluded, the tied LM head included); attention-score FLOPs are left out.
@@ -122,7 +123,7 @@ def aggregate(case: str, reps: list[dict[str, dict]], gflops: float, fpt: float)
         packed = {
             "tunesmith_packed_tokens_per_s": pk,
             "ratio_packed": round(pk / base, 3),
-            "tunesmith_packed_peak_rss_mb": med("tunesmith_packed", "peak_rss_mb"),
+            "tunesmith_packed_peak_rss_mb": med("tunesmith_packed", "peak_rss_train_mb"),
             "tunesmith_packed_step_s": med("tunesmith_packed", "median_step_s"),
             "packed_mfu": round(fpt * pk / (gflops * 1e9), 4),
             "packed_eval": reps[0]["tunesmith_packed"]["eval"],
@@ -139,8 +140,10 @@ def aggregate(case: str, reps: list[dict[str, dict]], gflops: float, fpt: float)
         "ratio_vs_grouped": round(ts / grouped, 3),
         "tunesmith_step_s": med("tunesmith", "median_step_s"),
         "baseline_step_s": med("trainer", "median_step_s"),
-        "tunesmith_peak_rss_mb": med("tunesmith", "peak_rss_mb"),
-        "baseline_peak_rss_mb": med("trainer", "peak_rss_mb"),
+        "tunesmith_peak_rss_mb": med("tunesmith", "peak_rss_train_mb"),
+        "baseline_peak_rss_mb": med("trainer", "peak_rss_train_mb"),
+        "tunesmith_peak_rss_with_eval_mb": med("tunesmith", "peak_rss_mb"),
+        "baseline_peak_rss_with_eval_mb": med("trainer", "peak_rss_mb"),
         "tunesmith_eval_examples_per_s": med("tunesmith", "eval_examples_per_s"),
         "baseline_eval_examples_per_s": med("trainer", "eval_examples_per_s"),
         "flops_per_token": fpt,

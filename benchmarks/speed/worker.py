@@ -176,6 +176,7 @@ def run_tunesmith(case: str, steps: int, run_dir: Path, packing: bool = False) -
     clock = StepClock(model_class(case))
     summary = train(recipe, run_dir)
     clock.stop()
+    rss_train = peak_rss_mb()
     losses = [
         json.loads(line)
         for line in (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -202,6 +203,7 @@ def run_tunesmith(case: str, steps: int, run_dir: Path, packing: bool = False) -
         **clock.summary(),
         "loss_by_step": loss_by_step,
         "steps": summary["steps"],
+        "peak_rss_train_mb": rss_train,
         "eval_examples_per_s": round(len(examples) / eval_s, 1),
         "eval": metrics,
     }
@@ -281,20 +283,22 @@ def run_trainer(case: str, steps: int, run_dir: Path, grouped: bool) -> dict:
     )
     trainer.train()
     clock.stop()
+    rss_train = peak_rss_mb()
     loss_by_step = {
         h["step"]: round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h
     }
     t0 = time.perf_counter()
-    pred = trainer.predict(eval_set)
-    eval_s = time.perf_counter() - t0
-    if c["task"] == "causal_lm":
-        metrics = {"loss": round(float(pred.metrics["test_loss"]), 4)}
+    if c["task"] == "causal_lm":  # loss only (predict() would gather every logit: GBs)
+        metrics = {"loss": round(float(trainer.evaluate(eval_set)["eval_loss"]), 4)}
     else:
+        pred = trainer.predict(eval_set)
         metrics = {"accuracy": float(np.mean(pred.predictions.argmax(-1) == pred.label_ids))}
+    eval_s = time.perf_counter() - t0
     return {
         **clock.summary(),
         "loss_by_step": loss_by_step,
         "steps": trainer.state.global_step,
+        "peak_rss_train_mb": rss_train,
         "eval_examples_per_s": round(len(eval_set) / eval_s, 1),
         "eval": metrics,
     }
