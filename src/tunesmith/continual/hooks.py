@@ -154,6 +154,22 @@ def score_row(ctx: SequenceContext, model, trained: int) -> list[dict[str, float
     return metrics
 
 
+def score_multihead_row(ctx: SequenceContext, best: Path) -> list[dict[str, float]]:
+    """Joint training with a head per task: every task through its own head of ``best``."""
+    from tunesmith.multitask import MultiHeadModel
+
+    model = MultiHeadModel.from_pretrained(best).to(ctx.accelerator.device).eval()
+    metrics = []
+    for j, task in enumerate(ctx.tasks):
+        examples, vocab = ctx.eval_data(j)
+        batch = task.recipe.train.eval_batch_size
+        view = model.task_view(task.name)
+        metrics.append(
+            evaluate(view, examples, ctx.collator(), ctx.task_type, vocab, ctx.accelerator, batch)
+        )
+    return metrics
+
+
 def write_row(path: Path, metrics: list[dict[str, float]], metric: str) -> list[float]:
     row = [float(m[metric]) for m in metrics]
     path.parent.mkdir(parents=True, exist_ok=True)

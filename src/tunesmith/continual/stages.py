@@ -33,7 +33,7 @@ import torch
 import yaml
 
 import tunesmith.objectives.continual  # noqa: F401  (registers the continual terms)
-from tunesmith.config import Recipe
+from tunesmith.config import Recipe, parse_recipe
 from tunesmith.configschema import build, to_dict
 from tunesmith.continual.config import (
     REPLAY_METHODS,
@@ -49,6 +49,7 @@ from tunesmith.continual.hooks import (
     build_state,
     load_stage_model,
     save_head,
+    score_multihead_row,
     score_row,
     update_buffer,
     write_row,
@@ -102,7 +103,9 @@ class _Runner:
         self.stages, self.cfg, self.out = stages, cfg, out.expanduser().resolve()
         first = stages[0].recipe
         classification = first.task == "sequence_classification"
-        shared = cfg.heads == "shared" or cfg.method == "joint" or not classification
+        # joint training with separate heads trains one shared encoder with a head per task
+        # (task: multi_head), the upper bound of the separate-head methods
+        shared = cfg.heads == "shared" or not classification
         self._guard()
         prefix = shared and classification and cfg.label_prefix
         data_root = self.out / "data"
@@ -206,9 +209,13 @@ class _Runner:
             return cache[0]
 
         separate = ctx.classification and not ctx.shared
+        row_path = self.out / "rows" / f"{k}.json"
+        if separate and self.joint:  # one encoder, a head per task: score each through its head
+            if row_path.is_file():
+                return json.loads(row_path.read_text())["row"]
+            return write_row(row_path, score_multihead_row(ctx, best), ctx.metric)
         if separate and not ctx.head_path(name).is_file():
             save_head(ctx, model(), name)
-        row_path = self.out / "rows" / f"{k}.json"
         if row_path.is_file():
             row = json.loads(row_path.read_text())["row"]
         else:
@@ -295,8 +302,29 @@ class _Runner:
         return str(init)
 
     def _joint_recipe(self, run_dir: Path) -> Recipe:
-        """Joint training (the upper bound): every task's data in one stage, one shared head."""
+        """Joint training (the upper bound): every task's data in one stage, one shared head;
+        with separate heads, one encoder and a head per task (examples-proportional mixing)."""
         ctx = self.ctx
+        if not ctx.shared:
+            first = stage_recipe(ctx.tasks[0], labels=ctx.tasks[0].labels)
+            data = to_dict(first)
+            data.update(
+                model=self.initial_model,
+                output_dir=str(run_dir),
+                task="multi_head",
+                data=None,
+                mixing={"strategy": "proportional"},
+                objectives=[to_dict(o) for o in first.objectives],
+                tasks=[
+                    {
+                        "name": t.name,
+                        "head": "sequence_classification",
+                        "data": to_dict(stage_recipe(t, labels=t.labels))["data"],
+                    }
+                    for t in ctx.tasks
+                ],
+            )
+            return parse_recipe(data)
         splits = {}
         for split in ("train", "dev"):
             records = [r for t in ctx.tasks for r in t.splits.get(split, [])]

@@ -95,8 +95,49 @@ def test_shared_head_replay_and_lwf_and_joint(tiny_bert, two_tasks, tmp_path):
 
     lwf = run(tiny_bert, two_tasks, tmp_path / "lwf", "lwf")
     assert len(lwf["matrix"]) == 2
-    joint = run(tiny_bert, two_tasks, tmp_path / "joint", "joint")
+    joint = run(tiny_bert, two_tasks, tmp_path / "joint", "joint", heads="shared")
     assert len(joint["matrix"]) == 1 and joint["bwt"] is None and joint["acc"] is not None
+    labels = json.loads((tmp_path / "joint" / "stages" / "0-joint" / "labels.json").read_text())
+    assert len(labels) == 5  # one head over the union
+
+
+def test_joint_with_separate_heads_trains_one_encoder_with_a_head_per_task(
+    tiny_bert, two_tasks, tmp_path
+):
+    from tunesmith.data.collate import Collator
+    from tunesmith.multitask import MultiHeadModel
+    from tunesmith.train.evaluation import evaluate
+
+    joint = run(tiny_bert, two_tasks, tmp_path / "joint", "joint", ["train.epochs=2"])
+    assert len(joint["matrix"]) == 1 and joint["bwt"] is None
+    run_dir = tmp_path / "joint" / "stages" / "0-joint"
+    labels = json.loads((run_dir / "labels.json").read_text())
+    assert labels == {"senti": ["neg", "pos"], "topic": ["animal", "family", "nature"]}
+    # the matrix row is each task's test accuracy through its own head
+    model = MultiHeadModel.from_pretrained(run_dir / "best").eval()
+    from accelerate import Accelerator
+
+    from tunesmith.data import LabelVocab, encode_classification
+    from tunesmith.models import load_tokenizer
+
+    tok = load_tokenizer(str(run_dir / "best"))
+    for j, name in enumerate(["senti", "topic"]):
+        rows = [
+            json.loads(x)
+            for x in (tmp_path / "joint" / "data" / name / "test.jsonl").read_text().splitlines()
+        ]
+        vocab = LabelVocab(labels[name])
+        ex = encode_classification(rows, tok, vocab, max_length=16)
+        acc = evaluate(
+            model.task_view(name),
+            ex,
+            Collator(tok.pad_token_id),
+            "sequence_classification",
+            vocab,
+            Accelerator(),
+            64,
+        )["accuracy"]
+        assert joint["matrix"][0][j] == pytest.approx(acc)
 
 
 def test_separate_replay_uses_the_replay_term(tiny_bert, two_tasks, tmp_path):
