@@ -58,7 +58,7 @@ FT_STEPS, FT_LR = 100, 5e-5
 EVAL_EVERY = 100
 SEED, LR, BATCH, MAX_LEN = 13, 1e-4, 32, 64
 TOLERANCE = 1.5  # points: multi-task within this of the single-task mean
-T2T_STEPS, T2T_LR, T2T_BATCH, T2T_DEV, T2T_TEST = 200, 1e-4, 16, 100, 300
+T2T_STEPS, T2T_LR, T2T_BATCH, T2T_DEV, T2T_TEST = 200, 1e-4, 16, 50, 200
 T2T_TEXT = {
     "sst2": {
         "prefix": "sst2",
