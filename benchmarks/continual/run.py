@@ -225,7 +225,7 @@ LM_METHODS = {
     "ewc": {"ewc_lambda": 1e5, "fisher": {"kind": "empirical", "max_examples": 128}},
     "lwf": {"lwf_lambda": 1.0, "lwf_temperature": 1.0},
 }
-LM_TASK_STEPS, LM_ANCHOR_STEPS = 120, 4
+LM_TASK_STEPS, LM_ANCHOR_STEPS = 80, 4
 LM_STAGES = {
     # "what the model knew": general instruction data, held-out perplexity. The anchor stage is
     # 4 steps at lr 1e-6 (the model stays what it was); after it the methods take their

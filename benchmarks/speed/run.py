@@ -39,7 +39,7 @@ from tunesmith.report import replace_marked_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CASES = {"minilm_full": 40, "minilm_lora": 40, "smollm2_lora": 9}  # optimiser steps per run
+CASES = {"minilm_full": 30, "minilm_lora": 30, "smollm2_lora": 8}  # optimiser steps per run
 IMPLS = ["tunesmith", "trainer", "trainer_grouped"]
 PACKED_CASES = {"smollm2_lora"}  # also run tunesmith with data.packing (causal LM only)
 REPEATS = 3
