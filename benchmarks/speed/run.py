@@ -6,8 +6,9 @@ Cases (worker.py has their exact settings):
 - smollm2_lora: SmolLM2-135M-Instruct, LoRA r=16 on q/k/v/o, alpaca_2k chat SFT, batch 8,
                 max_length 256, loss on responses only
 
-Each repeat runs, in fresh processes and in this order, tunesmith, the Trainer with its defaults
-and the Trainer with group_by_length; REPEATS repeats per case, medians reported. The ratio is
+Each repeat runs, in fresh processes and in this order, tunesmith and the Trainer with its
+defaults (REPEATS repeats per case, medians reported); the first repeat also runs the Trainer with
+group_by_length and, for the causal LM, tunesmith with data.packing (once each). The ratio is
 tunesmith / Trainer (defaults); the grouped Trainer is shown too, so the source of the gain is
 visible. Peak RSS is read right after training (the
 evaluation that follows is timed separately and its peak kept apart). MFU = model FLOPs per token x tokens/s / the measured fp32 GEMM limit, with model
@@ -112,7 +113,7 @@ def median(xs: list[float]) -> float:
 
 def aggregate(case: str, reps: list[dict[str, dict]], gflops: float, fpt: float) -> dict:
     def med(impl, key):
-        return median([r[impl][key] for r in reps])
+        return median([r[impl][key] for r in reps if impl in r])
 
     ts, base = med("tunesmith", "tokens_per_s"), med("trainer", "tokens_per_s")
     grouped = med("trainer_grouped", "tokens_per_s")
@@ -149,7 +150,9 @@ def aggregate(case: str, reps: list[dict[str, dict]], gflops: float, fpt: float)
         "flops_per_token": fpt,
         "mfu": round(fpt * ts / (gflops * 1e9), 4),
         "baseline_mfu": round(fpt * base / (gflops * 1e9), 4),
-        "tokens_per_s_all": {impl: [r[impl]["tokens_per_s"] for r in reps] for impl in IMPLS},
+        "tokens_per_s_all": {
+            impl: [r[impl]["tokens_per_s"] for r in reps if impl in r] for impl in reps[0]
+        },
         "loss_by_step": losses,
         "eval": {impl: reps[0][impl]["eval"] for impl in IMPLS},
     }
@@ -241,8 +244,9 @@ def main() -> None:
         steps = max(WARMUP_MIN, round(CASES[case] * args.steps_scale))
         fpt, n = flops_per_token(case)
         reps = []
-        impls = IMPLS + (["tunesmith_packed"] if case in PACKED_CASES else [])
-        for _ in range(args.repeats):
+        extra = ["trainer_grouped"] + (["tunesmith_packed"] if case in PACKED_CASES else [])
+        for i in range(args.repeats):  # the two compared sides every repeat; the extras once
+            impls = ["tunesmith", "trainer"] + (extra if i == 0 else [])
             reps.append({impl: run_worker(case, impl, steps, tmp) for impl in impls})
         runs[case] = {**aggregate(case, reps, g["float32"], fpt), "flop_params": n}
         order = ["gemm_limit", *CASES]
