@@ -100,7 +100,11 @@ class ContinualConfig:
         None, "score in R (default: accuracy; perplexity for causal_lm, lower is better)"
     )
     evaluate_initial: bool = fld(True, "also score the initial model (for FWT)")
-    keep_state: bool = fld(False, "keep every stage's state file (default: only the latest)")
+    keep_state: bool = fld(
+        False,
+        "keep every stage's state file and resumable checkpoints (default: only the latest "
+        "state; a finished stage's checkpoints are deleted, its best/ kept)",
+    )
 
     def validate(self, path: str) -> None:
         if not 0.0 <= self.online_gamma <= 1.0:

@@ -161,6 +161,8 @@ class _Runner:
             if not (run_dir / "summary.json").is_file():
                 recipe = self._stage_recipe(k, run_dir)
                 train(recipe, run_dir, resume=(run_dir / "config.yaml").is_file())
+            if not self.cfg.keep_state:  # a finished stage never resumes: its best/ is what counts
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             rows.append(self._after_stage(k, name))
             summary = json.loads((run_dir / "summary.json").read_text())
             stages.append({"name": name, "run_dir": str(run_dir), **_brief(summary)})

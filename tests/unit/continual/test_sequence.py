@@ -310,3 +310,12 @@ def test_a_run_starts_from_an_adapter_run(tiny_bert, two_tasks, tmp_path):
     assert set(a) == set(b) and any(not torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="already has a lora adapter"):
         train(recipe(tmp_path / "a", tmp_path / "c", {"type": "ia3"}))
+
+
+def test_finished_stages_drop_their_checkpoints(tiny_bert, two_tasks, tmp_path):
+    run(tiny_bert, two_tasks, tmp_path / "a", "naive")
+    for stage in ("0-senti", "1-topic"):
+        assert not (tmp_path / "a" / "stages" / stage / "checkpoints").exists()
+        assert (tmp_path / "a" / "stages" / stage / "best").is_dir()
+    run(tiny_bert, two_tasks, tmp_path / "b", "naive", keep_state=True)
+    assert (tmp_path / "b" / "stages" / "0-senti" / "checkpoints").is_dir()
