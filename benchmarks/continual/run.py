@@ -215,7 +215,7 @@ def write_tables(runs: list[dict], quick: bool) -> None:
         print(md)
         return
     (HERE / "results.md").write_text(md + "\n\n" + matrices(runs) + "\n" + lm_section())
-    replace_marked_section(ROOT / "README.md", "continual-table", md)
+    replace_marked_section(ROOT / "README.md", "continual-table", md + "\n" + lm_section())
     print(md)
 
 
