@@ -91,7 +91,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     return name
 
 
-# the files of an adapter-only folder (tunesmith's own, or PEFT's); see tunesmith.adapters.io
+# the files of an adapter-only folder: tunesmith's own meta, PEFT's config (adapters.io uses them)
 ADAPTER_FILES = ("tunesmith_adapter.json", "adapter_config.json")
 
 

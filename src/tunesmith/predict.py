@@ -13,7 +13,7 @@ from tunesmith.data.collate import Collator
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.pipeline import build_datasets
 from tunesmith.errors import ConfigError, TunesmithError
-from tunesmith.models import load_model, load_tokenizer
+from tunesmith.models import is_adapter_folder, load_model, load_tokenizer
 from tunesmith.train.evaluation import evaluate
 
 
@@ -36,28 +36,13 @@ def load_run(run_dir: str | Path):
         from tunesmith.multitask import MultiHeadModel
 
         model = MultiHeadModel.from_pretrained(best)
-    elif (best / "config.json").is_file():
-        model = load_model(str(best), recipe.task)
-    else:  # an adapter run: best/ holds the adapter (+ head); rebuild the base, then add it
-        model = load_base_with_adapter(best, recipe.task, labels)
+    else:  # a plain HF folder, or an adapter run's best/ (load_model rebuilds base + adapter)
+        kwargs = {}
+        if is_adapter_folder(best) and isinstance(labels, list):  # the head the adapter saved
+            kwargs = dict(id2label=dict(enumerate(labels)))
+        model = load_model(str(best), recipe.task, **kwargs)
     model.eval()
     return recipe, model, tokenizer, labels
-
-
-def load_base_with_adapter(best: Path, task: str, labels: list[str] | None):
-    from tunesmith.adapters import load_adapter, read_adapter_meta
-
-    meta = read_adapter_meta(best)
-    kwargs = {}
-    if isinstance(labels, list):  # a classification head (not a text-to-text run's label sets)
-        kwargs = dict(
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-        )
-    model = load_model(meta["base"]["name_or_path"], task, **kwargs)
-    load_adapter(model, best)
-    return model
 
 
 def merge_run(run_dir: str | Path, output: str | Path) -> Path:

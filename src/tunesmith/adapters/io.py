@@ -36,7 +36,7 @@ from tunesmith.adapters.peft_format import PEFT_PREFIX, PEFT_TYPES, from_peft_co
 from tunesmith.adapters.targets import SLOT, head_modules
 from tunesmith.configschema import to_dict
 from tunesmith.errors import ModelError
-from tunesmith.models import model_identity
+from tunesmith.models import ADAPTER_FILES, model_identity
 
 __all__ = [
     "META_FILE",
@@ -52,8 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "adapter_model.safetensors"
-META_FILE = "tunesmith_adapter.json"
-PEFT_CONFIG_FILE = "adapter_config.json"
+META_FILE, PEFT_CONFIG_FILE = ADAPTER_FILES  # tunesmith_adapter.json, adapter_config.json
 FORMAT_VERSION = 1
 _COMPARED = ("model_type", "config_hash")  # must match; num_parameters too for the same class
 

@@ -110,6 +110,10 @@ class SequenceContext:
 
 
 def load_stage_model(ctx: SequenceContext, best: Path | str, labels: list[str] | None = None):
+    if (Path(best) / "multitask.json").is_file():  # joint training with a head per task
+        from tunesmith.multitask import MultiHeadModel
+
+        return MultiHeadModel.from_pretrained(best).to(ctx.accelerator.device).eval()
     kwargs = {}
     if labels is not None:
         kwargs = dict(id2label=dict(enumerate(labels)))
@@ -131,12 +135,15 @@ def load_head(ctx: SequenceContext, name: str) -> dict[str, torch.Tensor]:
 def score_row(ctx: SequenceContext, model, trained: int) -> list[dict[str, float]]:
     """Every task's metrics with ``model``, which has been trained on tasks ``0..trained``
     (``trained = -1``: the initial model). Separate heads: task j's saved head when j was
-    trained, else a fresh head seeded by ``seed + j`` (the same one the initial row uses)."""
+    trained, else a fresh head seeded by ``seed + j`` (the same one the initial row uses).
+    A multi-head model (joint training with separate heads) scores each task with its head."""
     metrics = []
     for j, task in enumerate(ctx.tasks):
         examples, vocab = ctx.eval_data(j)
         if not ctx.classification:
             view = model
+        elif hasattr(model, "task_view"):
+            view = model.task_view(task.name)
         elif not ctx.shared:
             head = (
                 load_head(ctx, task.name)
@@ -148,22 +155,6 @@ def score_row(ctx: SequenceContext, model, trained: int) -> list[dict[str, float
             restrict = ctx.cfg.restrict_eval_labels or ctx.cfg.method == "joint"
             view = TaskView(model, label_ids=ctx.label_ids(j) if restrict else None)
         batch = task.recipe.train.eval_batch_size
-        metrics.append(
-            evaluate(view, examples, ctx.collator(), ctx.task_type, vocab, ctx.accelerator, batch)
-        )
-    return metrics
-
-
-def score_multihead_row(ctx: SequenceContext, best: Path) -> list[dict[str, float]]:
-    """Joint training with a head per task: every task through its own head of ``best``."""
-    from tunesmith.multitask import MultiHeadModel
-
-    model = MultiHeadModel.from_pretrained(best).to(ctx.accelerator.device).eval()
-    metrics = []
-    for j, task in enumerate(ctx.tasks):
-        examples, vocab = ctx.eval_data(j)
-        batch = task.recipe.train.eval_batch_size
-        view = model.task_view(task.name)
         metrics.append(
             evaluate(view, examples, ctx.collator(), ctx.task_type, vocab, ctx.accelerator, batch)
         )

@@ -49,7 +49,6 @@ from tunesmith.continual.hooks import (
     build_state,
     load_stage_model,
     save_head,
-    score_multihead_row,
     score_row,
     update_buffer,
     write_row,
@@ -211,13 +210,9 @@ class _Runner:
             return cache[0]
 
         separate = ctx.classification and not ctx.shared
-        row_path = self.out / "rows" / f"{k}.json"
-        if separate and self.joint:  # one encoder, a head per task: score each through its head
-            if row_path.is_file():
-                return json.loads(row_path.read_text())["row"]
-            return write_row(row_path, score_multihead_row(ctx, best), ctx.metric)
-        if separate and not ctx.head_path(name).is_file():
+        if separate and not self.joint and not ctx.head_path(name).is_file():
             save_head(ctx, model(), name)
+        row_path = self.out / "rows" / f"{k}.json"
         if row_path.is_file():
             row = json.loads(row_path.read_text())["row"]
         else:

@@ -203,13 +203,11 @@ def build_text_datasets(recipe: Recipe, tokenizer, parent: str, task, saved_labe
     raw = load_raw_splits(recipe)
     vocab = build_vocab(recipe, raw, saved_labels)
     fmt = text_format(recipe, text, name, vocab.labels)
-    key = recipe.data.label_key
-    for split, records in raw.items():  # unknown labels fail here, with the split named
-        for i, rec in enumerate(records):
-            vocab.encode(rec.get(key), where=f"tasks.{name}.data.{split} record {i}")
     cfg = recipe.data
     encoded, text_eval = {}, {}
     for split, records in raw.items():
+        for i, rec in enumerate(records):  # an unknown label fails here, its place named
+            vocab.encode(rec.get(cfg.label_key), where=f"tasks.{name}.data.{split} record {i}")
         pairs = fmt.to_pairs(records)
         if parent == "causal_lm":
             encoded[split] = encode_causal_lm(

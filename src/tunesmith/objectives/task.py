@@ -54,9 +54,6 @@ TASK_LOSSES = {
 def model_inputs(task: str, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The tensors a model's forward takes for ``task`` (labels only where the model needs them:
     seq2seq models build their decoder inputs from them)."""
-    keys = ["input_ids", "attention_mask", "token_type_ids"]
-    if task == "seq2seq":
-        keys.append("labels")
     if "position_ids" in batch:
         # packed rows: position resets and no mask (and no KV cache, which would hide the resets
         # from transformers' mask builder) -> a block-diagonal causal mask, no cross attention
@@ -65,6 +62,9 @@ def model_inputs(task: str, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
             "position_ids": batch["position_ids"],
             "use_cache": False,
         }
+    keys = ["input_ids", "attention_mask", "token_type_ids"]
+    if task == "seq2seq":
+        keys.append("labels")
     return {k: batch[k] for k in keys if k in batch}
 
 
