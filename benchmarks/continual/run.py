@@ -33,6 +33,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_data import DATA  # noqa: E402  (benchmarks/bench_data.py)
+
 from tunesmith.config import parse_recipe
 from tunesmith.configschema import build
 from tunesmith.continual import run_sequence
@@ -56,23 +59,6 @@ CONTINUAL = {
     "lwf": {"lwf_lambda": 1.0, "lwf_temperature": 2.0},
     "replay": {"replay": {"capacity": 1000, "ratio": 0.25}},
     "ewc_replay": {"ewc_lambda": EWC_LAMBDA, "replay": {"capacity": 1000, "ratio": 0.25}},
-}
-TREC = {"format": "label_text", "label_sep": ":", "encoding": "latin-1"}
-DATA = {
-    "ag_news": {
-        "train": {"path": "ag_news/test.csv", "format": "csv"},
-        "text_key": "description",
-        "split": {"dev": 0.1, "test": 0.15},
-    },
-    "sst2": {
-        split: {"path": f"sst2_sentences/{split}.txt", "format": "label_text"}
-        for split in ("train", "dev", "test")
-    },
-    "trec": {
-        "train": {"path": "trec/train.txt", **TREC},
-        "test": {"path": "trec/test.txt", **TREC},
-        "split": {"dev": 0.1},
-    },
 }
 
 
@@ -244,16 +230,7 @@ LM_STAGES = {
     # the new task: emotion labels as text ("i feel so alone\n" -> "sadness")
     "emotion": {
         "data": {
-            **{
-                split: {
-                    "path": f"emotion/{name}.txt",
-                    "format": "label_text",
-                    "label_position": "last",
-                    "separator": ";",
-                    "header": True,
-                }
-                for split, name in (("train", "train"), ("dev", "val"), ("test", "test"))
-            },
+            **DATA["emotion"],
             "prompt_key": "text",
             "response_key": "label",
             "template": "plain",

@@ -38,6 +38,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_data import DATA  # noqa: E402  (benchmarks/bench_data.py)
+
 from tunesmith.config import parse_recipe
 from tunesmith.paths import data_root
 from tunesmith.report import replace_marked_section
@@ -78,41 +81,6 @@ T2T_TEXT = {
         },
     },
     "emotion": {"prefix": "emotion", "fields": [["sentence", "text"]]},  # labels are words
-}
-
-DATA = {
-    "sst2": {
-        "train": {"path": "sst2_sentences/train.txt", "format": "label_text"},
-        "dev": {"path": "sst2_sentences/dev.txt", "format": "label_text"},
-        "test": {"path": "sst2_sentences/test.txt", "format": "label_text"},
-    },
-    "trec": {
-        "train": {
-            "path": "trec/train.txt",
-            "format": "label_text",
-            "label_sep": ":",
-            "encoding": "latin-1",
-        },
-        "test": {
-            "path": "trec/test.txt",
-            "format": "label_text",
-            "label_sep": ":",
-            "encoding": "latin-1",
-        },
-        "split": {"dev": 0.1},
-    },
-    "emotion": {  # "text;label_name" header, label last
-        **{
-            split: {
-                "path": f"emotion/{name}.txt",
-                "format": "label_text",
-                "label_position": "last",
-                "separator": ";",
-                "header": True,
-            }
-            for split, name in (("train", "train"), ("dev", "val"), ("test", "test"))
-        }
-    },
 }
 
 
