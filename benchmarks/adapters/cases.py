@@ -4,10 +4,15 @@
 ``configs/methods.yaml`` holds what each method changes (``adapter:`` and ``optim.lr``). A case is
 ``dataset/method``; its recipe is the base with the method's section deep-merged on top, parsed
 and validated exactly like a recipe file. ``quick=True`` shrinks any case to a smoke test.
+
+A *job* is a case run with one seed: ``configs/seeds.yaml`` says which seeds each dataset runs
+(small dev sets such as RTE's need several). ``Overrides`` change a budget or the model for a
+whole invocation (``run.py --epochs rte=6 --model /path``), e.g. for a sweep on another machine.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +40,55 @@ QUICK_LM = {
 }
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """Changes to every case of one invocation: epochs per dataset, the model (hub id or path)."""
+
+    epochs: dict[str, int] = field(default_factory=dict)
+    model: str | None = None
+    sets: tuple[str, ...] = ()  # "optim.lr=3e-4": merged over the method's section
+
+    def args(self) -> list[str]:
+        """The command-line flags that rebuild these overrides in a subprocess."""
+        out = ["--epochs", *(f"{d}={e}" for d, e in self.epochs.items())] if self.epochs else []
+        out += ["--set", *self.sets] if self.sets else []
+        return out + (["--model", self.model] if self.model else [])
+
+    def changes(self) -> dict[str, Any]:
+        """``sets`` as a nested dict (values parsed as YAML: ``3e-4`` is a float)."""
+        out: dict[str, Any] = {}
+        for item in self.sets:
+            path, sep, value = item.partition("=")
+            if not sep or not path:
+                raise SystemExit(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. optim.lr=3e-4")
+            *parents, leaf = path.split(".")
+            node = out
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = _scalar(value)
+        return out
+
+
+def _scalar(text: str) -> Any:
+    """YAML's reading of ``text``, but ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _read(name: str) -> dict[str, Any]:
     return yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))
+
+
+def default_seeds(case: str) -> list[int]:
+    """The seeds ``case`` runs with (configs/seeds.yaml; the dataset config's seed otherwise)."""
+    dataset, _ = split_case(case)
+    seeds = _read("seeds.yaml").get(dataset)
+    return list(seeds) if seeds else [recipe_dict(case)["seed"]]
 
 
 def method_overrides(method: str) -> dict[str, Any]:
@@ -46,15 +98,25 @@ def method_overrides(method: str) -> dict[str, Any]:
     return methods[method]
 
 
-def recipe_dict(case: str, quick: bool = False) -> dict[str, Any]:
-    """The plain-dict recipe of ``case`` (``dataset/method``), before validation."""
+def recipe_dict(
+    case: str, quick: bool = False, seed: int | None = None, over: Overrides | None = None
+) -> dict[str, Any]:
+    """The plain-dict recipe of ``case`` (``dataset/method``) with ``seed`` and ``over``
+    applied, before validation."""
     dataset, method = split_case(case)
+    changes: dict[str, Any] = {} if seed is None else {"seed": seed}
+    if over and over.model:
+        changes["model"] = over.model
+    if over and dataset in over.epochs:
+        changes["train"] = {"epochs": over.epochs[dataset]}
     if case == SMOLLM2_CASE:
         data = _read("smollm2_lora.yaml")
         return deep_merge(data, QUICK_LM) if quick else data
-    base = _read(f"{dataset}.yaml")
+    base = deep_merge(_read(f"{dataset}.yaml"), changes)
     # the PEFT baseline reads the recipe of tunesmith's LoRA case, so both share one config
     data = deep_merge(base, method_overrides("lora" if method == "peft_lora" else method))
+    if over and over.sets:
+        data = deep_merge(data, over.changes())
     if quick:
         d = data["data"]
         splits = ["train"] + [s for s in ("dev", "test") if s in d or s in d.get("split", {})]
@@ -68,9 +130,11 @@ def recipe_dict(case: str, quick: bool = False) -> dict[str, Any]:
     return data
 
 
-def build_recipe(case: str, quick: bool = False) -> Recipe:
+def build_recipe(
+    case: str, quick: bool = False, seed: int | None = None, over: Overrides | None = None
+) -> Recipe:
     """The validated recipe of ``case`` (unknown keys, wrong types and missing files fail here)."""
-    recipe = parse_recipe(recipe_dict(case, quick))
+    recipe = parse_recipe(recipe_dict(case, quick, seed, over))
     check_files(recipe)
     return recipe
 
@@ -91,3 +155,14 @@ def select(filters: list[str] | None) -> list[str]:
     if unknown:
         raise SystemExit(f"--only {unknown}: no such case, dataset or method; cases: {ALL_CASES}")
     return chosen
+
+
+def parse_epochs(items: list[str] | None) -> dict[str, int]:
+    """``["rte=6", "sst2=3"]`` -> ``{"rte": 6, "sst2": 3}`` (datasets checked)."""
+    out: dict[str, int] = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if name not in DATASETS or not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"--epochs {item!r}: expected DATASET=N with DATASET in {DATASETS}")
+        out[name] = int(value)
+    return out

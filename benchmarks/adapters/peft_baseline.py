@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import peft
 import torch
-from cases import PEFT_CASE, build_recipe
+from cases import PEFT_CASE, Overrides, build_recipe, parse_epochs
 from measure import checkpoint_bytes, dir_bytes, peak_gpu_mb, peak_rss_mb
 from transformers import (
     AutoModelForSequenceClassification,
@@ -81,9 +81,9 @@ def training_args(recipe, out_dir: Path) -> TrainingArguments:
     )
 
 
-def run(runs_dir: Path, quick: bool) -> dict:
-    recipe = build_recipe(PEFT_CASE, quick)
-    out_dir = runs_dir / PEFT_CASE
+def run(runs_dir: Path, quick: bool, seed: int | None, over: Overrides) -> dict:
+    recipe = build_recipe(PEFT_CASE, quick, seed, over)
+    out_dir = runs_dir / PEFT_CASE / f"seed{recipe.seed}"
     shutil.rmtree(out_dir, ignore_errors=True)
     t0 = time.perf_counter()
     raw = load_raw_splits(recipe)
@@ -123,6 +123,7 @@ def run(runs_dir: Path, quick: bool) -> dict:
     return {
         "dataset": "sst2",
         "method": "peft_lora",
+        "seed": recipe.seed,
         "model": recipe.model,
         "adapter": recipe.adapter,
         "lr": recipe.optim.lr,
@@ -148,8 +149,13 @@ def main() -> None:
     p.add_argument("--json-out", required=True, help="where the result row is written")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_adapters"))
     p.add_argument("--quick", action="store_true", help="smoke test: 64 train, 4 steps")
+    p.add_argument("--seed", type=int, help="the seed (the LoRA case's by default)")
+    p.add_argument("--epochs", nargs="+", metavar="DATASET=N", help="change a dataset's epochs")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="recipe keys over the method's")
+    p.add_argument("--model", help="another model (hub id or folder)")
     args = p.parse_args()
-    result = run(Path(args.runs_dir), args.quick)
+    over = Overrides(parse_epochs(args.epochs), args.model, tuple(args.set or ()))
+    result = run(Path(args.runs_dir), args.quick, args.seed, over)
     Path(args.json_out).write_text(json.dumps(result, indent=2))
 
 

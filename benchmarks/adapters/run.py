@@ -11,10 +11,13 @@ alpaca_2k (held-out loss before/after, 3 generations, adapter size).
     python benchmarks/adapters/run.py                          # everything
     python benchmarks/adapters/run.py --only sst2 lora         # a dataset, a method, or a case
     python benchmarks/adapters/run.py --quick --only sst2/houlsby   # smoke test (seconds)
+    python benchmarks/adapters/run.py --only full houlsby --seeds 13 14 --epochs rte=6 \
+        --out /tmp/sweep.json                                  # a sweep: nothing published
 
-Each case runs in a fresh subprocess (``--case dataset/method --json-out FILE``) so that peak RSS
-is that case's own. Writes results.json ({"runs": [...], "summary": ...}), results.md and the
-table in the top-level README; --quick writes only <runs-dir>/results.json.
+Each job (a case with one seed) runs in a fresh subprocess (``--case dataset/method --seed N
+--json-out FILE``) so that peak RSS is that job's own. Writes results.json ({"runs": [...],
+"summary": ...}; one row per job), results.md and the table in the top-level README; --quick,
+and any run with --out, write only that results file.
 """
 
 from __future__ import annotations
@@ -31,7 +34,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
-from cases import ALL_CASES, PEFT_CASE, build_recipe, select, split_case
+from cases import (
+    ALL_CASES,
+    PEFT_CASE,
+    Overrides,
+    build_recipe,
+    default_seeds,
+    parse_epochs,
+    select,
+    split_case,
+)
 from measure import checkpoint_bytes, dir_bytes, peak_gpu_mb, peak_rss_mb
 from tables import summarise, write_tables
 
@@ -55,6 +67,7 @@ def common_fields(case: str, recipe, summary: dict, run_dir: Path, wall: float) 
     return {
         "dataset": dataset,
         "method": method,
+        "seed": recipe.seed,
         "model": recipe.model,
         "adapter": recipe.adapter,
         "lr": recipe.optim.lr,
@@ -71,10 +84,14 @@ def common_fields(case: str, recipe, summary: dict, run_dir: Path, wall: float) 
     }
 
 
-def run_case(case: str, runs_dir: Path, quick: bool) -> dict:
-    """Train one case in this process and return its result row."""
-    recipe = build_recipe(case, quick)
-    run_dir = runs_dir / case
+def job_name(case: str, seed: int) -> str:
+    return f"{case}@{seed}"
+
+
+def run_case(case: str, seed: int, runs_dir: Path, quick: bool, over: Overrides) -> dict:
+    """Train one case with one seed in this process and return its result row."""
+    recipe = build_recipe(case, quick, seed, over)
+    run_dir = runs_dir / case / f"seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
     summary = train(recipe, run_dir)
@@ -109,19 +126,23 @@ def run_case(case: str, runs_dir: Path, quick: bool) -> dict:
     return result
 
 
-def spawn(case: str, runs_dir: Path, quick: bool, threads: int | None = None) -> dict | None:
-    """Run ``case`` in a fresh Python process; its result row, or None if it failed."""
-    out = runs_dir / f"{case.replace('/', '__')}.json"
+def spawn(
+    job: tuple[str, int], runs_dir: Path, quick: bool, over: Overrides, threads: int | None = None
+) -> dict | None:
+    """Run ``job`` (case, seed) in a fresh Python process; its result row, or None if it failed."""
+    case, seed = job
+    out = runs_dir / f"{case.replace('/', '__')}__seed{seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     script = HERE / ("peft_baseline.py" if case == PEFT_CASE else "run.py")
     cmd = [sys.executable, str(script), "--json-out", str(out), "--runs-dir", str(runs_dir)]
-    cmd += [] if case == PEFT_CASE else ["--case", case]
+    cmd += ["--seed", str(seed), *over.args()] + ([] if case == PEFT_CASE else ["--case", case])
     cmd += ["--quick"] if quick else []
-    print(f"== {case}: {' '.join(cmd)}", flush=True)
+    name = job_name(case, seed)
+    print(f"== {name}: {' '.join(cmd)}", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
     if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0 or not out.is_file():
-        print(f"!! {case} failed; its previous result (if any) is kept", flush=True)
+        print(f"!! {name} failed; its previous result (if any) is kept", flush=True)
         return None
     result = json.loads(out.read_text())
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}), flush=True)
@@ -141,27 +162,34 @@ def meta(quick: bool, threads: int | None = None) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__ if peft else None,
-        "command": COMMAND + (" --quick" if quick else ""),
+        "command": " ".join([COMMAND, *(a for a in sys.argv[1:] if a != "--case")]),
         "quick": quick,
     }
 
 
-def run_matrix(cases: list[str], runs_dir: Path, out: Path, quick: bool, jobs: int = 1) -> bool:
-    """Run the cases one subprocess each (``jobs`` at a time, each with cores / jobs threads, so
-    two jobs on 2 cores never oversubscribe), saving results.json after every case. True if all
-    succeeded."""
+def run_matrix(
+    jobs: list[tuple[str, int]],
+    runs_dir: Path,
+    out: Path,
+    quick: bool,
+    over: Overrides,
+    parallel: int = 1,
+) -> bool:
+    """Run the jobs one subprocess each (``parallel`` at a time, each with cores / parallel
+    threads, so two jobs on 2 cores never oversubscribe), saving ``out`` after every job. Rows of
+    earlier runs in ``out`` are kept unless rerun. True if all succeeded."""
     previous = json.loads(out.read_text())["runs"] if out.is_file() else []
-    runs = {f"{r['dataset']}/{r['method']}": r for r in previous}
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    runs = {(f"{r['dataset']}/{r['method']}", r.get("seed", 13)): r for r in previous}
+    threads = max(1, (os.cpu_count() or 1) // parallel) if parallel > 1 else None
     ok = True
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(spawn, c, runs_dir, quick, threads): c for c in cases}
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = {pool.submit(spawn, j, runs_dir, quick, over, threads): j for j in jobs}
         for future in as_completed(futures):
-            case, result = futures[future], future.result()
+            job, result = futures[future], future.result()
             ok = ok and result is not None
             if result is not None:
-                runs[case] = result
-            ordered = [runs[c] for c in ALL_CASES if c in runs]
+                runs[job] = result
+            ordered = [runs[k] for k in sorted(runs, key=lambda k: (ALL_CASES.index(k[0]), k[1]))]
             out.parent.mkdir(parents=True, exist_ok=True)
             results = {"meta": meta(quick, threads), "runs": ordered, "summary": summarise(ordered)}
             out.write_text(json.dumps(results, indent=2))
@@ -173,8 +201,16 @@ def main() -> None:
     p.add_argument("--only", nargs="+", help="cases (sst2/lora), datasets (rte) or methods (ia3)")
     p.add_argument("--quick", action="store_true", help="smoke test: 64 train, 4 steps")
     p.add_argument("--runs-dir", help="run folders (default runs/bench_adapters[_quick])")
-    p.add_argument("--jobs", type=int, default=1, help="cases run at once (cores split evenly)")
+    p.add_argument("--jobs", type=int, default=1, help="jobs run at once (cores split evenly)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds for every case (configs/seeds.yaml)")
+    p.add_argument("--epochs", nargs="+", metavar="DATASET=N", help="change a dataset's epochs")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="recipe keys over the method's")
+    p.add_argument(
+        "--model", help="another model (hub id or folder) instead of the embedded MiniLM"
+    )
+    p.add_argument("--out", help="results file (default results.json here, published in README)")
     p.add_argument("--case", choices=ALL_CASES, help="(internal) run one case in this process")
+    p.add_argument("--seed", type=int, help="(internal) the seed of --case")
     p.add_argument("--json-out", help="(internal) where --case writes its result row")
     p.add_argument(
         "--tables-only",
@@ -185,23 +221,31 @@ def main() -> None:
     runs_dir = Path(
         args.runs_dir or ROOT / "runs" / f"bench_adapters{'_quick' if args.quick else ''}"
     )
-    out = runs_dir / "results.json" if args.quick else HERE / "results.json"
+    publish = not (args.quick or args.out)
+    out = (
+        Path(args.out)
+        if args.out
+        else runs_dir / "results.json"
+        if args.quick
+        else HERE / "results.json"
+    )
+    over = Overrides(parse_epochs(args.epochs), args.model, tuple(args.set or ()))
     if args.case:
-        if not args.json_out:
-            p.error("--case needs --json-out")
-        result = run_case(args.case, runs_dir, args.quick)
+        if not args.json_out or args.seed is None:
+            p.error("--case needs --seed and --json-out")
+        result = run_case(args.case, args.seed, runs_dir, args.quick, over)
         Path(args.json_out).write_text(json.dumps(result, indent=2))
         return
     if args.tables_only:
-        write_tables(json.loads(out.read_text()), publish=not args.quick)
+        write_tables(json.loads(out.read_text()), publish=publish)
         return
     if not (data_root() / "sst2_sentences").is_dir():
         sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
-    cases = select(args.only)
-    for case in cases:  # a bad config fails now, not an hour into the matrix
-        build_recipe(case, args.quick)
-    ok = run_matrix(cases, runs_dir, out, args.quick, args.jobs)
-    write_tables(json.loads(out.read_text()), publish=not args.quick)
+    jobs = [(c, s) for c in select(args.only) for s in (args.seeds or default_seeds(c))]
+    for case, seed in jobs:  # a bad config fails now, not an hour into the matrix
+        build_recipe(case, args.quick, seed, over)
+    ok = run_matrix(jobs, runs_dir, out, args.quick, over, args.jobs)
+    write_tables(json.loads(out.read_text()), publish=publish)
     sys.exit(0 if ok else 1)
 
 

@@ -1,7 +1,12 @@
-"""results.json -> the summary numbers, results.md and the README table of the adapter benchmark."""
+"""results.json -> the summary numbers, results.md and the README table of the adapter benchmark.
+
+python benchmarks/adapters/tables.py --sweep LABEL=FILE ...   # a sweep's table (markdown)
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 from tunesmith.report import replace_marked_section
@@ -16,11 +21,40 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _std(values: list[float]) -> float:
+    """Sample standard deviation (0 for a single value)."""
+    if len(values) < 2:
+        return 0.0
+    m = _mean(values)
+    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def by_cell(runs: list[dict]) -> dict[tuple[str, str], dict]:
+    """(dataset, method) -> the mean over that cell's seeds: accuracy, its std, the seeds, and
+    the first seed's row for sizes and counts (identical across seeds)."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        cells.setdefault((r["dataset"], r["method"]), []).append(r)
+    out = {}
+    for key, rows in cells.items():
+        acc = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
+        out[key] = {
+            **rows[0],
+            "accuracy": _mean(acc),
+            "accuracy_std": _std(acc),
+            "seeds": [r.get("seed", 13) for r in rows],
+            "wall_s": _mean([r["wall_s"] for r in rows]),
+            "train_wall_s": _mean([r["train_wall_s"] for r in rows]),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        }
+    return out
+
+
 def summarise(runs: list[dict]) -> dict:
-    """Per method: mean accuracy over the datasets it ran on (and how many), mean % trainable,
-    and the mean difference to full fine-tuning in accuracy points over the datasets both ran on;
-    Houlsby's gap to full fine-tuning (full - houlsby, points)."""
-    by = {(r["dataset"], r["method"]): r for r in runs}
+    """Per method: mean accuracy over the datasets it ran on (each dataset first averaged over its
+    seeds), mean % trainable, and the mean difference to full fine-tuning in accuracy points over
+    the datasets both ran on; Houlsby's gap to full fine-tuning (full - houlsby, points)."""
+    by = by_cell(runs)
     out: dict = {"methods": {}}
     for m in METHODS:
         rows = [by[d, m] for d in DATASETS if (d, m) in by]
@@ -31,6 +65,15 @@ def summarise(runs: list[dict]) -> dict:
         out["methods"][m] = {
             "mean_accuracy": round(_mean([r["accuracy"] for r in rows]), 4),
             "datasets": len(rows),
+            "per_dataset": {
+                d: {
+                    "accuracy": round(by[d, m]["accuracy"], 4),
+                    "seeds": by[d, m]["seeds"],
+                    "std": round(by[d, m]["accuracy_std"], 4),
+                }
+                for d in DATASETS
+                if (d, m) in by
+            },
             "mean_trainable_pct": round(_mean([r["trainable_pct"] for r in rows]), 4),
             "vs_full_points": round(100 * _mean(diffs), 2) if diffs else None,
             "vs_full_datasets": shared,
@@ -50,11 +93,26 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
+def _cell(r: dict | None) -> str:
+    """Accuracy in %, with ± std over seeds where there were several."""
+    if r is None or r["accuracy"] is None:
+        return "–"
+    spread = f" ± {100 * r['accuracy_std']:.2f}" if len(r["seeds"]) > 1 else ""
+    return _pct(r["accuracy"]) + spread
+
+
+def _dataset_header(runs: list[dict]) -> list[str]:
+    seeds = {d: len({r.get("seed", 13) for r in runs if r["dataset"] == d}) for d in DATASETS}
+    return [name + (f" ({seeds[d]} seeds)" if seeds[d] > 1 else "") for d, name in DATASETS.items()]
+
+
 def matrix_table(runs: list[dict], summary: dict) -> list[str]:
-    by = {(r["dataset"], r["method"]): r for r in runs}
+    by = by_cell(runs)
     lines = [
-        "| method | " + " | ".join(DATASETS.values()) + " | mean | vs full | trainable (mean) | "
-        "checkpoint (SST-2) | wall s (sum) | peak RSS MB (max) |",
+        "| method | "
+        + " | ".join(_dataset_header(runs))
+        + " | mean | vs full | trainable (mean) | "
+        "checkpoint (SST-2) | wall s (sum of datasets) | peak RSS MB (max) |",
         "|---|" + "---|" * (len(DATASETS) + 6),
     ]
     for m in METHODS:
@@ -66,7 +124,7 @@ def matrix_table(runs: list[dict], summary: dict) -> list[str]:
         sst2 = by.get(("sst2", m), rows[0])
         lines.append(
             f"| {m} | "
-            + " | ".join(_pct(by[d, m]["accuracy"] if (d, m) in by else None) for d in DATASETS)
+            + " | ".join(_cell(by.get((d, m))) for d in DATASETS)
             + f" | {_pct(s['mean_accuracy'])} | {delta} | {s['mean_trainable_pct']:.2f}% | "
             f"{_size(sst2['checkpoint_bytes'])} | {sum(r['wall_s'] for r in rows):.0f} | "
             f"{max(r['peak_rss_mb'] for r in rows):.0f} |"
@@ -85,7 +143,7 @@ def matrix_table(runs: list[dict], summary: dict) -> list[str]:
 
 
 def peft_table(runs: list[dict]) -> list[str]:
-    by = {(r["dataset"], r["method"]): r for r in runs}
+    by = by_cell(runs)
     pair = [
         ("tunesmith loop", by.get(("sst2", "lora"))),
         ("peft + Trainer", by.get(("sst2", "peft_lora"))),
@@ -124,13 +182,14 @@ def smollm2_table(runs: list[dict]) -> list[str]:
 
 def detail_table(runs: list[dict]) -> list[str]:
     lines = [
-        "| dataset | method | accuracy | split | trainable params | checkpoint bytes | lr | "
+        "| dataset | method | seed | accuracy | split | trainable params | checkpoint bytes | lr | "
         "steps | train s | wall s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {r['dataset']} | {r['method']} | {_pct(r['accuracy'])} | {r['split']} | "
+            f"| {r['dataset']} | {r['method']} | {r.get('seed', 13)} | {_pct(r['accuracy'])} | "
+            f"{r['split']} | "
             f"{r['trainable_params']:,} ({r['trainable_pct']:.2f}%) | {r['checkpoint_bytes']:,} | "
             f"{r['lr']:g} | {r['steps']} | {r['train_wall_s']:.0f} | {r['wall_s']:.0f} | "
             f"{r['peak_rss_mb']:.0f} |"
@@ -168,3 +227,55 @@ def write_tables(results: dict, publish: bool) -> None:
         (HERE / "results.md").write_text(md + "\n")
         update_readme(main)
     print(md)
+
+
+def sweep_table(files: list[tuple[str, dict]], reference: dict) -> list[str]:
+    """One row per (label, method) of several results files (e.g. a sweep over budgets or adapter
+    sizes), each dataset averaged over its seeds; "vs full" compares with the full fine-tuning
+    rows of the same file, or of ``reference`` where the file has none."""
+    ref = by_cell(reference["runs"])
+    lines = [
+        "| runs | method | " + " | ".join(DATASETS.values()) + " | mean | vs full | trainable |",
+        "|---|---|" + "---|" * (len(DATASETS) + 3),
+    ]
+    for label, results in files:
+        by = by_cell(results["runs"])
+        full = {d: by.get((d, "full"), ref.get((d, "full"))) for d in DATASETS}
+        for m in METHODS:
+            cells = {d: by[d, m] for d in DATASETS if (d, m) in by}
+            if not cells:
+                continue
+            diffs = [cells[d]["accuracy"] - full[d]["accuracy"] for d in cells if full[d]]
+            # a mean over fewer datasets is not comparable with the others: only the difference
+            mean = (
+                _mean([c["accuracy"] for c in cells.values()])
+                if len(cells) == len(DATASETS)
+                else None
+            )
+            delta = "" if m == "full" or not diffs else f"{100 * _mean(diffs):+.2f}"
+            if delta and len(cells) < len(DATASETS):
+                delta += f" ({', '.join(DATASETS[d].split()[0] for d in cells)})"
+            pct = _mean([c["trainable_pct"] for c in cells.values()])
+            lines.append(
+                f"| {label} | {m} | "
+                + " | ".join(_cell(cells.get(d)) for d in DATASETS)
+                + f" | {_pct(mean)} | {delta} | {pct:.2f}% |"
+            )
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sweep", nargs="+", required=True, metavar="LABEL=FILE")
+    p.add_argument("--reference", help="results file whose full rows files without any use")
+    args = p.parse_args()
+    files = []
+    for item in args.sweep:
+        label, _, path = item.partition("=")
+        files.append((label, json.loads(Path(path).read_text())))
+    reference = json.loads(Path(args.reference).read_text()) if args.reference else {"runs": []}
+    print("\n".join(sweep_table(files, reference)))
+
+
+if __name__ == "__main__":
+    main()
