@@ -64,6 +64,7 @@ def merge_run(run_dir: str | Path, output: str | Path) -> Path:
 def evaluate_run(run_dir: str | Path, splits=("dev", "test")) -> dict[str, dict[str, float]]:
     recipe, model, tokenizer, labels = load_run(run_dir)
     acc = Accelerator()
+    model.to(acc.device)  # evaluate() moves each batch to acc.device (a GPU where there is one)
     if recipe.text_to_text:
         return evaluate_text_to_text_run(recipe, model, tokenizer, splits)
     if recipe.task == "multi_head":

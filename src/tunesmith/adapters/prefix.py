@@ -107,7 +107,7 @@ class PrefixLayer(AdapterLayer):
         return {**dict(zip(self._params, args, strict=False)), **kwargs}, self._params
 
     def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        if module.training and getattr(module, "is_activation_checkpointing", False):
+        if module.training and _checkpointing(module):
             raise TrainingError(
                 "prefix tuning does not work with gradient checkpointing (transformers drops "
                 "the cache that carries the prefix); turn gradient checkpointing off"
@@ -152,3 +152,11 @@ def inject(model: nn.Module, name: str, config: PrefixConfig) -> list[str]:
     layer = PrefixLayer(backbone.config, hidden_size(model), config).to(device, dtype)
     attach(backbone, name, layer)
     return [backbone_name]
+
+
+def _checkpointing(module: nn.Module) -> bool:
+    """Whether transformers' activation (gradient) checkpointing is on for ``module``; the
+    attribute was ``is_gradient_checkpointing`` before transformers 5.2x renamed it."""
+    if hasattr(module, "is_activation_checkpointing"):
+        return bool(module.is_activation_checkpointing)
+    return bool(getattr(module, "is_gradient_checkpointing", False))

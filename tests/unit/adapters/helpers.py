@@ -110,3 +110,9 @@ def perturb(params, scale: float = 0.5, seed: int = 0) -> None:
     with torch.no_grad():
         for p in params.values():
             p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def enable_checkpointing(model) -> None:
+    """Turn on activation checkpointing by either of transformers' names for it."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    (enable or model.gradient_checkpointing_enable)()

@@ -8,7 +8,7 @@ import torch
 from tunesmith.adapters import PrefixConfig, add_adapter, disable_adapters, mark_trainable
 from tunesmith.errors import ConfigError, TrainingError
 
-from .helpers import make_batch, tiny_model
+from .helpers import enable_checkpointing, make_batch, tiny_model
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -61,7 +61,7 @@ def test_refuses_encoders_and_gradient_checkpointing():
         add_adapter(tiny_model("bert"), "p", PrefixConfig())
     model = tiny_model("gpt2")
     add_adapter(model, "p", PrefixConfig(num_virtual_tokens=2))
-    model.activation_checkpointing_enable()
+    enable_checkpointing(model)
     model.train()
     with pytest.raises(TrainingError, match="gradient checkpointing"):
         model(**make_batch("gpt2"))

@@ -16,7 +16,7 @@ from tunesmith.adapters import (
     set_active_adapter,
 )
 
-from .helpers import logits, make_batch, perturb, tiny_model
+from .helpers import enable_checkpointing, logits, make_batch, perturb, tiny_model
 
 
 def test_deepcopy_gets_its_own_hooks_and_state():
@@ -66,7 +66,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         perturb(adapter_parameters(model, "h"), scale=0.1)
         mark_trainable(model, "h")
         if checkpointing:
-            model.activation_checkpointing_enable()
+            enable_checkpointing(model)
         model.train()
         model.config.use_cache = False
         model(**make_batch("llama")).loss.backward()

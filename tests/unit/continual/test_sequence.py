@@ -114,8 +114,9 @@ def test_joint_with_separate_heads_trains_one_encoder_with_a_head_per_task(
     labels = json.loads((run_dir / "labels.json").read_text())
     assert labels == {"senti": ["neg", "pos"], "topic": ["animal", "family", "nature"]}
     # the matrix row is each task's test accuracy through its own head
-    model = MultiHeadModel.from_pretrained(run_dir / "best").eval()
     from accelerate import Accelerator
+
+    model = MultiHeadModel.from_pretrained(run_dir / "best").to(Accelerator().device).eval()
 
     from tunesmith.data import LabelVocab, encode_classification
     from tunesmith.models import load_tokenizer
