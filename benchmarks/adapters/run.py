@@ -149,7 +149,9 @@ def spawn(
     return result
 
 
-def meta(quick: bool, threads: int | None = None) -> dict:
+def meta(quick: bool, threads: int | None = None, flags: tuple[str, ...] = ()) -> dict:
+    """Where and how the rows were made; ``flags`` are those that change results (not --only,
+    which picks the rows rerun, nor --jobs)."""
     import transformers
 
     try:
@@ -162,7 +164,7 @@ def meta(quick: bool, threads: int | None = None) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__ if peft else None,
-        "command": " ".join([COMMAND, *(a for a in sys.argv[1:] if a != "--case")]),
+        "command": " ".join([COMMAND, *flags]),
         "quick": quick,
     }
 
@@ -174,6 +176,7 @@ def run_matrix(
     quick: bool,
     over: Overrides,
     parallel: int = 1,
+    flags: tuple[str, ...] = (),
 ) -> bool:
     """Run the jobs one subprocess each (``parallel`` at a time, each with cores / parallel
     threads, so two jobs on 2 cores never oversubscribe), saving ``out`` after every job. Rows of
@@ -191,7 +194,8 @@ def run_matrix(
                 runs[job] = result
             ordered = [runs[k] for k in sorted(runs, key=lambda k: (ALL_CASES.index(k[0]), k[1]))]
             out.parent.mkdir(parents=True, exist_ok=True)
-            results = {"meta": meta(quick, threads), "runs": ordered, "summary": summarise(ordered)}
+            info = meta(quick, threads, flags)
+            results = {"meta": info, "runs": ordered, "summary": summarise(ordered)}
             out.write_text(json.dumps(results, indent=2))
     return ok
 
@@ -244,7 +248,9 @@ def main() -> None:
     jobs = [(c, s) for c in select(args.only) for s in (args.seeds or default_seeds(c))]
     for case, seed in jobs:  # a bad config fails now, not an hour into the matrix
         build_recipe(case, args.quick, seed, over)
-    ok = run_matrix(jobs, runs_dir, out, args.quick, over, args.jobs)
+    flags = (*over.args(), *(["--seeds", *map(str, args.seeds)] if args.seeds else []))
+    flags += ("--quick",) if args.quick else ()
+    ok = run_matrix(jobs, runs_dir, out, args.quick, over, args.jobs, flags)
     write_tables(json.loads(out.read_text()), publish=publish)
     sys.exit(0 if ok else 1)
 
