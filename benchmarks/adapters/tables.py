@@ -197,9 +197,41 @@ def detail_table(runs: list[dict]) -> list[str]:
     return lines
 
 
+PRESET = HERE / "houlsby_preset.json"  # run.py --only houlsby --set adapter.reduction_factor=16
+
+
+def preset_table(results: dict) -> list[str]:
+    """The benchmark's Houlsby (bottleneck picked on dev) next to the paper preset, if that was
+    run (``PRESET``), each against this results file's full fine-tuning."""
+    if not PRESET.is_file():
+        return []
+    preset = _load(PRESET)
+    files = [(_reduction(results), results), (_reduction(preset) + " (paper preset)", preset)]
+    lines = sweep_table(files, results, methods=["houlsby"])
+    return ["| Houlsby" + lines[0][len("| runs") :], *lines[1:]]
+
+
+def _reduction(results: dict) -> str:
+    factors = {
+        (r.get("adapter") or {}).get("reduction_factor")
+        for r in results["runs"]
+        if r["method"] == "houlsby"
+    }
+    return "reduction_factor " + ", ".join(f"{f:g}" for f in factors if f is not None)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def readme_text(results: dict) -> str:
     runs = results["runs"]
-    parts = [matrix_table(runs, summarise(runs)), peft_table(runs), smollm2_table(runs)]
+    parts = [
+        matrix_table(runs, summarise(runs)),
+        preset_table(results),
+        peft_table(runs),
+        smollm2_table(runs),
+    ]
     return "\n\n".join("\n".join(p) for p in parts if p)
 
 
@@ -229,7 +261,9 @@ def write_tables(results: dict, publish: bool) -> None:
     print(md)
 
 
-def sweep_table(files: list[tuple[str, dict]], reference: dict) -> list[str]:
+def sweep_table(
+    files: list[tuple[str, dict]], reference: dict, methods: list[str] = METHODS
+) -> list[str]:
     """One row per (label, method) of several results files (e.g. a sweep over budgets or adapter
     sizes), each dataset averaged over its seeds; "vs full" compares with the full fine-tuning
     rows of the same file, or of ``reference`` where the file has none."""
@@ -241,7 +275,7 @@ def sweep_table(files: list[tuple[str, dict]], reference: dict) -> list[str]:
     for label, results in files:
         by = by_cell(results["runs"])
         full = {d: by.get((d, "full"), ref.get((d, "full"))) for d in DATASETS}
-        for m in METHODS:
+        for m in methods:
             cells = {d: by[d, m] for d in DATASETS if (d, m) in by}
             if not cells:
                 continue
