@@ -85,9 +85,10 @@ def _read(name: str) -> dict[str, Any]:
 
 
 def default_seeds(case: str) -> list[int]:
-    """The seeds ``case`` runs with (configs/seeds.yaml; the dataset config's seed otherwise)."""
+    """The seeds ``case`` runs with (configs/seeds.yaml; the dataset config's seed otherwise,
+    and always for the PEFT side-by-side, which is compared seed for seed)."""
     dataset, _ = split_case(case)
-    seeds = _read("seeds.yaml").get(dataset)
+    seeds = None if case == PEFT_CASE else _read("seeds.yaml").get(dataset)
     return list(seeds) if seeds else [recipe_dict(case)["seed"]]
 
 

@@ -248,7 +248,9 @@ def main() -> None:
     jobs = [(c, s) for c in select(args.only) for s in (args.seeds or default_seeds(c))]
     for case, seed in jobs:  # a bad config fails now, not an hour into the matrix
         build_recipe(case, args.quick, seed, over)
-    flags = (*over.args(), *(["--seeds", *map(str, args.seeds)] if args.seeds else []))
+    # --seeds that only fill in rows of the default design (configs/seeds.yaml) are like --only
+    extra_seeds = args.seeds and any(s not in default_seeds(c) for c, s in jobs)
+    flags = (*over.args(), *(["--seeds", *map(str, args.seeds)] if extra_seeds else []))
     flags += ("--quick",) if args.quick else ()
     ok = run_matrix(jobs, runs_dir, out, args.quick, over, args.jobs, flags)
     write_tables(json.loads(out.read_text()), publish=publish)

@@ -46,9 +46,9 @@ def test_bad_overrides_fail_with_the_expected_form():
         Overrides(sets=("optim.lr",)).changes()
 
 
-def test_rte_runs_several_seeds():
-    assert len(default_seeds("rte/full")) >= 3
-    assert default_seeds("sst2/full") == [13]
+def test_every_dataset_runs_several_seeds_but_the_peft_side_by_side_one():
+    assert all(len(default_seeds(f"{d}/full")) >= 3 for d in ("sst2", "rte", "trec"))
+    assert default_seeds("sst2/peft_lora") == [13]
 
 
 def test_summary_averages_seeds_before_datasets():
