@@ -1,8 +1,8 @@
-"""Adapter benchmark (issue 3): do bottleneck adapters match full fine-tuning with ~1% of weights?
+"""Adapter benchmark (issue 3): do bottleneck adapters match full fine-tuning with a few % of weights?
 
 Embedded MiniLM (all-MiniLM-L6-v2, 22.7M params) on SST-2 sentences, RTE and TREC (coarse), the
-same budget per dataset (epochs: SST-2 1, RTE 3, TREC 2 -- sized for 2 CPU cores; batch 32; max_length 128; seed 13) for
-full fine-tuning, Houlsby, Pfeiffer, LoRA and IA3 (configs/: one base per dataset + per-method
+same budget per dataset (configs/<dataset>.yaml: epochs SST-2 3, RTE 5, TREC 4; batch 32;
+max_length 128; seeds 13, 14, 15 from configs/seeds.yaml) for full fine-tuning, Houlsby, Pfeiffer, LoRA and IA3 (configs/: one base per dataset + per-method
 overrides). Reported: accuracy (test; dev for RTE, whose test split is unlabelled), % trainable
 parameters, checkpoint bytes, wall time and peak RSS. Plus the same SST-2 LoRA config through
 peft + transformers' Trainer (peft_baseline.py), and SmolLM2-135M LoRA instruction tuning on
