@@ -54,6 +54,11 @@ class Overrides:
         out += ["--set", *self.sets] if self.sets else []
         return out + (["--model", self.model] if self.model else [])
 
+    @classmethod
+    def from_args(cls, args) -> Overrides:
+        """The overrides of parsed flags added by :func:`add_override_args`."""
+        return cls(parse_epochs(args.epochs), args.model, tuple(args.set or ()))
+
     def changes(self) -> dict[str, Any]:
         """``sets`` as a nested dict (values parsed as YAML: ``3e-4`` is a float)."""
         out: dict[str, Any] = {}
@@ -67,6 +72,13 @@ class Overrides:
                 node = node.setdefault(key, {})
             node[leaf] = _scalar(value)
         return out
+
+
+def add_override_args(p) -> None:
+    """The flags that build :class:`Overrides` (run.py and peft_baseline.py take the same)."""
+    p.add_argument("--epochs", nargs="+", metavar="DATASET=N", help="change a dataset's epochs")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="recipe keys over the method's")
+    p.add_argument("--model", help="another model (hub id or folder) instead of the embedded one")
 
 
 def _scalar(text: str) -> Any:
@@ -110,8 +122,8 @@ def recipe_dict(
         changes["model"] = over.model
     if over and dataset in over.epochs:
         changes["train"] = {"epochs": over.epochs[dataset]}
-    if case == SMOLLM2_CASE:
-        data = _read("smollm2_lora.yaml")
+    if case == SMOLLM2_CASE:  # its own model and budget: only the seed applies
+        data = deep_merge(_read("smollm2_lora.yaml"), {"seed": seed} if seed is not None else {})
         return deep_merge(data, QUICK_LM) if quick else data
     base = deep_merge(_read(f"{dataset}.yaml"), changes)
     # the PEFT baseline reads the recipe of tunesmith's LoRA case, so both share one config

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import peft
 import torch
-from cases import PEFT_CASE, Overrides, build_recipe, parse_epochs
+from cases import PEFT_CASE, Overrides, add_override_args, build_recipe
 from measure import checkpoint_bytes, dir_bytes, peak_gpu_mb, peak_rss_mb
 from transformers import (
     AutoModelForSequenceClassification,
@@ -150,12 +150,9 @@ def main() -> None:
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_adapters"))
     p.add_argument("--quick", action="store_true", help="smoke test: 64 train, 4 steps")
     p.add_argument("--seed", type=int, help="the seed (the LoRA case's by default)")
-    p.add_argument("--epochs", nargs="+", metavar="DATASET=N", help="change a dataset's epochs")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="recipe keys over the method's")
-    p.add_argument("--model", help="another model (hub id or folder)")
+    add_override_args(p)
     args = p.parse_args()
-    over = Overrides(parse_epochs(args.epochs), args.model, tuple(args.set or ()))
-    result = run(Path(args.runs_dir), args.quick, args.seed, over)
+    result = run(Path(args.runs_dir), args.quick, args.seed, Overrides.from_args(args))
     Path(args.json_out).write_text(json.dumps(result, indent=2))
 
 

@@ -2,8 +2,8 @@
 
 Embedded MiniLM (all-MiniLM-L6-v2, 22.7M params) on SST-2 sentences, RTE and TREC (coarse), the
 same budget per dataset (configs/<dataset>.yaml: epochs SST-2 3, RTE 5, TREC 4; batch 32;
-max_length 128; seeds 13, 14, 15 from configs/seeds.yaml) for full fine-tuning, Houlsby, Pfeiffer, LoRA and IA3 (configs/: one base per dataset + per-method
-overrides). Reported: accuracy (test; dev for RTE, whose test split is unlabelled), % trainable
+max_length 128; seeds 13, 14, 15 from configs/seeds.yaml) for full fine-tuning, Houlsby,
+Pfeiffer, LoRA and IA3 (configs/: one base per dataset + per-method overrides). Reported: accuracy (test; dev for RTE, whose test split is unlabelled), % trainable
 parameters, checkpoint bytes, wall time and peak RSS. Plus the same SST-2 LoRA config through
 peft + transformers' Trainer (peft_baseline.py), and SmolLM2-135M LoRA instruction tuning on
 alpaca_2k (held-out loss before/after, 3 generations, adapter size).
@@ -38,14 +38,14 @@ from cases import (
     ALL_CASES,
     PEFT_CASE,
     Overrides,
+    add_override_args,
     build_recipe,
     default_seeds,
-    parse_epochs,
     select,
     split_case,
 )
 from measure import checkpoint_bytes, dir_bytes, peak_gpu_mb, peak_rss_mb
-from tables import summarise, write_tables
+from tables import seed_of, summarise, write_tables
 
 from tunesmith.paths import data_root
 from tunesmith.predict import predict_texts
@@ -182,7 +182,7 @@ def run_matrix(
     threads, so two jobs on 2 cores never oversubscribe), saving ``out`` after every job. Rows of
     earlier runs in ``out`` are kept unless rerun. True if all succeeded."""
     previous = json.loads(out.read_text())["runs"] if out.is_file() else []
-    runs = {(f"{r['dataset']}/{r['method']}", r.get("seed", 13)): r for r in previous}
+    runs = {(f"{r['dataset']}/{r['method']}", seed_of(r)): r for r in previous}
     threads = max(1, (os.cpu_count() or 1) // parallel) if parallel > 1 else None
     ok = True
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -207,11 +207,7 @@ def main() -> None:
     p.add_argument("--runs-dir", help="run folders (default runs/bench_adapters[_quick])")
     p.add_argument("--jobs", type=int, default=1, help="jobs run at once (cores split evenly)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds for every case (configs/seeds.yaml)")
-    p.add_argument("--epochs", nargs="+", metavar="DATASET=N", help="change a dataset's epochs")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="recipe keys over the method's")
-    p.add_argument(
-        "--model", help="another model (hub id or folder) instead of the embedded MiniLM"
-    )
+    add_override_args(p)
     p.add_argument("--out", help="results file (default results.json here, published in README)")
     p.add_argument("--case", choices=ALL_CASES, help="(internal) run one case in this process")
     p.add_argument("--seed", type=int, help="(internal) the seed of --case")
@@ -226,14 +222,11 @@ def main() -> None:
         args.runs_dir or ROOT / "runs" / f"bench_adapters{'_quick' if args.quick else ''}"
     )
     publish = not (args.quick or args.out)
-    out = (
-        Path(args.out)
-        if args.out
-        else runs_dir / "results.json"
-        if args.quick
-        else HERE / "results.json"
-    )
-    over = Overrides(parse_epochs(args.epochs), args.model, tuple(args.set or ()))
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = runs_dir / "results.json" if args.quick else HERE / "results.json"
+    over = Overrides.from_args(args)
     if args.case:
         if not args.json_out or args.seed is None:
             p.error("--case needs --seed and --json-out")

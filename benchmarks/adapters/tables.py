@@ -17,6 +17,14 @@ DATASETS = {"sst2": "SST-2 test", "rte": "RTE dev", "trec": "TREC test"}
 METHODS = ["full", "houlsby", "pfeiffer", "lora", "ia3"]
 
 
+# rows written before the benchmark recorded seeds ran the dataset configs' seed
+LEGACY_SEED = 13
+
+
+def seed_of(row: dict) -> int:
+    return row.get("seed", LEGACY_SEED)
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -42,7 +50,7 @@ def by_cell(runs: list[dict]) -> dict[tuple[str, str], dict]:
             **rows[0],
             "accuracy": _mean(acc),
             "accuracy_std": _std(acc),
-            "seeds": [r.get("seed", 13) for r in rows],
+            "seeds": [seed_of(r) for r in rows],
             "wall_s": _mean([r["wall_s"] for r in rows]),
             "train_wall_s": _mean([r["train_wall_s"] for r in rows]),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
@@ -102,7 +110,7 @@ def _cell(r: dict | None) -> str:
 
 
 def _dataset_header(runs: list[dict]) -> list[str]:
-    seeds = {d: len({r.get("seed", 13) for r in runs if r["dataset"] == d}) for d in DATASETS}
+    seeds = {d: len({seed_of(r) for r in runs if r["dataset"] == d}) for d in DATASETS}
     return [name + (f" ({seeds[d]} seeds)" if seeds[d] > 1 else "") for d, name in DATASETS.items()]
 
 
@@ -145,8 +153,8 @@ def matrix_table(runs: list[dict], summary: dict) -> list[str]:
 def peft_table(runs: list[dict]) -> list[str]:
     """tunesmith's SST-2 LoRA next to the same config through peft + Trainer, on the seeds the
     PEFT side ran (seed for seed)."""
-    seeds = {r.get("seed", 13) for r in runs if r["method"] == "peft_lora"}
-    by = by_cell([r for r in runs if r["dataset"] == "sst2" and r.get("seed", 13) in seeds])
+    seeds = {seed_of(r) for r in runs if r["method"] == "peft_lora"}
+    by = by_cell([r for r in runs if r["dataset"] == "sst2" and seed_of(r) in seeds])
     pair = [
         ("tunesmith loop", by.get(("sst2", "lora"))),
         ("peft + Trainer", by.get(("sst2", "peft_lora"))),
@@ -211,8 +219,8 @@ def preset_table(results: dict) -> list[str]:
         return []
     preset = _load(PRESET)
     # seed for seed: the benchmark's rows on the (dataset, seed) pairs the preset ran
-    pairs = {(r["dataset"], r.get("seed", 13)) for r in preset["runs"]}
-    same = {"runs": [r for r in results["runs"] if (r["dataset"], r.get("seed", 13)) in pairs]}
+    pairs = {(r["dataset"], seed_of(r)) for r in preset["runs"]}
+    same = {"runs": [r for r in results["runs"] if (r["dataset"], seed_of(r)) in pairs]}
     files = [(_reduction(results), same), (_reduction(preset) + " (paper preset)", preset)]
     lines = sweep_table(files, same, methods=["houlsby"])
     head = "| Houlsby (on the preset's runs' seeds)"
@@ -314,8 +322,8 @@ def main() -> None:
     files = []
     for item in args.sweep:
         label, _, path = item.partition("=")
-        files.append((label, json.loads(Path(path).read_text())))
-    reference = json.loads(Path(args.reference).read_text()) if args.reference else {"runs": []}
+        files.append((label, _load(Path(path))))
+    reference = _load(Path(args.reference)) if args.reference else {"runs": []}
     print("\n".join(sweep_table(files, reference)))
 
 
