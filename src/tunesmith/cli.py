@@ -96,7 +96,7 @@ def cmd_validate(args) -> None:
 def cmd_list(args) -> None:
     from tunesmith.adapters import ADAPTERS
     from tunesmith.data.readers import FORMATS
-    from tunesmith.evaluate import METRICS
+    from tunesmith.metrics import METRICS
     from tunesmith.models import EMBEDDED, TASK_TYPES
     from tunesmith.objectives import OBJECTIVES
     from tunesmith.optim import SCHEDULES

@@ -50,3 +50,20 @@ class Registry:
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Registries that layers below a method's own look things up in by name (the recipe's config
+# validation, the data pipeline). Each method module registers itself into one of these with one
+# explicit call when its package is imported; ``tunesmith/__init__.py`` imports every built-in
+# method package, so the tables are full whatever module a user imports first.
+
+TASKS = Registry("task type")
+"""Task kinds (:class:`tunesmith.tasks.base.TaskKind`): auto class, encoder, loss, metric."""
+
+ADAPTERS = Registry("adapter method")
+"""Recipe ``adapter.type`` name -> the method's config dataclass (its defaults: the paper's
+preset); the dataclass's ``method`` names its implementation (:mod:`tunesmith.adapters`)."""
+
+OBJECTIVES = Registry("objective term")
+"""Recipe ``objectives[].name`` -> :class:`tunesmith.objectives.base.ObjectiveTerm` subclass."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from tunesmith.data.labels import LabelVocab
 from tunesmith.errors import ConfigError
-from tunesmith.evaluate import accuracy, macro_f1
+from tunesmith.metrics import accuracy, macro_f1
 from tunesmith.multitask.textformat import classify_by_scoring
 from tunesmith.train.evaluation import DEFAULT_METRIC, LOWER_IS_BETTER, evaluate
 

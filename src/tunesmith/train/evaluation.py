@@ -7,7 +7,7 @@ import math
 import torch
 from accelerate.utils import gather_object
 
-from tunesmith.evaluate import compute_metrics
+from tunesmith.metrics import compute_metrics
 from tunesmith.objectives.task import IGNORE_INDEX, model_inputs, task_loss
 
 # Metric used for best-checkpoint selection when the recipe does not name one.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tunesmith.errors import ConfigError
-from tunesmith.evaluate import (
+from tunesmith.metrics import (
     METRICS,
     accuracy,
     compute_metrics,
