@@ -17,6 +17,7 @@ import yaml
 from tunesmith import paths
 from tunesmith.configschema import apply_overrides, build, to_dict
 from tunesmith.errors import ConfigError
+from tunesmith.paths import resolve_path
 
 TaskType = Literal[
     "sequence_classification", "token_classification", "causal_lm", "seq2seq", "multi_head"
@@ -468,8 +469,6 @@ class Recipe:
 
 def check_files(recipe: Recipe) -> None:
     """Every data file the recipe names must exist (fails before any model loads)."""
-    from tunesmith.data.readers import resolve_path
-
     if recipe.tasks:
         for i in range(len(recipe.tasks)):
             check_files(recipe.task_recipe(i))

