@@ -7,6 +7,7 @@ running through one training loop. Entry points: the ``tunesmith`` CLI, or::
     summary = train(load_recipe("recipes/demo_bbc_news.yaml"))
 """
 
+import tunesmith.tasks  # noqa: F401  (fills the task table, tunesmith.registry.TASKS)
 from tunesmith.config import Recipe, load_recipe, parse_recipe
 from tunesmith.errors import ConfigError, DataError, ModelError, TrainingError, TunesmithError
 

@@ -97,13 +97,14 @@ def cmd_list(args) -> None:
     from tunesmith.adapters import ADAPTERS
     from tunesmith.data.readers import FORMATS
     from tunesmith.metrics import METRICS
-    from tunesmith.models import EMBEDDED, TASK_TYPES
+    from tunesmith.models import EMBEDDED
     from tunesmith.objectives import OBJECTIVES
     from tunesmith.optim import SCHEDULES
+    from tunesmith.tasks import TASKS
 
     for title, reg in [
         ("embedded models", EMBEDDED),
-        ("task types", TASK_TYPES),
+        ("task types", TASKS),
         ("adapter methods", ADAPTERS),
         ("objective terms", OBJECTIVES),
         ("lr schedules", SCHEDULES),

@@ -8,6 +8,7 @@ and checks that every data file exists, all before any model loads.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,10 +19,11 @@ from tunesmith import paths
 from tunesmith.configschema import apply_overrides, build, to_dict
 from tunesmith.errors import ConfigError
 from tunesmith.paths import resolve_path
+from tunesmith.registry import TASKS
 
-TaskType = Literal[
-    "sequence_classification", "token_classification", "causal_lm", "seq2seq", "multi_head"
-]
+MULTI_HEAD = "multi_head"
+"""``task: multi_head``: several tasks, one head each on a shared encoder (not a task kind)."""
+
 HeadType = Literal["sequence_classification", "token_classification"]
 DataFormat = Literal["jsonl", "json", "csv", "tsv", "conll", "label_text", "folder"]
 
@@ -326,7 +328,7 @@ class Recipe:
         "embedded name (minilm, smollm2), local folder or hub id "
         "(may be left out when student.from_teacher builds the model)",
     )
-    task: TaskType = fld(help="task head / loss")
+    task: str = fld(help="task kind (see `tunesmith list`), or multi_head")
     data: DataConfig | None = fld(None, "datasets and formatting (single-task recipes)")
     tasks: list[TaskConfig] = fld([], "multi-task recipes (task: multi_head): one entry per task")
     mixing: MixingConfig = fld(MixingConfig(), "multi-task sampling rates")
@@ -348,7 +350,9 @@ class Recipe:
     student: StudentConfig | None = fld(None, "how the student model is built (distillation)")
 
     def validate(self, path: str) -> None:
-        if self.task == "multi_head" or (self.tasks and self.task in ("causal_lm", "seq2seq")):
+        _check_choice("task", self.task, [*TASKS.names(), MULTI_HEAD])
+        kind = TASKS.get(self.task) if self.task in TASKS else None
+        if self.task == MULTI_HEAD or self.text_to_text:
             self.validate_tasks()
         elif self.data is None:
             raise ConfigError("data", "required key is missing", "give data: {train: ...}")
@@ -359,12 +363,13 @@ class Recipe:
                 "set task: multi_head, or move the data to the data section",
             )
         packed = [t.name for t in self.tasks if t.data.packing]
-        if (self.data and self.data.packing and self.task != "causal_lm") or packed:
+        packable = [e.name for e in TASKS if e.obj.packable]
+        if (self.data and self.data.packing and self.task not in packable) or packed:
             raise ConfigError(
                 "data.packing" if not packed else f"tasks[{packed[0]}].data.packing",
-                "sequence packing is for single-task causal_lm fine-tuning",
+                f"sequence packing is for single-task {' / '.join(packable)} fine-tuning",
             )
-        if self.task in ("causal_lm", "seq2seq") and self.data and self.data.labels:
+        if kind is not None and not kind.classification and self.data and self.data.labels:
             raise ConfigError("data.labels", f"a {self.task} task has no label vocabulary")
         from_teacher = self.student is not None and self.student.from_teacher is not None
         if self.model is None and not from_teacher:
@@ -404,7 +409,8 @@ class Recipe:
 
         spec = {"type": self.adapter} if isinstance(self.adapter, str) else dict(self.adapter)
         name = spec.pop("name", "default")
-        train_head = spec.pop("train_head", self.task.endswith("classification"))
+        classification = self.task in TASKS and TASKS.get(self.task).classification
+        train_head = spec.pop("train_head", classification)
         if not isinstance(name, str) or not isinstance(train_head, bool):
             raise ConfigError("adapter", "name must be a string and train_head true or false")
         return name, train_head, adapter_config_from_dict(spec, key="adapter")
@@ -452,7 +458,7 @@ class Recipe:
     @property
     def text_to_text(self) -> bool:
         """Several tasks through one generative model (T5 style), not heads on an encoder."""
-        return bool(self.tasks) and self.task in ("causal_lm", "seq2seq")
+        return bool(self.tasks) and self.task in TASKS and TASKS.get(self.task).generative
 
     def task_recipe(self, i: int) -> Recipe:
         """A single-task view of ``tasks[i]`` (its data and head), for the data pipeline; a
@@ -465,6 +471,14 @@ class Recipe:
     def model_source(self) -> str:
         """Where the student's weights and tokenizer come from."""
         return self.model if self.model is not None else self.distill.teacher
+
+
+def _check_choice(path: str, value: str, choices: list[str]) -> None:
+    """A ConfigError at ``path`` unless ``value`` is one of ``choices`` (with a did-you-mean)."""
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose one of {choices}"
+        raise ConfigError(path, f"invalid value {value!r}", hint)
 
 
 def check_files(recipe: Recipe) -> None:

@@ -21,23 +21,24 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from tunesmith.errors import ConfigError
-from tunesmith.registry import Registry
+from tunesmith.registry import TASKS, Registry
 
 __all__ = [
+    "LOWER_IS_BETTER",
     "METRICS",
-    "TASK_TYPES",
     "accuracy",
+    "classification_metrics",
     "compute_metrics",
     "entity_f1",
     "entity_spans",
     "exact_match",
+    "generation_metrics",
+    "greater_is_better",
     "macro_f1",
     "normalize_answer",
     "perplexity",
+    "token_metrics",
 ]
-
-TASK_TYPES = ("sequence_classification", "token_classification", "causal_lm", "seq2seq")
 
 # math.exp overflows past log(float max) ~= 709.78; beyond that perplexity is reported as inf.
 _MAX_EXP_ARG = math.log(np.finfo(np.float64).max)
@@ -229,11 +230,13 @@ def _label_names(id2label: Mapping[Any, str] | Sequence[str]) -> dict[int, str]:
     return dict(enumerate(id2label))
 
 
-def _token_metrics(
+def token_metrics(
     preds: Sequence[Sequence[int]],
     labels: Sequence[Sequence[int]],
     id2label: Mapping[Any, str] | Sequence[str] | None,
 ) -> dict[str, float]:
+    """Token classification: per-sentence label ids (-100 positions removed) -> entity
+    ``precision``, ``recall``, ``f1`` over the IOB tags ``id2label`` names, and token ``accuracy``."""
     if id2label is None:
         raise ValueError("token_classification metrics need id2label to turn ids into IOB tags")
     names = _label_names(id2label)
@@ -254,6 +257,34 @@ def _token_metrics(
     return scores
 
 
+def classification_metrics(preds: Any, labels: Any) -> dict[str, float]:
+    """Sequence classification: ``preds`` are label ids ``(N,)`` or logits ``(N, C)`` (argmax is
+    taken), ``labels`` ids ``(N,)`` -> ``accuracy``, ``macro_f1`` (over ``C`` classes when logits
+    are given, else over the classes seen)."""
+    p = np.asarray(preds)
+    num_labels = None
+    if p.ndim == 2:  # logits (N, C)
+        num_labels = p.shape[1]
+        p = p.argmax(axis=-1)
+    return {"accuracy": accuracy(p, labels), "macro_f1": macro_f1(p, labels, num_labels)}
+
+
+def generation_metrics(
+    preds: Any, labels: Any, mean_nll: float | None, task: str = "generation"
+) -> dict[str, float]:
+    """Generative tasks: ``loss`` (= ``mean_nll``) and ``perplexity``; plus ``exact_match`` when
+    ``preds`` are generated strings and ``labels`` their references."""
+    out: dict[str, float] = {}
+    if mean_nll is not None:
+        out["loss"] = float(mean_nll)
+        out["perplexity"] = perplexity(mean_nll)
+    if preds is not None and len(preds) and all(isinstance(s, str) for s in preds):
+        out["exact_match"] = exact_match(preds, labels)
+    if not out:
+        raise ValueError(f"{task} metrics need mean_nll and/or generated string preds")
+    return out
+
+
 def compute_metrics(
     task: str,
     *,
@@ -262,34 +293,22 @@ def compute_metrics(
     id2label: Mapping[Any, str] | Sequence[str] | None = None,
     mean_nll: float | None = None,
 ) -> dict[str, float]:
-    """The standard metrics for one task type, as a flat ``name -> value`` dict.
+    """The standard metrics of task kind ``task`` (its ``metrics`` in the task table,
+    :data:`tunesmith.registry.TASKS`), as a flat ``name -> value`` dict.
 
-    * ``sequence_classification``: ``preds`` are label ids ``(N,)`` or logits ``(N, C)`` (argmax
-      is taken), ``labels`` ids ``(N,)`` -> ``accuracy``, ``macro_f1`` (over ``C`` classes when
-      logits are given, else over the classes seen).
+    * ``sequence_classification``: :func:`classification_metrics`.
     * ``token_classification``: ``preds`` / ``labels`` are per-sentence lists of label ids with the
       ``-100`` positions already removed; ``id2label`` (dict or list) maps ids to IOB tags ->
-      entity ``precision``, ``recall``, ``f1`` and token ``accuracy``.
-    * ``causal_lm`` / ``seq2seq``: ``loss`` (= ``mean_nll``) and ``perplexity``; plus
-      ``exact_match`` when ``preds`` are generated strings and ``labels`` their references.
+      entity ``precision``, ``recall``, ``f1`` and token ``accuracy`` (:func:`token_metrics`).
+    * ``causal_lm`` / ``seq2seq``: :func:`generation_metrics`.
     """
-    if task == "sequence_classification":
-        p = np.asarray(preds)
-        num_labels = None
-        if p.ndim == 2:  # logits (N, C)
-            num_labels = p.shape[1]
-            p = p.argmax(axis=-1)
-        return {"accuracy": accuracy(p, labels), "macro_f1": macro_f1(p, labels, num_labels)}
-    if task == "token_classification":
-        return _token_metrics(preds, labels, id2label)
-    if task in ("causal_lm", "seq2seq"):
-        out: dict[str, float] = {}
-        if mean_nll is not None:
-            out["loss"] = float(mean_nll)
-            out["perplexity"] = perplexity(mean_nll)
-        if preds is not None and len(preds) and all(isinstance(s, str) for s in preds):
-            out["exact_match"] = exact_match(preds, labels)
-        if not out:
-            raise ValueError(f"{task} metrics need mean_nll and/or generated string preds")
-        return out
-    raise ConfigError("task", f"no metrics for task type {task!r}", f"choose one of {TASK_TYPES}")
+    return TASKS.get(task, "task").metrics(preds, labels, id2label, mean_nll)
+
+
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+"""Metrics where a smaller value is better (checkpoint selection, averaging across tasks)."""
+
+
+def greater_is_better(metric: str) -> bool:
+    """The direction of ``metric``: True unless it is a loss-like metric (:data:`LOWER_IS_BETTER`)."""
+    return metric not in LOWER_IS_BETTER

@@ -2,9 +2,9 @@
 
 ``model: minilm`` in a recipe resolves to the all-MiniLM-L6-v2 folder shipped in a Python package;
 ``model: smollm2`` to SmolLM2-135M-Instruct, converted once from the packaged GGUF into a cached
-safetensors folder (see ``MODELS.md``); anything else is a local folder or a hub id. Tasks map to
-transformers Auto classes (:data:`TASK_TYPES`); an architecture without a head for the task is a
-:class:`~tunesmith.errors.ModelError` that names the tasks it does support.
+safetensors folder (see ``MODELS.md``); anything else is a local folder or a hub id. Task kinds
+name their transformers Auto class (:mod:`tunesmith.tasks`); an architecture without a head for
+the task is a :class:`~tunesmith.errors.ModelError` that names the tasks it does support.
 """
 
 from __future__ import annotations
@@ -22,10 +22,6 @@ from typing import Any
 import torch
 from transformers import (
     AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
@@ -34,11 +30,10 @@ from transformers import (
 
 from tunesmith.embedded import EMBEDDED
 from tunesmith.errors import ModelError
-from tunesmith.registry import Registry
+from tunesmith.tasks import TASKS, task_kind
 
 __all__ = [
     "EMBEDDED",
-    "TASK_TYPES",
     "align_pad_token",
     "count_parameters",
     "load_model",
@@ -123,30 +118,11 @@ def _load_errors(name: str, resolved: str) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------
 # Tasks, tokenizers, models
 
-TASK_TYPES = Registry("task type")
-TASK_TYPES.register(
-    "sequence_classification",
-    AutoModelForSequenceClassification,
-    "one label per text (or text pair) from a pooled representation",
-)
-TASK_TYPES.register(
-    "token_classification", AutoModelForTokenClassification, "one label per token (NER, tagging)"
-)
-TASK_TYPES.register("causal_lm", AutoModelForCausalLM, "next-token prediction, decoder-only")
-TASK_TYPES.register("seq2seq", AutoModelForSeq2SeqLM, "text-to-text with an encoder-decoder")
-
-_CLASSIFICATION = ("sequence_classification", "token_classification")
-_TASK_HINTS = {
-    "seq2seq": "use an encoder-decoder or T5-like model",
-    "causal_lm": "use a decoder-only model such as 'smollm2'",
-    "sequence_classification": "use an encoder such as 'minilm' or a decoder such as 'smollm2'",
-    "token_classification": "use an encoder such as 'minilm'",
-}
-
 
 def supported_tasks(config: PretrainedConfig) -> list[str]:
-    """The :data:`TASK_TYPES` names for which transformers has a head for ``config``'s model."""
-    return [entry.name for entry in TASK_TYPES if type(config) in entry.obj._model_mapping]
+    """The task kinds (:data:`~tunesmith.registry.TASKS`) for which transformers has a head for
+    ``config``'s model."""
+    return [e.name for e in TASKS if type(config) in e.obj.auto_class._model_mapping]
 
 
 def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
@@ -176,7 +152,7 @@ def load_model(
     from_scratch: bool = False,
     init_seed: int | None = None,
 ) -> PreTrainedModel:
-    """Load ``name_or_path`` with the head for ``task`` (a :data:`TASK_TYPES` name).
+    """Load ``name_or_path`` with the head for ``task`` (a :mod:`tunesmith.tasks` kind).
 
     Classification tasks take ``num_labels`` and/or ``id2label``/``label2id``; a head whose label
     count differs from the checkpoint's is re-initialised. ``from_scratch`` builds the same
@@ -185,7 +161,8 @@ def load_model(
     ``name_or_path`` as given (e.g. ``"minilm"``), so saved adapters name a resolvable base.
     """
     name = os.fspath(name_or_path)
-    auto_cls = TASK_TYPES.get(task, "task")
+    kind = task_kind(task)
+    auto_cls = kind.auto_class
     resolved = resolve_model(name)
     if is_adapter_folder(resolved):  # an adapter run's best/: its base, then the adapter on it
         return _load_with_adapter(
@@ -194,15 +171,15 @@ def load_model(
     with _load_errors(name, resolved):
         config = AutoConfig.from_pretrained(resolved)
     if type(config) not in auto_cls._model_mapping:
-        supported = ", ".join(supported_tasks(config)) or "none of " + ", ".join(TASK_TYPES.names())
+        supported = ", ".join(supported_tasks(config)) or "none of " + ", ".join(TASKS.names())
         raise ModelError(
             f"model {name!r} has architecture {config.model_type!r} ({type(config).__name__}), "
             f"which has no head for task {task!r}; it supports: {supported} "
-            f"(hint: {_TASK_HINTS[task]})"
+            f"(hint: {kind.model_hint})"
         )
     old_labels = config.num_labels
     _apply_labels(config, task, num_labels, id2label, label2id)
-    relabelled = task in _CLASSIFICATION and config.num_labels != old_labels
+    relabelled = kind.classification and config.num_labels != old_labels
 
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
@@ -237,7 +214,7 @@ def _load_with_adapter(folder, task, num_labels, id2label, label2id, dtype, from
     if not base:
         raise ModelError(f"the adapter in {folder} does not name its base model")
     if (
-        task in _CLASSIFICATION
+        task_kind(task).classification
         and meta.get("id2label")
         and not (num_labels or id2label or label2id)
     ):
@@ -262,7 +239,7 @@ def _apply_labels(
     id2label: dict[int, str] | None,
     label2id: dict[str, int] | None,
 ) -> None:
-    if task not in _CLASSIFICATION:
+    if not task_kind(task).classification:
         if num_labels is not None or id2label is not None or label2id is not None:
             raise ModelError(
                 f"num_labels/id2label/label2id apply to classification tasks, not {task!r}"

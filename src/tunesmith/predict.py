@@ -10,10 +10,10 @@ from accelerate import Accelerator
 
 from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
-from tunesmith.data.encode import encode_prompt
 from tunesmith.data.pipeline import build_datasets
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.models import is_adapter_folder, load_model, load_tokenizer
+from tunesmith.tasks import task_kind
 from tunesmith.train.evaluation import evaluate
 
 
@@ -181,25 +181,23 @@ def predict_texts(
         return classify_text_to_text(recipe, model, tokenizer, labels, texts, task)
     if recipe.task == "multi_head":
         recipe, model, labels = select_task(recipe, model, labels, task)
-    task = recipe.task
-    if task == "sequence_classification":
-        firsts, seconds = split_pairs(texts, recipe.data.text_key, recipe.data.text_pair_key)
-        enc = tokenizer(
-            firsts,
-            seconds,
-            padding=True,
-            truncation=True,
-            max_length=recipe.data.max_length,
-            return_tensors="pt",
-        )
-        probs = model(**enc).logits.float().softmax(-1)
-        return [
-            {"label": labels[int(p.argmax())], "score": round(float(p.max()), 4)} for p in probs
-        ]
-    if task == "token_classification":
+    kind = task_kind(recipe.task)
+    if kind.generative:
+        new = max_new_tokens or recipe.train.generate_max_new_tokens
+        return [{"generated": generate_one(model, tokenizer, recipe, text, new)} for text in texts]
+    if kind.per_token:
         return [tag_words(model, tokenizer, text, labels, recipe.data.max_length) for text in texts]
-    new = max_new_tokens or recipe.train.generate_max_new_tokens
-    return [{"generated": generate_one(model, tokenizer, recipe, text, new)} for text in texts]
+    firsts, seconds = split_pairs(texts, recipe.data.text_key, recipe.data.text_pair_key)
+    enc = tokenizer(
+        firsts,
+        seconds,
+        padding=True,
+        truncation=True,
+        max_length=recipe.data.max_length,
+        return_tensors="pt",
+    )
+    probs = model(**enc).logits.float().softmax(-1)
+    return [{"label": labels[int(p.argmax())], "score": round(float(p.max()), 4)} for p in probs]
 
 
 def split_pairs(texts: list[str], key: str, pair_key: str | None):
@@ -218,18 +216,7 @@ def split_pairs(texts: list[str], key: str, pair_key: str | None):
 
 def prompt_inputs(recipe, tokenizer, text: str) -> dict[str, torch.Tensor]:
     """Model inputs (1, T) for ``text``, tokenised exactly as the training prompts were."""
-    cfg = recipe.data
-    if recipe.task == "causal_lm":
-        ids = encode_prompt(
-            text,
-            tokenizer,
-            template=cfg.template,
-            prompt_key=cfg.prompt_key,
-            text_key=cfg.lm_text_key,
-            system=cfg.system,
-        )
-    else:  # seq2seq: the same call as encode_seq2seq makes for a source
-        ids = tokenizer(cfg.prefix + text, truncation=True, max_length=cfg.max_length)["input_ids"]
+    ids = task_kind(recipe.task).prompt_ids(recipe.data, tokenizer, text)
     input_ids = torch.tensor([list(ids)])
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
@@ -239,7 +226,9 @@ def generate_one(model, tokenizer, recipe, text: str, max_new_tokens: int) -> st
     enc = prompt_inputs(recipe, tokenizer, text)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-    gen = out[0, enc["input_ids"].shape[1] :] if recipe.task == "causal_lm" else out[0]
+    # a decoder-only model's output starts with the prompt; an encoder-decoder's does not
+    kind = task_kind(recipe.task)
+    gen = out[0] if kind.encoder_decoder else out[0, enc["input_ids"].shape[1] :]
     return tokenizer.decode(gen, skip_special_tokens=True).strip()
 
 

@@ -19,10 +19,6 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     BertConfig,
     GPT2Config,
     LlamaConfig,
@@ -30,6 +26,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     T5Config,
 )
+
+from tunesmith.tasks import task_kind
 
 __all__ = [
     "ARCHS",
@@ -198,14 +196,6 @@ def tiny_config(arch: str, vocab_size: int, **kw: Any) -> PretrainedConfig:
     raise ValueError(f"unknown tiny arch {arch!r}; choose one of {sorted(ARCHS)}")
 
 
-_AUTO = {
-    "sequence_classification": AutoModelForSequenceClassification,
-    "token_classification": AutoModelForTokenClassification,
-    "causal_lm": AutoModelForCausalLM,
-    "seq2seq": AutoModelForSeq2SeqLM,
-}
-
-
 def save_tiny_model(
     path: str | Path, arch: str, task: str, num_labels: int = 2, seed: int = 0
 ) -> Path:
@@ -220,7 +210,8 @@ def save_tiny_model(
         raise ValueError(f"tiny {arch} supports tasks {list(ARCHS[arch]['tasks'])}, not {task!r}")
     tokenizer = tiny_tokenizer(kind=ARCHS[arch]["kind"])
     kw: dict[str, Any] = {}
-    if task.endswith("classification"):
+    kind = task_kind(task)
+    if kind.classification:
         kw = {
             "num_labels": num_labels,
             "id2label": {i: f"LABEL_{i}" for i in range(num_labels)},
@@ -229,7 +220,7 @@ def save_tiny_model(
     config = tiny_config(arch, len(tokenizer), **kw)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _AUTO[task].from_config(config)
+        model = kind.auto_class.from_config(config)
     path = Path(path)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

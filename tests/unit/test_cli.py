@@ -11,6 +11,7 @@ import yaml
 
 from tunesmith.cli import main
 from tunesmith.errors import ConfigError
+from tunesmith.registry import TASKS
 from tunesmith.testing import save_tiny_model
 
 POS = "good happy love yes great well right".split()
@@ -114,10 +115,7 @@ def test_list_shows_models_tasks_and_terms(capsys):
     for name in (
         "minilm",
         "smollm2",
-        "sequence_classification",
-        "token_classification",
-        "causal_lm",
-        "seq2seq",
+        *TASKS.names(),
         "l2_sp",
         "label_text",
         "accuracy",

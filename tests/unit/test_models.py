@@ -16,7 +16,6 @@ from tunesmith import embedded  # noqa: E402
 from tunesmith.errors import ModelError  # noqa: E402
 from tunesmith.models import (  # noqa: E402
     EMBEDDED,
-    TASK_TYPES,
     align_pad_token,
     count_parameters,
     load_model,
@@ -25,6 +24,7 @@ from tunesmith.models import (  # noqa: E402
     resolve_model,
     supported_tasks,
 )
+from tunesmith.registry import TASKS  # noqa: E402
 from tunesmith.testing import ARCHS, save_tiny_model, tiny_config, tiny_tokenizer  # noqa: E402
 
 CASES = [(arch, task) for arch, info in ARCHS.items() for task in info["tasks"]]
@@ -125,7 +125,7 @@ def test_unsupported_task_names_architecture_and_tasks(tiny_dir):
 def test_unknown_task_lists_task_types(tiny_dir):
     with pytest.raises(Exception, match="unknown task type 'regression'"):
         load_model(tiny_dir[("bert", "sequence_classification")], "regression")
-    assert TASK_TYPES.names() == [
+    assert TASKS.names() == [
         "causal_lm",
         "seq2seq",
         "sequence_classification",
@@ -193,7 +193,7 @@ def test_dequantized_copy_saves_and_matches(tmp_path):
     """The GGUF conversion step on a tiny Llama: same logits, and save_pretrained works."""
     tokenizer = tiny_tokenizer(kind="causal")
     torch.manual_seed(0)
-    quantized = TASK_TYPES.get("causal_lm").from_config(tiny_config("llama", len(tokenizer)))
+    quantized = TASKS.get("causal_lm").auto_class.from_config(tiny_config("llama", len(tokenizer)))
     quantized.config.quantization_config = {"quant_method": "gguf"}
     plain = embedded._dequantized_copy(quantized)
     assert not hasattr(plain.config, "quantization_config")

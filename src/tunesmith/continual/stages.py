@@ -56,8 +56,8 @@ from tunesmith.continual.hooks import (
 from tunesmith.continual.metrics import matrix_report
 from tunesmith.continual.replay import ReservoirBuffer
 from tunesmith.errors import ConfigError
+from tunesmith.metrics import LOWER_IS_BETTER
 from tunesmith.models import load_model, load_tokenizer
-from tunesmith.train.evaluation import LOWER_IS_BETTER
 from tunesmith.train.loop import train
 
 __all__ = ["run_sequence"]

@@ -6,7 +6,6 @@ records (``readers``) -> splits (``splits``) -> label ids (``labels``) -> token 
 
 from tunesmith.data.collate import Collator, LengthGroupedSampler
 from tunesmith.data.encode import (
-    ENCODERS,
     IGNORE_INDEX,
     TEMPLATES,
     build_prompt,
@@ -21,7 +20,6 @@ from tunesmith.data.readers import FORMATS, ReadOptions, read_records, resolve_p
 from tunesmith.data.splits import stratified_split
 
 __all__ = [
-    "ENCODERS",
     "FORMATS",
     "IGNORE_INDEX",
     "TEMPLATES",

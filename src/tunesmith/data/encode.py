@@ -1,7 +1,8 @@
 """Turn records into token ids for each task type (plain Python lists; tensors come at collate time).
 
 Why: this is the only place that knows how a task maps text to ``input_ids`` / ``labels``, so the
-training loop, evaluation and prediction share one definition. Each encoder returns
+training loop, evaluation and prediction share one definition. These are the tokenisation
+primitives; each task kind (:mod:`tunesmith.tasks`) wires its encoder to the recipe's data keys. Each encoder returns
 ``list[dict]`` with ``input_ids`` (T,), ``attention_mask`` (T,) and, when the record is labelled,
 ``labels``: an ``int`` (sequence classification) or a list with ``-100`` wherever no loss is taken
 (token classification: (T,); causal LM: (T,); seq2seq: (T_target,)).
@@ -16,7 +17,6 @@ from typing import Any
 
 from tunesmith.data.labels import LabelVocab
 from tunesmith.errors import ConfigError, DataError, ModelError
-from tunesmith.registry import Registry
 
 IGNORE_INDEX = -100
 """Label id that the loss skips (torch ``cross_entropy`` default ``ignore_index``)."""
@@ -356,13 +356,6 @@ def encode_seq2seq(
                 ex["labels"] = labels
             out.append(ex)
     return out
-
-
-ENCODERS = Registry("task type")
-ENCODERS.register("sequence_classification", encode_classification, "text (pair) -> one label")
-ENCODERS.register("token_classification", encode_token_classification, "one tag per word (NER)")
-ENCODERS.register("causal_lm", encode_causal_lm, "prompt -> response, decoder-only LM")
-ENCODERS.register("seq2seq", encode_seq2seq, "source -> target, encoder-decoder")
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[tuple[int, Sequence[Any]]]:

@@ -7,7 +7,6 @@ and also written into the model config as ``id2label`` / ``label2id``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,13 +72,6 @@ class LabelVocab:
 
     def __repr__(self) -> str:
         return f"LabelVocab({self.labels})"
-
-    def to_json(self) -> str:
-        return json.dumps({"labels": self.labels})
-
-    @classmethod
-    def from_json(cls, text: str) -> LabelVocab:
-        return cls(json.loads(text)["labels"])
 
 
 def _sort_key(label: str) -> tuple[int, int | float, str]:

@@ -6,8 +6,9 @@ that still fits it), so almost every row is ``max_length`` tokens long. Each pac
 ``position_ids`` that restart at 0 for every example; a model given ``position_ids`` and no
 ``attention_mask`` then attends only within each example (transformers' masking utilities turn
 the position resets into a block-diagonal causal mask, for SDPA, eager and flash attention
-alike). The first token of every example gets label -100, so no example is trained to predict
-its start from the previous example's end.
+alike; :func:`tunesmith.tasks.causal_lm.attends_within_examples` checks that a model does).
+The first token of every example gets label -100, so no example is trained to predict its start
+from the previous example's end.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from tunesmith.data.encode import IGNORE_INDEX
 
-__all__ = ["attends_within_examples", "pack_examples", "packing_efficiency"]
+__all__ = ["pack_examples", "packing_efficiency"]
 
 
 def pack_examples(examples: Sequence[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
@@ -71,30 +72,3 @@ def packing_efficiency(rows: Sequence[dict[str, Any]], max_length: int) -> float
     if not rows:
         return 0.0
     return sum(len(r["input_ids"]) for r in rows) / (len(rows) * max_length)
-
-
-def attends_within_examples(model) -> bool:
-    """Whether ``model`` keeps packed examples apart: two short sequences packed in one row give
-    the same logits as each alone. Checked once before training with packing (a model whose
-    attention ignores position resets would silently attend across examples)."""
-    import torch
-
-    from tunesmith.objectives.task import model_inputs
-
-    vocab = int(model.get_input_embeddings().weight.shape[0])
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randint(0, vocab, (1, n), generator=g) for n in (5, 4))
-    device = next(model.parameters()).device
-    row = {
-        "input_ids": torch.cat([a, b], 1).to(device),
-        "position_ids": torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3]], device=device),
-    }
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            packed = model(**model_inputs("causal_lm", row)).logits[0, 5:]
-            alone = model(input_ids=b.to(device), use_cache=False).logits[0]
-    finally:
-        model.train(was_training)
-    return bool(torch.allclose(packed.float(), alone.float(), atol=1e-3, rtol=1e-3))

@@ -6,20 +6,16 @@ wires them in the order a run needs them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from tunesmith.config import DataConfig, Recipe, SplitSource
-from tunesmith.data.encode import (
-    encode_causal_lm,
-    encode_classification,
-    encode_seq2seq,
-    encode_token_classification,
-)
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.packing import pack_examples
 from tunesmith.data.readers import read_records, resolve_path
 from tunesmith.data.splits import stratified_split
 from tunesmith.errors import DataError
+from tunesmith.registry import TASKS
 
 SPLITS = ("train", "dev", "test")
 
@@ -56,12 +52,8 @@ def read_split(cfg: DataConfig, src: SplitSource) -> list[dict]:
 
 
 def label_field(recipe: Recipe) -> str | None:
-    """The field to stratify and build a vocabulary on (None for generative tasks)."""
-    if recipe.task == "sequence_classification":
-        return recipe.data.label_key
-    if recipe.task == "token_classification":
-        return recipe.data.tags_key
-    return None
+    """The field to build a vocabulary on (None for generative tasks)."""
+    return TASKS.get(recipe.task, "task").label_field(recipe.data)
 
 
 def load_raw_splits(recipe: Recipe) -> dict[str, list[dict]]:
@@ -71,7 +63,7 @@ def load_raw_splits(recipe: Recipe) -> dict[str, list[dict]]:
     if cfg.split:
         fractions = dict(cfg.split)
         fractions["train"] = 1.0 - sum(fractions.values())
-        key = recipe.data.label_key if recipe.task == "sequence_classification" else None
+        key = TASKS.get(recipe.task, "task").stratify_field(cfg)
         raw.update(stratified_split(raw["train"], fractions, seed=recipe.seed, label_key=key))
     for name, n in cfg.limit.items():
         if name not in raw:
@@ -94,48 +86,8 @@ def build_vocab(recipe: Recipe, raw: dict[str, list[dict]], saved: list[str] | N
 
 
 def encode_split(recipe: Recipe, records: list[dict], tokenizer, vocab, where: str) -> list[dict]:
-    cfg = recipe.data
-    if recipe.task == "sequence_classification":
-        return encode_classification(
-            records,
-            tokenizer,
-            vocab,
-            text_key=cfg.text_key,
-            text_pair_key=cfg.text_pair_key,
-            label_key=cfg.label_key,
-            max_length=cfg.max_length,
-            where=where,
-        )
-    if recipe.task == "token_classification":
-        return encode_token_classification(
-            records,
-            tokenizer,
-            vocab,
-            tokens_key=cfg.tokens_key,
-            tags_key=cfg.tags_key,
-            max_length=cfg.max_length,
-        )
-    if recipe.task == "causal_lm":
-        return encode_causal_lm(
-            records,
-            tokenizer,
-            template=cfg.template,
-            prompt_key=cfg.prompt_key,
-            response_key=cfg.response_key,
-            text_key=cfg.lm_text_key,
-            system=cfg.system,
-            mask_prompt=cfg.mask_prompt,
-            max_length=cfg.max_length,
-        )
-    return encode_seq2seq(
-        records,
-        tokenizer,
-        source_key=cfg.source_key,
-        target_key=cfg.target_key,
-        prefix=cfg.prefix,
-        max_source_length=cfg.max_length,
-        max_target_length=cfg.max_target_length,
-    )
+    """Token ids of one split, by the recipe's task kind (its ``encode`` in the task table)."""
+    return TASKS.get(recipe.task, "task").encode(recipe.data, records, tokenizer, vocab, where)
 
 
 def build_datasets(recipe: Recipe, tokenizer, saved_labels: list[str] | None = None) -> Datasets:
@@ -194,6 +146,22 @@ def text_format(recipe: Recipe, text, name: str, labels: list[str]):
     return TextFormat(prefix, fields, label_key=cfg.label_key, words=words)
 
 
+def text_pairs_config(cfg: DataConfig) -> DataConfig:
+    """``cfg`` reading ``source`` -> ``target`` pairs: the prompt/response (causal LM) and
+    source/target (seq2seq) fields, the whole response trained, no seq2seq prefix (the text
+    format already wrote the task's prefix into the source)."""
+    return dataclasses.replace(
+        cfg,
+        prompt_key="source",
+        response_key="target",
+        lm_text_key=None,
+        mask_prompt=True,
+        source_key="source",
+        target_key="target",
+        prefix="",
+    )
+
+
 def build_text_datasets(recipe: Recipe, tokenizer, parent: str, task, saved_labels=None):
     """One text-to-text task (T5 style): ``recipe`` is its :meth:`Recipe.task_recipe` view,
     ``parent`` the generative task (causal_lm | seq2seq), ``task`` its :class:`TaskConfig`.
@@ -204,29 +172,15 @@ def build_text_datasets(recipe: Recipe, tokenizer, parent: str, task, saved_labe
     vocab = build_vocab(recipe, raw, saved_labels)
     fmt = text_format(recipe, text, name, vocab.labels)
     cfg = recipe.data
+    pair_config = text_pairs_config(cfg)
     encoded, text_eval = {}, {}
     for split, records in raw.items():
         for i, rec in enumerate(records):  # an unknown label fails here, its place named
             vocab.encode(rec.get(cfg.label_key), where=f"tasks.{name}.data.{split} record {i}")
         pairs = fmt.to_pairs(records)
-        if parent == "causal_lm":
-            encoded[split] = encode_causal_lm(
-                pairs,
-                tokenizer,
-                template=cfg.template,
-                prompt_key="source",
-                response_key="target",
-                system=cfg.system,
-                mask_prompt=True,
-                max_length=cfg.max_length,
-            )
-        else:
-            encoded[split] = encode_seq2seq(
-                pairs,
-                tokenizer,
-                max_source_length=cfg.max_length,
-                max_target_length=cfg.max_target_length,
-            )
+        encoded[split] = TASKS.get(parent, "task").encode(
+            pair_config, pairs, tokenizer, None, f"tasks.{name}.data.{split}"
+        )
         text_eval[split] = ([p["source"] for p in pairs], [p["target"] for p in pairs])
     words = [fmt.target(label) for label in vocab.labels]
     return Datasets(

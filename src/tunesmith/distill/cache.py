@@ -42,6 +42,8 @@ from tunesmith.data.collate import Collator
 from tunesmith.distill.collate import TEACHER_KEYS, pad_teacher_outputs
 from tunesmith.errors import DataError, ModelError
 from tunesmith.models import model_identity
+from tunesmith.registry import TASKS
+from tunesmith.tasks import task_kind
 
 __all__ = [
     "CACHE_VERSION",
@@ -54,9 +56,7 @@ __all__ = [
 ]
 
 CACHE_VERSION = 1
-_TASKS = ("sequence_classification", "token_classification", "causal_lm")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-IGNORE_INDEX = -100
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -99,12 +99,7 @@ def cache_key(
 
 def _positions(task: str, ex: dict[str, Any]) -> list[int]:
     """Rows of the teacher's logits that a loss uses for this example (see module docstring)."""
-    n, labels = len(ex["input_ids"]), ex.get("labels")
-    if task == "sequence_classification":
-        return [0]
-    if task == "token_classification":
-        return [t for t in range(n) if labels is None or labels[t] != IGNORE_INDEX]
-    return [t for t in range(n - 1) if labels is None or labels[t + 1] != IGNORE_INDEX]
+    return task_kind(task).scored_positions(ex.get("labels"), len(ex["input_ids"]))
 
 
 @torch.no_grad()
@@ -185,9 +180,10 @@ class TeacherCache:
         ``top_k`` is required for ``causal_lm`` (log-probs of the k most likely tokens) and must be
         None for classification (full logits). The teacher runs where its parameters are.
         """
-        if task not in _TASKS:
-            raise ModelError(f"teacher cache supports tasks {list(_TASKS)}, not {task!r}")
-        if (task == "causal_lm") != (top_k is not None):
+        cacheable = [e.name for e in TASKS if e.obj.teacher_cache]
+        if task not in cacheable:
+            raise ModelError(f"teacher cache supports tasks {cacheable}, not {task!r}")
+        if task_kind(task).generative != (top_k is not None):
             raise ModelError(
                 "teacher cache: causal_lm caches top-k log-probs (set top_k, e.g. 32); "
                 "classification caches full logits (leave top_k unset)"
@@ -255,7 +251,7 @@ class TeacherCache:
         not hold (masked positions) are zeros.
         """
         values, ids, pos, length = self.rows(i)
-        if self.task == "sequence_classification":
+        if not task_kind(self.task).per_token:
             return {"teacher_logits": values[0].clone()}
         dense = values.new_zeros(length, values.shape[-1])
         dense[pos.long()] = values

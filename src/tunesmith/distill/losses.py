@@ -15,7 +15,7 @@ Conventions shared by every function here:
 Causal LMs: the logits at position t predict token t+1, so the teacher/student logits to compare
 are ``logits[:, :-1]`` and their mask is :func:`lm_token_mask` ``(labels)`` =
 ``labels[:, 1:] != -100`` (prompt and padding excluded) — the same alignment as
-:func:`tunesmith.objectives.task.causal_lm_loss`.
+:func:`tunesmith.tasks.causal_lm.causal_lm_loss`.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from typing import Any
 
 from tunesmith.data.labels import LabelVocab
 from tunesmith.errors import ConfigError
-from tunesmith.metrics import accuracy, macro_f1
+from tunesmith.metrics import LOWER_IS_BETTER, accuracy, macro_f1
 from tunesmith.multitask.textformat import classify_by_scoring
-from tunesmith.train.evaluation import DEFAULT_METRIC, LOWER_IS_BETTER, evaluate
+from tunesmith.train.evaluation import default_metric, evaluate
 
 __all__ = [
     "MEAN_KEY",
@@ -54,11 +54,7 @@ def primary_metric(kind: str, metric: str | None = None) -> str:
     """The metric a task contributes to the mean: ``metric`` or the task kind's default."""
     if metric is not None:
         return metric
-    if kind not in DEFAULT_METRIC:
-        raise ConfigError(
-            "tasks[].head", f"unknown task kind {kind!r}", f"one of {list(DEFAULT_METRIC)}"
-        )
-    return DEFAULT_METRIC[kind]
+    return default_metric(kind, "tasks[].head")
 
 
 def evaluate_tasks(

@@ -20,6 +20,7 @@ from tunesmith.distill.teacher import resolve_teacher
 from tunesmith.models import align_pad_token, load_tokenizer
 from tunesmith.objectives.distill import bind_teacher
 from tunesmith.paths import cache_dir
+from tunesmith.tasks import task_kind
 
 # terms whose teacher signal the cache can replace entirely (logits only)
 CACHEABLE = {"kd", "lm_kd"}
@@ -53,7 +54,7 @@ def use_teacher(recipe: Recipe, teacher, terms, data: Datasets, collator: Collat
     names = {t.name for t in terms}
     if d.cache:
         root = Path(d.cache_dir) if d.cache_dir else cache_dir() / "teacher_outputs"
-        top_k = d.top_k if recipe.task == "causal_lm" else None
+        top_k = d.top_k if task_kind(recipe.task).generative else None
         teacher.to(accelerator.device)
         with accelerator.main_process_first():
             cache = TeacherCache.build(root, teacher, data.train, task=recipe.task, top_k=top_k)

@@ -8,17 +8,13 @@ import torch
 from accelerate.utils import gather_object
 
 from tunesmith.metrics import compute_metrics
-from tunesmith.objectives.task import IGNORE_INDEX, model_inputs, task_loss
+from tunesmith.tasks import IGNORE_INDEX, task_kind
 
-# Metric used for best-checkpoint selection when the recipe does not name one.
-DEFAULT_METRIC = {
-    "sequence_classification": "accuracy",
-    "token_classification": "f1",
-    "causal_lm": "loss",
-    "seq2seq": "loss",
-    "multi_head": "mean",  # the macro average of the tasks' primary metrics
-}
-LOWER_IS_BETTER = {"loss", "perplexity"}
+
+def default_metric(task: str, key: str = "task") -> str:
+    """The metric for best-checkpoint selection when the recipe names none: the task kind's
+    ``default_metric``; ``mean`` (the macro average of the tasks' primary metrics) for multi_head."""
+    return "mean" if task == "multi_head" else task_kind(task, key).default_metric
 
 
 def eval_batches(examples: list[dict], batch_size: int, rank: int = 0, world: int = 1):
@@ -34,11 +30,12 @@ def predict_logits(model, examples, collator, task, batch_size, device, rank=0, 
     model.eval()
     for idx in eval_batches(examples, batch_size, rank, world):
         batch = {k: v.to(device) for k, v in collator([examples[i] for i in idx]).items()}
-        logits = model(**model_inputs(task, batch)).logits
+        logits = model(**task_kind(task).model_inputs(batch)).logits
         yield idx, batch, logits
 
 
 def _local_results(model, examples, collator, task, batch_size, accelerator):
+    kind = task_kind(task)
     preds, labels, nll, count = [], [], 0.0, 0
     for _, batch, logits in predict_logits(
         model,
@@ -51,19 +48,19 @@ def _local_results(model, examples, collator, task, batch_size, accelerator):
         accelerator.num_processes,
     ):
         y = batch["labels"]
-        if task == "sequence_classification":
-            preds += logits.argmax(-1).tolist()
-            labels += y.tolist()
-        elif task == "token_classification":
+        if kind.generative:
+            # token-weighted mean NLL over the whole split, not a mean of batch means
+            n = int(y[:, kind.label_shift :].ne(IGNORE_INDEX).sum())
+            nll += float(kind.loss(logits, y)) * n
+            count += n
+        elif kind.per_token:
             for row_pred, row_y in zip(logits.argmax(-1).tolist(), y.tolist(), strict=True):
                 keep = [i for i, t in enumerate(row_y) if t != IGNORE_INDEX]
                 preds.append([row_pred[i] for i in keep])
                 labels.append([row_y[i] for i in keep])
         else:
-            # token-weighted mean NLL over the whole split, not a mean of batch means
-            n = int((y[:, 1:] if task == "causal_lm" else y).ne(IGNORE_INDEX).sum())
-            nll += float(task_loss(task, logits, y)) * n
-            count += n
+            preds += logits.argmax(-1).tolist()
+            labels += y.tolist()
     return {"preds": preds, "labels": labels, "nll": nll, "count": count}
 
 
@@ -78,7 +75,7 @@ def evaluate(model, examples, collator, task, vocab, accelerator, batch_size) ->
     model.train(was_training)
     preds = [p for part in parts for p in part["preds"]]
     labels = [y for part in parts for y in part["labels"]]
-    if task in ("causal_lm", "seq2seq"):
+    if task_kind(task).generative:
         count = sum(part["count"] for part in parts)
         mean_nll = sum(part["nll"] for part in parts) / max(count, 1)
         return compute_metrics(task, preds=None, labels=None, mean_nll=mean_nll)

@@ -23,9 +23,10 @@ from tunesmith.config import Recipe
 from tunesmith.data.collate import LengthGroupedSampler
 from tunesmith.errors import ModelError, TrainingError
 from tunesmith.multitask import evaluate_tasks, export_task, flatten_task_metrics, primary_metric
-from tunesmith.objectives import combine, model_inputs, task_loss
+from tunesmith.objectives import combine
 from tunesmith.optim import clip_gradients
 from tunesmith.report import write_report
+from tunesmith.tasks import model_inputs, task_loss
 from tunesmith.train.checkpoint import checkpoint_dirs, load_checkpoint, save_best, save_checkpoint
 from tunesmith.train.evaluation import evaluate
 from tunesmith.train.multitask_setup import evaluate_text_tasks, task_evals

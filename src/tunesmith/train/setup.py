@@ -28,14 +28,15 @@ from tunesmith.adapters import (
 from tunesmith.adapters.base import state_of
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.data.collate import Collator
-from tunesmith.data.packing import attends_within_examples
 from tunesmith.data.pipeline import Datasets, build_datasets
 from tunesmith.errors import ConfigError
+from tunesmith.metrics import greater_is_better
 from tunesmith.models import align_pad_token, count_parameters, load_model, load_tokenizer
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
+from tunesmith.tasks.causal_lm import attends_within_examples
 from tunesmith.train.distill_setup import build_student, load_run_teacher, use_teacher
-from tunesmith.train.evaluation import DEFAULT_METRIC, LOWER_IS_BETTER
+from tunesmith.train.evaluation import default_metric
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.multitask_setup import MultiTask, build_multitask
 from tunesmith.train.state import TrainState
@@ -255,7 +256,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     accelerator.register_for_checkpointing(scheduler)
     gradual = recipe.transfer.gradual_unfreeze
     unfreezer = GradualUnfreezer(model, layout, gradual.every) if gradual else None
-    metric = tr.metric or ("mean" if recipe.text_to_text else DEFAULT_METRIC[recipe.task])
+    metric = tr.metric or ("mean" if recipe.text_to_text else default_metric(recipe.task))
     logger = (
         MetricsLogger(run_dir, tensorboard=tr.tensorboard) if accelerator.is_main_process else None
     )
@@ -279,7 +280,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         total_steps=n_steps,
         steps_per_epoch=per_epoch,
         metric=metric,
-        greater_is_better=metric not in LOWER_IS_BETTER,
+        greater_is_better=greater_is_better(metric),
         trainable_params=trainable,
         total_params=total,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tunesmith.data import (
-    ENCODERS,
     IGNORE_INDEX,
     LabelVocab,
     build_prompt,
@@ -17,15 +16,6 @@ from tunesmith.data import (
 from tunesmith.errors import ConfigError, DataError
 
 X = IGNORE_INDEX
-
-
-def test_registry() -> None:
-    assert ENCODERS.names() == [
-        "causal_lm",
-        "seq2seq",
-        "sequence_classification",
-        "token_classification",
-    ]
 
 
 def test_classification(bert_tok) -> None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 
+from tunesmith.config import parse_recipe
 from tunesmith.data import LabelVocab, stratified_split
+from tunesmith.data.pipeline import build_vocab
 from tunesmith.errors import DataError
+
+BASE_RECIPE = parse_recipe(
+    {"model": "minilm", "task": "sequence_classification", "data": {"train": "x.jsonl"}}
+)
 
 
 def make(n_a: int, n_b: int) -> list[dict]:
@@ -61,7 +68,9 @@ def test_label_vocab() -> None:
     assert vocab.labels == ["neg", "pos"] and len(vocab) == 2
     assert vocab.encode("pos") == 1 and vocab.decode(0) == "neg"
     assert vocab.id2label == {0: "neg", 1: "pos"} and vocab.label2id == {"neg": 0, "pos": 1}
-    assert LabelVocab.from_json(vocab.to_json()) == vocab
+    # the saved form: a run's labels.json (train/setup.py) read back by build_vocab(saved=...)
+    saved = json.loads(json.dumps(vocab.labels, indent=2))
+    assert build_vocab(BASE_RECIPE, {"train": []}, saved=saved) == vocab
     with pytest.raises(
         DataError, match=r"unknown label 'meh' in dev\.tsv; known labels: \['neg', 'pos'\]"
     ):

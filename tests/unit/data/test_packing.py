@@ -7,7 +7,7 @@ import torch
 from tunesmith.data.collate import Collator
 from tunesmith.data.encode import IGNORE_INDEX
 from tunesmith.data.packing import pack_examples, packing_efficiency
-from tunesmith.objectives.task import model_inputs, task_loss
+from tunesmith.tasks import model_inputs, task_loss
 
 
 def lm_examples(lengths, vocab=50, seed=0):

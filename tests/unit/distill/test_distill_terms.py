@@ -19,8 +19,8 @@ from tunesmith.objectives.distill import (
     term_module,
     term_parameters,
 )
-from tunesmith.objectives.task import model_inputs, task_loss
 from tunesmith.optim import param_groups
+from tunesmith.tasks import model_inputs, task_loss
 
 from .conftest import build, cls_examples, lm_examples
 

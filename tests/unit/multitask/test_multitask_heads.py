@@ -8,7 +8,7 @@ from transformers import AutoModelForSequenceClassification, AutoModelForTokenCl
 
 from tunesmith.errors import ModelError
 from tunesmith.multitask import HeadSpec, MultiHeadModel, export_task
-from tunesmith.objectives.task import task_loss
+from tunesmith.tasks import task_loss
 from tunesmith.transfer import apply_freezing, layer_layout
 
 from .conftest import NER_TAGS, SENT_LABELS, tiny_bert_backbone

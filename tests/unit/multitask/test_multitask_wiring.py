@@ -17,7 +17,7 @@ from tunesmith.multitask import (
     concat_tasks,
     mixing_rates,
 )
-from tunesmith.objectives.task import model_inputs, task_loss
+from tunesmith.tasks import model_inputs, task_loss
 
 from .conftest import tiny_bert_backbone
 
