@@ -3,6 +3,10 @@
 Per optimiser step: forward each micro-batch, task loss + weighted extra terms, backward
 (gradients accumulate), clip, AdamW step, schedule step. Evaluation on dev every N steps keeps
 the best model; checkpoints make a killed run resumable with the same final weights.
+
+What kind of run it is (one task, a multi-head mixture, text-to-text) is behind ``run.mode``
+(:mod:`tunesmith.train.modes`): its epoch plan, where a batch goes, evaluation and what the end
+of the run exports; the loop itself has no branch on it.
 """
 
 from __future__ import annotations
