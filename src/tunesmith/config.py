@@ -19,7 +19,7 @@ from tunesmith import paths
 from tunesmith.configschema import apply_overrides, build, to_dict
 from tunesmith.errors import ConfigError
 from tunesmith.paths import resolve_path
-from tunesmith.registry import TASKS
+from tunesmith.registry import OBJECTIVES, TASKS
 
 MULTI_HEAD = "multi_head"
 """``task: multi_head``: several tasks, one head each on a shared encoder (not a task kind)."""
@@ -317,10 +317,6 @@ class MixingConfig:
     temperature: float | None = fld(None, "T for strategy temperature (default 2, as in T5)")
 
 
-# objective terms that read a teacher (they need `distill.teacher`)
-TEACHER_TERMS = {"kd", "lm_kd", "hidden_mse", "hidden_cosine", "attention_kd", "gkd"}
-
-
 @dataclass(kw_only=True)
 class Recipe:
     model: str | None = fld(
@@ -384,7 +380,13 @@ class Recipe:
                 "cannot be combined with student.from_teacher",
                 "the student is built from distill.teacher; remove `model`",
             )
-        needs_teacher = [o.name for o in self.objectives if o.name in TEACHER_TERMS]
+        # terms declare it themselves (ObjectiveTerm.needs_teacher); unknown names fail later,
+        # with their key path, when the terms are built
+        needs_teacher = [
+            o.name
+            for o in self.objectives
+            if o.name in OBJECTIVES and OBJECTIVES.get(o.name).needs_teacher
+        ]
         if self.distill is None and (needs_teacher or from_teacher):
             what = f"objective {needs_teacher[0]!r}" if needs_teacher else "student.from_teacher"
             raise ConfigError(

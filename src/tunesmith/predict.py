@@ -10,11 +10,14 @@ from accelerate import Accelerator
 
 from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
-from tunesmith.data.pipeline import build_datasets
+from tunesmith.data.pipeline import build_datasets, build_task_datasets, text_format
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.models import is_adapter_folder, load_model, load_tokenizer
 from tunesmith.tasks import task_kind
 from tunesmith.train.evaluation import evaluate
+from tunesmith.train.modes.mixture import evaluate_heads
+from tunesmith.train.modes.text_to_text import evaluate_text_tasks
+from tunesmith.train.scoring import score_label_set
 
 
 def load_run(run_dir: str | Path):
@@ -88,28 +91,16 @@ def evaluate_run(run_dir: str | Path, splits=("dev", "test")) -> dict[str, dict[
 
 @torch.no_grad()
 def evaluate_multitask_run(recipe, model, tokenizer, acc, splits) -> dict[str, dict[str, float]]:
-    from tunesmith.data.pipeline import build_task_datasets
-    from tunesmith.multitask import evaluate_tasks, flatten_task_metrics, primary_metric
-    from tunesmith.train.multitask_setup import task_evals
-
     data = build_task_datasets(recipe, tokenizer)
+    collator, batch_size = Collator(tokenizer.pad_token_id), recipe.train.eval_batch_size
     out = {}
     for split in splits:
-        evals = task_evals(recipe, data, split)
-        if evals:
-            per_task = evaluate_tasks(
-                model, evals, Collator(tokenizer.pad_token_id), acc, recipe.train.eval_batch_size
-            )
-            out[split] = flatten_task_metrics(
-                per_task, {n: primary_metric(e.kind, e.metric) for n, e in evals.items()}
-            )
+        if any(getattr(ds, split) for ds in data.tasks.values()):
+            out[split] = evaluate_heads(model, recipe, data, collator, acc, batch_size, split)
     return out
 
 
 def evaluate_text_to_text_run(recipe, model, tokenizer, splits) -> dict[str, dict[str, float]]:
-    from tunesmith.data.pipeline import build_task_datasets
-    from tunesmith.train.multitask_setup import evaluate_text_tasks
-
     data = build_task_datasets(recipe, tokenizer)
     out = {}
     for split in splits:
@@ -123,9 +114,6 @@ def evaluate_text_to_text_run(recipe, model, tokenizer, splits) -> dict[str, dic
 def classify_text_to_text(recipe, model, tokenizer, labels, texts: list[str], task: str | None):
     """A text-to-text run as a classifier of ``task``: each text written in the task's format,
     its label words scored; [{"label", "word", "score"}] (score: softmax over the label words)."""
-    from tunesmith.data.pipeline import text_format
-    from tunesmith.multitask import score_label_set
-
     names = [t.name for t in recipe.tasks]
     if task not in names:
         raise ConfigError("task", f"this text-to-text run needs --task, one of {names}")

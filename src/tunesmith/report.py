@@ -20,14 +20,16 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import DataError
-from tunesmith.train.logging import read_metrics
 
-__all__ = ["write_report"]
+__all__ = ["METRICS_FILE", "read_metrics", "write_report"]
+
+METRICS_FILE = "metrics.jsonl"
 
 TRAIN_SPLIT = "train"
 _RECORD_KEYS = {"step", "epoch", "split", "time"}
@@ -36,6 +38,33 @@ _LR_KEYS = ("lr", "learning_rate")
 # A panel is (title, [(legend label, steps, values), ...]).
 Series = tuple[str, list[float], list[float]]
 Panel = tuple[str, list[Series]]
+
+
+def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
+    """All records of ``run_dir/metrics.jsonl`` in file order.
+
+    Lines that are not JSON objects (e.g. the partial last line of a crashed run) are skipped with
+    a warning naming the file and line.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no metrics file (is {run_dir} a tunesmith run directory?)")
+    records: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                warnings.warn(
+                    f"{path}:{lineno}: skipping a line that is not a JSON object", stacklevel=2
+                )
+                continue
+            records.append(record)
+    return records
 
 
 def _is_number(value: Any) -> bool:

@@ -11,8 +11,8 @@ import pytest
 
 import tunesmith.train.logging as tlog
 from tunesmith.errors import DataError
-from tunesmith.report import write_report
-from tunesmith.train.logging import MetricsLogger, read_metrics
+from tunesmith.report import read_metrics, write_report
+from tunesmith.train.logging import MetricsLogger
 
 
 def _synthetic_run(run_dir, tensorboard=False):

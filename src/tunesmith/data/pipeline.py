@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
-from tunesmith.config import DataConfig, Recipe, SplitSource
+from tunesmith.config import DataConfig, Recipe, SplitSource, TaskConfig, TextConfig
 from tunesmith.data.labels import LabelVocab
+from tunesmith.data.mixing import concat_tasks
 from tunesmith.data.packing import pack_examples
 from tunesmith.data.readers import read_records, resolve_path
 from tunesmith.data.splits import stratified_split
+from tunesmith.data.textformat import TextFormat, verbaliser
 from tunesmith.errors import DataError
 from tunesmith.registry import TASKS
 
@@ -104,20 +107,16 @@ def build_datasets(recipe: Recipe, tokenizer, saved_labels: list[str] | None = N
 
 @dataclass
 class TaskDatasets:
-    """A multi-task recipe's data: each task's :class:`Datasets`, and the concatenated train
-    examples (each tagged with its ``task``) that the mixture sampler indexes via ``offsets``."""
+    """A multi-task recipe's data: each task's :class:`Datasets` (their own dev/test splits and
+    label vocabularies), and the concatenated train examples (each tagged with its ``task``) that
+    the mixture sampler indexes via ``offsets``."""
 
     tasks: dict[str, Datasets]
     train: list[dict]
     offsets: dict[str, int]
-    dev: None = None  # per-task splits live in ``tasks``
-    test: None = None
-    vocab: None = None
 
 
-def build_task_datasets(recipe: Recipe, tokenizer) -> TaskDatasets:
-    from tunesmith.multitask import concat_tasks
-
+def build_task_datasets(recipe: Recipe, tokenizer: Any) -> TaskDatasets:
     tasks = {
         t.name: (
             build_text_datasets(recipe.task_recipe(i), tokenizer, recipe.task, t)
@@ -130,10 +129,8 @@ def build_task_datasets(recipe: Recipe, tokenizer) -> TaskDatasets:
     return TaskDatasets(tasks, train, offsets)
 
 
-def text_format(recipe: Recipe, text, name: str, labels: list[str]):
-    """The :class:`~tunesmith.multitask.TextFormat` of one text-to-text task."""
-    from tunesmith.multitask import TextFormat, verbaliser
-
+def text_format(recipe: Recipe, text: TextConfig, name: str, labels: list[str]) -> TextFormat:
+    """The :class:`~tunesmith.data.textformat.TextFormat` of one text-to-text task."""
     cfg = recipe.data
     if text.fields:
         fields = tuple((f[0], f[1]) for f in text.fields)
@@ -162,7 +159,13 @@ def text_pairs_config(cfg: DataConfig) -> DataConfig:
     )
 
 
-def build_text_datasets(recipe: Recipe, tokenizer, parent: str, task, saved_labels=None):
+def build_text_datasets(
+    recipe: Recipe,
+    tokenizer: Any,
+    parent: str,
+    task: TaskConfig,
+    saved_labels: list[str] | None = None,
+) -> Datasets:
     """One text-to-text task (T5 style): ``recipe`` is its :meth:`Recipe.task_recipe` view,
     ``parent`` the generative task (causal_lm | seq2seq), ``task`` its :class:`TaskConfig`.
     Records are read and split as for classification, written as ``prefix name: value`` ->

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunesmith.data.collate import Collator
-from tunesmith.distill.collate import TEACHER_KEYS, pad_teacher_outputs
+from tunesmith.distill.collate import TEACHER_KEYS
 from tunesmith.errors import DataError, ModelError
 from tunesmith.models import model_identity
 from tunesmith.registry import TASKS
@@ -260,10 +260,6 @@ class TeacherCache:
         dense_ids = torch.zeros(length, ids.shape[-1], dtype=torch.long)
         dense_ids[pos.long()] = ids.long()
         return {"teacher_topk_logprobs": dense, "teacher_topk_ids": dense_ids}
-
-    def lookup(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Teacher outputs of several examples, right-padded with zeros to the longest: (B, ...)."""
-        return pad_teacher_outputs([self.example(i) for i in indices])
 
 
 def attach_teacher_outputs(

@@ -15,13 +15,20 @@ from typing import Any, ClassVar
 import torch
 
 from tunesmith.configschema import build
-from tunesmith.registry import Registry
+from tunesmith.registry import OBJECTIVES
 
 
 class ObjectiveTerm:
-    """Base class. Subclasses set ``name`` and ``Params`` (a dataclass) and implement ``loss``."""
+    """Base class. Subclasses set ``name`` and ``Params`` (a dataclass) and implement ``loss``.
+
+    ``needs_teacher``: the term reads a teacher (the recipe must give ``distill.teacher``);
+    ``cacheable``: all it reads from the teacher is in the teacher-output cache (logits), so with
+    ``distill.cache`` it needs no live teacher.
+    """
 
     name: ClassVar[str]
+    needs_teacher: ClassVar[bool] = False
+    cacheable: ClassVar[bool] = False
 
     @dataclasses.dataclass
     class Params:
@@ -58,10 +65,8 @@ class ObjectiveTerm:
         """Restore :meth:`state_dict` output."""
 
 
-OBJECTIVES = Registry("objective term")
-
-
 def register(cls: type[ObjectiveTerm], help: str) -> type[ObjectiveTerm]:
+    """Add a term to :data:`tunesmith.registry.OBJECTIVES` under its ``name``."""
     OBJECTIVES.register(cls.name, cls, help)
     return cls
 

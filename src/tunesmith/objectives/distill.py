@@ -50,8 +50,6 @@ __all__ = [
     "LMKDTerm",
     "OnPolicyTerm",
     "bind_teacher",
-    "term_module",
-    "term_parameters",
 ]
 
 
@@ -65,6 +63,7 @@ def _is_causal_lm(model: nn.Module) -> bool:
 class DistillTerm(ObjectiveTerm):
     """A term that reads a teacher: cached batch keys first, else the bound :class:`TeacherRunner`."""
 
+    needs_teacher = True
     teacher: TeacherRunner | None = None
 
     def __init__(self, weight: float = 1.0, params: Any = None):
@@ -86,10 +85,6 @@ class DistillTerm(ObjectiveTerm):
 
     def bind(self, runner: TeacherRunner) -> None:
         self.teacher = runner
-
-    def parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters the term owns (projections); they belong in the optimizer."""
-        return []
 
     def teacher_outputs(self, batch) -> Any:
         if self.teacher is None:
@@ -120,6 +115,7 @@ def _lm_divergence(term: DistillTerm, logits, batch, beta: float, temperature: f
 
 class KDTerm(DistillTerm):
     name = "kd"
+    cacheable = True  # reads the teacher's logits only
 
     @dataclasses.dataclass
     class Params:
@@ -147,6 +143,7 @@ class KDTerm(DistillTerm):
 
 class LMKDTerm(DistillTerm):
     name = "lm_kd"
+    cacheable = True  # reads the teacher's logits only (top-k log-probs from the cache)
 
     @dataclasses.dataclass
     class Params:
@@ -234,9 +231,6 @@ class _HiddenTerm(DistillTerm):
         self.projections = nn.ModuleList(
             [nn.Linear(d_s, d_t) for _ in self.pairs] if d_s != d_t else []
         )
-
-    def parameters(self) -> list[nn.Parameter]:
-        return list(self.projections.parameters())
 
     def loss(self, model, batch, outputs) -> torch.Tensor:
         student = outputs.hidden_states
@@ -376,26 +370,6 @@ def bind_teacher(terms: list[ObjectiveTerm], teacher: nn.Module | TeacherRunner)
         if isinstance(term, DistillTerm):
             term.bind(runner)
     return runner
-
-
-def term_parameters(terms: list[ObjectiveTerm]) -> list[nn.Parameter]:
-    """Trainable parameters owned by terms (call after ``setup``), for an optimizer param group."""
-    return [p for t in terms if isinstance(t, DistillTerm) for p in t.parameters()]
-
-
-def term_module(terms: list[ObjectiveTerm]) -> nn.ModuleDict:
-    """The terms' trainable modules as one ``nn.ModuleDict`` (``"<index>_<name>"`` -> module).
-
-    Hand it to :func:`tunesmith.optim.param_groups` to get AdamW groups (decay / no-decay) for
-    the projections, exactly as for model parameters. Empty when no term owns parameters.
-    """
-    return nn.ModuleDict(
-        {
-            f"{i}_{t.name}": t.projections
-            for i, t in enumerate(terms)
-            if isinstance(t, _HiddenTerm) and len(t.projections)
-        }
-    )
 
 
 register(KDTerm, "Hinton KD: T^2 * KL(teacher || student) on softened logits (Hinton et al. 2015)")

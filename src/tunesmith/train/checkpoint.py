@@ -18,9 +18,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
+from tunesmith.adapters import save_adapter
+from tunesmith.objectives import ObjectiveTerm
 from tunesmith.train.state import TrainState
 
 STATE_FILE = "trainer_state.json"
@@ -36,7 +42,13 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda d: int(d.name.split("-")[1]))
 
 
-def save_checkpoint(accelerator, run_dir: Path, state: TrainState, terms, keep: int) -> Path:
+def save_checkpoint(
+    accelerator: Accelerator,
+    run_dir: Path,
+    state: TrainState,
+    terms: list[ObjectiveTerm],
+    keep: int,
+) -> Path:
     """Save everything needed to resume; prune to the newest ``keep`` checkpoints."""
     final = run_dir / "checkpoints" / f"step-{state.step}"
     tmp = final.with_name(final.name + ".tmp")
@@ -63,7 +75,7 @@ def save_checkpoint(accelerator, run_dir: Path, state: TrainState, terms, keep: 
     return final
 
 
-def load_checkpoint(accelerator, ckpt: Path, terms) -> TrainState:
+def load_checkpoint(accelerator: Accelerator, ckpt: Path, terms: list[ObjectiveTerm]) -> TrainState:
     accelerator.load_state(str(ckpt))
     if (ckpt / TERMS_FILE).is_file():
         flat = load_file(str(ckpt / TERMS_FILE))
@@ -75,7 +87,13 @@ def load_checkpoint(accelerator, ckpt: Path, terms) -> TrainState:
     return TrainState.load(ckpt / STATE_FILE)
 
 
-def save_best(model, tokenizer, run_dir: Path, meta: dict, adapter=None) -> Path:
+def save_best(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    run_dir: Path,
+    meta: dict[str, Any],
+    adapter: tuple[str, bool] | None = None,
+) -> Path:
     """Write the current model to ``best/`` (atomic replace): a standalone HF folder, or, for an
     adapter run (``adapter = (name, with_head)``), the adapter-only files plus the tokenizer."""
     final = run_dir / "best"
@@ -85,8 +103,6 @@ def save_best(model, tokenizer, run_dir: Path, meta: dict, adapter=None) -> Path
     if adapter is None:
         model.save_pretrained(str(tmp), safe_serialization=True)
     else:
-        from tunesmith.adapters import save_adapter
-
         save_adapter(model, tmp, adapter[0], include_head=adapter[1])
     tokenizer.save_pretrained(str(tmp))
     (tmp / "tunesmith.json").write_text(json.dumps(meta, indent=2))

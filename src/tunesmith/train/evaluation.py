@@ -1,13 +1,31 @@
-"""Evaluation of a model on encoded examples: metrics for each task, sharded over processes."""
+"""Evaluation of a model on encoded examples: metrics for each task, sharded over processes.
+
+A multi-task run evaluates each task on its own split with :func:`evaluate`, then its *primary*
+metric (accuracy for sequence classification, entity F1 for token classification, or the task's
+own ``metric``) enters an unweighted mean over tasks::
+
+    mean = (1 / M) * sum_m primary_metric_m
+
+so a small task counts as much as a large one whatever the mixing rates (GLUE/T5 report the same
+macro average). Metrics are flattened to ``{"<task>/<metric>": value, ..., "mean": value}`` for
+the metrics log, the report and ``train.metric: mean``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import gather_object
+from torch import nn
 
-from tunesmith.metrics import compute_metrics
+from tunesmith.data.labels import LabelVocab
+from tunesmith.errors import ConfigError
+from tunesmith.metrics import LOWER_IS_BETTER, compute_metrics
 from tunesmith.tasks import IGNORE_INDEX, task_kind
 
 
@@ -17,7 +35,13 @@ def default_metric(task: str, key: str = "task") -> str:
     return "mean" if task == "multi_head" else task_kind(task, key).default_metric
 
 
-def eval_batches(examples: list[dict], batch_size: int, rank: int = 0, world: int = 1):
+# A collator: examples -> padded tensors (data.collate.Collator, distill.collate.DistillCollator).
+Collate = Callable[[Sequence[dict[str, Any]]], dict[str, torch.Tensor]]
+
+
+def eval_batches(
+    examples: list[dict], batch_size: int, rank: int = 0, world: int = 1
+) -> list[list[int]]:
     """Indices of this process's shard, sorted by length (less padding), in batches."""
     idx = list(range(rank, len(examples), world))
     idx.sort(key=lambda i: len(examples[i]["input_ids"]))
@@ -25,7 +49,16 @@ def eval_batches(examples: list[dict], batch_size: int, rank: int = 0, world: in
 
 
 @torch.no_grad()
-def predict_logits(model, examples, collator, task, batch_size, device, rank=0, world=1):
+def predict_logits(
+    model: nn.Module,
+    examples: list[dict],
+    collator: Collate,
+    task: str,
+    batch_size: int,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
     """Yield (indices, batch, logits) over this process's shard, in eval mode."""
     model.eval()
     for idx in eval_batches(examples, batch_size, rank, world):
@@ -64,7 +97,15 @@ def _local_results(model, examples, collator, task, batch_size, accelerator):
     return {"preds": preds, "labels": labels, "nll": nll, "count": count}
 
 
-def evaluate(model, examples, collator, task, vocab, accelerator, batch_size) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    examples: list[dict],
+    collator: Collate,
+    task: str,
+    vocab: LabelVocab | None,
+    accelerator: Accelerator,
+    batch_size: int,
+) -> dict[str, float]:
     """Metrics of ``model`` on ``examples`` (all processes take part; every process gets them)."""
     if any("labels" not in ex for ex in examples[:1]):
         raise ValueError("evaluation needs labelled examples")
@@ -82,3 +123,83 @@ def evaluate(model, examples, collator, task, vocab, accelerator, batch_size) ->
     id2label = vocab.id2label if vocab is not None else None
     metrics = compute_metrics(task, preds=preds, labels=labels, id2label=id2label)
     return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+MEAN_KEY = "mean"
+
+
+@dataclass
+class TaskEval:
+    """One task's evaluation split: encoded ``examples`` (with labels), the task ``kind``
+    (``sequence_classification``, ``token_classification``, ``causal_lm``, ``seq2seq``), its
+    label ``vocab`` (token tasks need it for entity F1) and an optional primary ``metric``."""
+
+    examples: list[dict]
+    kind: str
+    vocab: LabelVocab | None = None
+    metric: str | None = None
+
+
+def primary_metric(kind: str, metric: str | None = None) -> str:
+    """The metric a task contributes to the mean: ``metric`` or the task kind's default."""
+    if metric is not None:
+        return metric
+    return default_metric(kind, "tasks[].head")
+
+
+def evaluate_tasks(
+    model: nn.Module,
+    tasks: Mapping[str, TaskEval],
+    collator: Collate,
+    accelerator: Accelerator,
+    batch_size: int,
+) -> dict[str, dict[str, float]]:
+    """``{task: metrics}`` for every task that has examples.
+
+    A :class:`~tunesmith.multitask.heads.MultiHeadModel` is evaluated through
+    ``model.task_view(task)`` (that task's head); any other model (one text-to-text model for all
+    tasks) is evaluated as it is, with the task's own ``kind``. All processes must call this.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for name, t in tasks.items():
+        if not t.examples:
+            continue
+        view = model.task_view(name) if hasattr(model, "task_view") else model
+        out[name] = evaluate(view, t.examples, collator, t.kind, t.vocab, accelerator, batch_size)
+    return out
+
+
+def macro_average(per_task: Mapping[str, Mapping[str, float]], metrics: Mapping[str, str]) -> float:
+    """Unweighted mean over tasks of ``per_task[task][metrics[task]]``.
+
+    Raises :class:`ConfigError` when a task lacks its metric or when the metrics mix directions
+    (a loss with an accuracy), since such a mean cannot rank checkpoints.
+    """
+    if not per_task:
+        raise ValueError("no task was evaluated")
+    directions = {metrics[t] in LOWER_IS_BETTER for t in per_task}
+    if len(directions) > 1:
+        raise ConfigError(
+            "tasks[].metric",
+            f"cannot average {sorted({metrics[t] for t in per_task})}: some are better when "
+            "higher, some when lower",
+            "give every task a metric of the same direction (e.g. accuracy and f1)",
+        )
+    values = []
+    for task, scores in per_task.items():
+        name = metrics[task]
+        if name not in scores:
+            raise ConfigError(
+                f"tasks[{task}].metric", f"{name!r} is not computed", f"available: {sorted(scores)}"
+            )
+        values.append(float(scores[name]))
+    return math.fsum(values) / len(values)
+
+
+def flatten_task_metrics(
+    per_task: Mapping[str, Mapping[str, float]], metrics: Mapping[str, str]
+) -> dict[str, float]:
+    """``{"<task>/<metric>": value, ..., "mean": macro average}``, one flat dict for logging."""
+    flat = {f"{task}/{k}": v for task, scores in per_task.items() for k, v in scores.items()}
+    flat[MEAN_KEY] = macro_average(per_task, metrics)
+    return flat

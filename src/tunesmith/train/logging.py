@@ -1,6 +1,7 @@
 """Run metrics: one JSON line per logging event in ``run_dir/metrics.jsonl``, optionally TensorBoard.
 
-``metrics.jsonl`` is the source of truth (reports and plots read it); TensorBoard is a live view.
+``metrics.jsonl`` is the source of truth (reports and plots read it with
+:func:`tunesmith.report.read_metrics`); TensorBoard is a live view.
 Each line is ``{"step", "epoch", "split", "time", **metrics}``, for example::
 
     {"step": 100, "epoch": 0.5, "split": "train", "time": 1732580000.1, "loss": 0.71, "lr": 2e-05}
@@ -20,11 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import DataError
+from tunesmith.report import METRICS_FILE
 
-__all__ = ["METRICS_FILE", "MetricsLogger", "read_metrics"]
-
-METRICS_FILE = "metrics.jsonl"
+__all__ = ["METRICS_FILE", "MetricsLogger"]
 _RESERVED = ("step", "epoch", "split", "time")
 _tb_warned = False  # warn about a missing tensorboard once per process, not once per run
 
@@ -68,7 +67,7 @@ class MetricsLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / METRICS_FILE
         # A crash mid-write can leave a partial last line; start ours on a fresh line so only that
-        # partial line is lost (read_metrics skips it) rather than the first line of the resume.
+        # partial line is lost (report.read_metrics skips it) rather than the first line of the resume.
         if self.path.exists() and self.path.stat().st_size:
             with self.path.open("rb+") as f:
                 f.seek(-1, 2)
@@ -107,30 +106,3 @@ class MetricsLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
-    """All records of ``run_dir/metrics.jsonl`` in file order.
-
-    Lines that are not JSON objects (e.g. the partial last line of a crashed run) are skipped with
-    a warning naming the file and line.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: no metrics file (is {run_dir} a tunesmith run directory?)")
-    records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict):
-                warnings.warn(
-                    f"{path}:{lineno}: skipping a line that is not a JSON object", stacklevel=2
-                )
-                continue
-            records.append(record)
-    return records

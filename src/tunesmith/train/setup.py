@@ -1,6 +1,7 @@
-"""Build everything a run needs from a recipe: accelerator, data, model, freezing, optimiser.
+"""Build everything a run needs from a recipe: accelerator, mode (data), model, optimiser.
 
 Kept apart from the loop so the loop reads as "for each step: forward, loss, backward, step".
+:func:`setup_run` is the order of the steps; each step is one function below.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from transformers import PreTrainedTokenizerBase
 
 from tunesmith.adapters import (
     add_adapter,
@@ -27,21 +31,19 @@ from tunesmith.adapters import (
 )
 from tunesmith.adapters.base import state_of
 from tunesmith.config import Recipe, dump_recipe
-from tunesmith.data.collate import Collator
-from tunesmith.data.pipeline import Datasets, build_datasets
 from tunesmith.errors import ConfigError
 from tunesmith.metrics import greater_is_better
-from tunesmith.models import align_pad_token, count_parameters, load_model, load_tokenizer
+from tunesmith.models import count_parameters, load_tokenizer
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
-from tunesmith.tasks.causal_lm import attends_within_examples
-from tunesmith.train.distill_setup import build_student, load_run_teacher, use_teacher
-from tunesmith.train.evaluation import default_metric
+from tunesmith.train.evaluation import Collate
 from tunesmith.train.logging import MetricsLogger
-from tunesmith.train.multitask_setup import MultiTask, build_multitask
+from tunesmith.train.modes import Labels, RunMode, build_mode
 from tunesmith.train.state import TrainState
+from tunesmith.train.teacher import setup_model_and_teacher
 from tunesmith.transfer import (
     GradualUnfreezer,
+    LayerLayout,
     apply_freezing,
     layer_layout,
     layerwise_lr_scales,
@@ -57,31 +59,24 @@ class Run:
     recipe: Recipe
     run_dir: Path
     accelerator: Accelerator
-    model: object  # as prepared by accelerate (DDP-wrapped when distributed)
-    raw_model: object  # the underlying transformers model
-    tokenizer: object
-    data: Datasets
-    collator: Collator
-    optimizer: object
-    scheduler: object
+    mode: RunMode  # the data, its plan, routing and evaluation (single / mixture / text-to-text)
+    model: nn.Module  # as prepared by accelerate (DDP-wrapped when distributed)
+    raw_model: nn.Module  # the underlying model
+    tokenizer: PreTrainedTokenizerBase
+    collator: Collate  # training batches (with cached teacher outputs when distilling)
+    optimizer: Optimizer
+    scheduler: LRScheduler
     terms: list[ObjectiveTerm]
     unfreezer: GradualUnfreezer | None
     logger: MetricsLogger | None
     state: TrainState
     total_steps: int
-    steps_per_epoch: int
     metric: str
     greater_is_better: bool
     trainable_params: int
     total_params: int
     adapter: tuple[str, bool] | None = None  # (adapter name, head saved with it)
-    multi: MultiTask | None = None  # multi-task data, sampler and rates (task: multi_head)
-    dev_at_start: dict | None = None  # dev metrics before training (train.eval_at_start)
-
-
-def steps_per_epoch(recipe: Recipe, n_train: int, world: int) -> int:
-    micro = math.ceil(n_train / recipe.train.batch_size) // world or 1
-    return math.ceil(micro / recipe.optim.grad_accum)
+    dev_at_start: dict[str, float] | None = None  # dev metrics before training (eval_at_start)
 
 
 def total_steps(recipe: Recipe, per_epoch: int) -> int:
@@ -90,7 +85,21 @@ def total_steps(recipe: Recipe, per_epoch: int) -> int:
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
-def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, accelerator) -> None:
+def make_accelerator(recipe: Recipe) -> Accelerator:
+    """The run's accelerator (DDP settings; CPU when torchrun starts several CPU processes)."""
+    # bf16 autocast is applied by the loop itself (torch.autocast): accelerate's mixed-precision
+    # setting is process-global and would forbid two runs with different precisions in one process.
+    # Gradual unfreezing leaves parameters without gradients in early steps, and so do the other
+    # tasks' heads in a multi-task step: DDP must allow that.
+    unused = recipe.transfer.gradual_unfreeze is not None or recipe.task == "multi_head"
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=unused)
+    # accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine unless told cpu=True (which,
+    # for a single process, would also hide an Apple/Intel GPU: only set it when distributed).
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(cpu=multi_cpu, kwargs_handlers=[ddp])
+
+
+def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator) -> None:
     """Create the run dir; refuse to overwrite a run unless resuming with the same recipe.
 
     Every process checks before any process writes (else rank 1 would see rank 0's new file)."""
@@ -116,23 +125,7 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, accelerator) ->
     accelerator.wait_for_everyone()
 
 
-def build_model(recipe: Recipe, data: Datasets, tokenizer):
-    vocab = data.vocab
-    kwargs = {}
-    if vocab is not None:
-        kwargs = dict(num_labels=len(vocab), id2label=vocab.id2label, label2id=vocab.label2id)
-    model = load_model(
-        recipe.model_source,
-        recipe.task,
-        from_scratch=recipe.from_scratch,
-        init_seed=recipe.seed,
-        **kwargs,
-    )
-    align_pad_token(model, tokenizer)
-    return model
-
-
-def attach_adapter(recipe: Recipe, model) -> tuple[str, bool] | None:
+def attach_adapter(recipe: Recipe, model: nn.Module) -> tuple[str, bool] | None:
     """Inject the recipe's adapter and leave only it (and the head, if asked) trainable."""
     if recipe.adapter is None:
         return None
@@ -154,7 +147,7 @@ def attach_adapter(recipe: Recipe, model) -> tuple[str, bool] | None:
     return name, train_head
 
 
-def freeze_as_recipe(recipe: Recipe, model) -> list[str]:
+def freeze_as_recipe(recipe: Recipe, model: nn.Module) -> list[str]:
     """Apply the recipe's ``transfer:`` freezing keys; returns the frozen parameter names."""
     t = recipe.transfer
     return apply_freezing(
@@ -167,7 +160,7 @@ def freeze_as_recipe(recipe: Recipe, model) -> list[str]:
     )
 
 
-def configure_training(recipe: Recipe, model):
+def configure_training(recipe: Recipe, model: nn.Module) -> tuple[list[dict], LayerLayout]:
     """Freezing and discriminative LRs -> (param groups, layer layout).
 
     Gradual unfreezing is started later, after DDP has wrapped the model: DDP only all-reduces
@@ -191,58 +184,27 @@ def configure_training(recipe: Recipe, model):
     return groups, layout
 
 
-def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
-    o, tr = recipe.optim, recipe.train
-    # bf16 autocast is applied by the loop itself (torch.autocast): accelerate's mixed-precision
-    # setting is process-global and would forbid two runs with different precisions in one process.
-    # Gradual unfreezing leaves parameters without gradients in early steps, and so do the other
-    # tasks' heads in a multi-task step: DDP must allow that.
-    unused = recipe.transfer.gradual_unfreeze is not None or recipe.task == "multi_head"
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=unused)
-    # accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine unless told cpu=True (which,
-    # for a single process, would also hide an Apple/Intel GPU: only set it when distributed).
-    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=multi_cpu, kwargs_handlers=[ddp])
-    prepare_run_dir(recipe, run_dir, resume, accelerator)
-    set_seed(recipe.seed)
-    tokenizer = load_tokenizer(recipe.model_source)
-    multi = build_multitask(recipe, tokenizer, accelerator, run_dir) if recipe.tasks else None
-    model = None
-    if multi is not None:
-        data, model = multi.data, multi.model
-    else:
-        data = build_datasets(recipe, tokenizer)
-        if data.vocab is not None and accelerator.is_main_process:
-            (run_dir / "labels.json").write_text(json.dumps(data.vocab.labels, indent=2))
-    teacher = load_run_teacher(recipe, tokenizer, data) if recipe.distill else None
-    if recipe.student and recipe.student.from_teacher:
-        model = build_student(recipe, teacher, tokenizer)
-    elif model is None:  # single task, or one text-to-text model for several tasks
-        model = build_model(recipe, data, tokenizer)
-    if recipe.data is not None and recipe.data.packing and not attends_within_examples(model):
-        raise ConfigError(
-            "data.packing",
-            f"{type(model).__name__} attends across the examples of a packed row (its attention "
-            "ignores position_ids resets)",
-            "set data.packing: false for this model",
-        )
-    adapter = attach_adapter(recipe, model)
-    groups, layout = configure_training(recipe, model)
-    terms = build_terms(recipe.objectives)
-    collator = Collator(pad_token_id=tokenizer.pad_token_id)
-    if teacher is not None:
-        collator = use_teacher(recipe, teacher, terms, data, collator, accelerator)
+def write_labels(run_dir: Path, labels: Labels, accelerator: Accelerator) -> None:
+    """``labels.json``: the label list ({task: labels} for several tasks); none for generation."""
+    if labels is not None and accelerator.is_main_process:
+        (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
+
+
+def setup_terms(recipe: Recipe, terms: list[ObjectiveTerm], model: nn.Module) -> list[dict]:
+    """Let each term prepare on the frozen model (before the optimizer: terms may create
+    trainable projections); returns the param groups of what they own."""
+    o = recipe.optim
     for term in terms:
-        term.setup(model)  # before the optimizer: terms may create trainable projections
+        term.setup(model)
     extra = nn.ModuleList([m for t in terms for m in t.trainable_modules()])
-    if len(extra):
-        groups += param_groups(extra, lr=o.lr, weight_decay=o.weight_decay)
-    trainable, total = count_parameters(model)
-    if multi is not None:
-        per_epoch = multi.steps_per_epoch
-    else:
-        per_epoch = steps_per_epoch(recipe, len(data.train), accelerator.num_processes)
-    n_steps = total_steps(recipe, per_epoch)
+    return param_groups(extra, lr=o.lr, weight_decay=o.weight_decay) if len(extra) else []
+
+
+def build_optimization(
+    recipe: Recipe, groups: list[dict], n_steps: int
+) -> tuple[Optimizer, LRScheduler]:
+    """AdamW over ``groups`` and the recipe's warmup + decay schedule over ``n_steps``."""
+    o = recipe.optim
     optimizer = build_optimizer(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_ratio * n_steps)
     scheduler = build_scheduler(
@@ -252,33 +214,47 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         total_steps=n_steps,
         min_lr_ratio=o.min_lr_ratio,
     )
+    return optimizer, scheduler
+
+
+def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
+    """Every live object of a run, in the order that keeps runs reproducible (seeded draws)."""
+    accelerator = make_accelerator(recipe)
+    prepare_run_dir(recipe, run_dir, resume, accelerator)
+    set_seed(recipe.seed)
+    tokenizer = load_tokenizer(recipe.model_source)
+    mode = build_mode(recipe, tokenizer, accelerator)
+    write_labels(run_dir, mode.labels(), accelerator)
+    terms = build_terms(recipe.objectives)
+    model, collator = setup_model_and_teacher(recipe, tokenizer, mode, terms, accelerator)
+    adapter = attach_adapter(recipe, model)
+    groups, layout = configure_training(recipe, model)
+    groups += setup_terms(recipe, terms, model)
+    trainable, total = count_parameters(model)
+    n_steps = total_steps(recipe, mode.steps_per_epoch)
+    optimizer, scheduler = build_optimization(recipe, groups, n_steps)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     gradual = recipe.transfer.gradual_unfreeze
-    unfreezer = GradualUnfreezer(model, layout, gradual.every) if gradual else None
-    metric = tr.metric or ("mean" if recipe.text_to_text else default_metric(recipe.task))
-    logger = (
-        MetricsLogger(run_dir, tensorboard=tr.tensorboard) if accelerator.is_main_process else None
-    )
+    metric = recipe.train.metric or mode.default_metric
+    main = accelerator.is_main_process
     return Run(
         recipe=recipe,
         run_dir=run_dir,
         accelerator=accelerator,
+        mode=mode,
         model=prepared,
         raw_model=model,
         tokenizer=tokenizer,
-        data=data,
         collator=collator,
         adapter=adapter,
-        multi=multi,
         optimizer=optimizer,
         scheduler=scheduler,
         terms=terms,
-        unfreezer=unfreezer,
-        logger=logger,
+        unfreezer=GradualUnfreezer(model, layout, gradual.every) if gradual else None,
+        logger=MetricsLogger(run_dir, tensorboard=recipe.train.tensorboard) if main else None,
         state=TrainState(),
         total_steps=n_steps,
-        steps_per_epoch=per_epoch,
         metric=metric,
         greater_is_better=greater_is_better(metric),
         trainable_params=trainable,

@@ -99,8 +99,8 @@ def test_a_packed_run_trains_and_checks_isolation(tmp_path, monkeypatch):
     from tunesmith.config import parse_recipe
     from tunesmith.errors import ConfigError
     from tunesmith.testing import save_tiny_model
-    from tunesmith.train import setup
     from tunesmith.train.loop import train
+    from tunesmith.train.modes import single
 
     model_dir = save_tiny_model(tmp_path / "llama", "llama", "causal_lm", seed=1)
     rows = [
@@ -128,6 +128,6 @@ def test_a_packed_run_trains_and_checks_isolation(tmp_path, monkeypatch):
 
     summary = train(recipe(tmp_path / "run"))
     assert summary["train_examples"] < 24  # 24 examples packed into fewer rows
-    monkeypatch.setattr(setup, "attends_within_examples", lambda model: False)
+    monkeypatch.setattr(single, "attends_within_examples", lambda model: False)
     with pytest.raises(ConfigError, match="data.packing"):
         train(recipe(tmp_path / "run2"))

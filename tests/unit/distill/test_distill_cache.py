@@ -26,7 +26,9 @@ def test_classification_round_trip_is_exact(tmp_path, bert_teacher, bert_tok):
     examples = cls_examples(bert_tok)
     cache = TeacherCache.build(tmp_path, bert_teacher, examples, task="sequence_classification")
     assert not cache.reused
-    stored = cache.lookup(range(len(examples)))["teacher_logits"]
+    # the loop's path: outputs attached to (copies of) the examples, batched by DistillCollator
+    attached = attach_teacher_outputs([dict(ex) for ex in examples], cache)
+    stored = DistillCollator(Collator(pad_token_id=0))(attached)["teacher_logits"]
     computed = _teacher_rows(bert_teacher, examples, "sequence_classification", None, 32)
     assert torch.equal(stored, torch.cat([values for values, _, _ in computed]))  # bit-exact
     expected = torch.cat([_logits(bert_teacher, [ex]) for ex in examples])  # unpadded forward

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from tunesmith.config import ObjectiveConfig
@@ -16,13 +17,20 @@ from tunesmith.objectives.distill import (
     LMKDTerm,
     OnPolicyTerm,
     bind_teacher,
-    term_module,
-    term_parameters,
 )
 from tunesmith.optim import param_groups
 from tunesmith.tasks import model_inputs, task_loss
 
 from .conftest import build, cls_examples, lm_examples
+
+
+def trainable_modules(terms):
+    """The terms' own modules as the loop gathers them for the optimizer (setup_terms)."""
+    return nn.ModuleList([m for t in terms for m in t.trainable_modules()])
+
+
+def term_parameters(terms):
+    return list(trainable_modules(terms).parameters())
 
 
 def _forward(model, task, batch):
@@ -135,7 +143,7 @@ def test_hidden_term_learns_a_projection_when_widths_differ(bert_teacher, bert_t
     _, outputs = _forward(student, "sequence_classification", batch)
     term.loss(student, batch, outputs).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
-    groups = param_groups(term_module([term]), lr=1e-3, weight_decay=0.01)  # optimizer-ready
+    groups = param_groups(trainable_modules([term]), lr=1e-3, weight_decay=0.01)  # optimizer-ready
     assert sorted(len(g["params"]) for g in groups) == [2, 2]  # weights decay, biases do not
     assert student.bert.encoder.layer[0].attention.self.query.weight.grad is not None
     state = {k: v.clone() + 1 for k, v in term.state_dict().items()}

@@ -7,16 +7,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunesmith.data import Collator, LabelVocab, encode_classification, encode_token_classification
 from tunesmith.errors import ConfigError
-from tunesmith.multitask import (
+from tunesmith.train.evaluation import (
     MEAN_KEY,
     TaskEval,
-    classify_by_scoring,
     evaluate_tasks,
-    evaluate_text_to_text,
     flatten_task_metrics,
     macro_average,
     primary_metric,
 )
+from tunesmith.train.scoring import classify_by_scoring, evaluate_text_to_text
 
 from .conftest import NER_TAGS, SENT_LABELS
 

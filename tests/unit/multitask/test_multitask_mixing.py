@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from tunesmith.errors import ConfigError
-from tunesmith.multitask import (
+from tunesmith.data.mixing import (
     MixtureSampler,
     concat_tasks,
     describe_rates,
@@ -13,6 +12,7 @@ from tunesmith.multitask import (
     mixture_steps_per_epoch,
     observed_rates,
 )
+from tunesmith.errors import ConfigError
 
 SIZES = {"a": 100, "b": 400, "c": 10_000}
 

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from tunesmith.data.textformat import TextFormat, verbaliser
 from tunesmith.errors import DataError
-from tunesmith.multitask import TextFormat, classify_by_scoring, score_label_set, verbaliser
 from tunesmith.testing import BOS_ID, EOS_ID, PAD_ID
+from tunesmith.train.scoring import classify_by_scoring, score_label_set
 
 PROMPTS = ["the movie was good", "sentence : a bad film , i hate it"]
 WORDS = ["positive", "negative", "very good"]

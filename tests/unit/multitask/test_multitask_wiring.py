@@ -1,6 +1,7 @@
 """The wiring the loop needs, in miniature: concatenated tasks, a mixture plan, per-task heads.
 
-This is the sketch ``docs/multitask.md`` describes for ``train/loop.py``: the task of a micro-batch
+This is the sketch ``docs/multitask.md`` describes for the loop's mixture mode
+(``train/modes/mixture.py``): the task of a micro-batch
 is read from its first example, the head and the loss follow from it, and a resumed run that
 recomputes the plan from its step ends with the same weights as an uninterrupted one.
 """
@@ -10,13 +11,8 @@ import random
 import torch
 
 from tunesmith.data import Collator, LabelVocab, encode_classification, encode_token_classification
-from tunesmith.multitask import (
-    HeadSpec,
-    MixtureSampler,
-    MultiHeadModel,
-    concat_tasks,
-    mixing_rates,
-)
+from tunesmith.data.mixing import MixtureSampler, concat_tasks, mixing_rates
+from tunesmith.multitask.heads import HeadSpec, MultiHeadModel
 from tunesmith.tasks import model_inputs, task_loss
 
 from .conftest import tiny_bert_backbone

@@ -187,13 +187,13 @@ def test_accelerate_launch_with_gradual_unfreezing_keeps_replicas_equal(launched
 def test_every_process_gets_a_batch_on_tiny_data(recipe_file, n_train):
     from types import SimpleNamespace
 
-    from tunesmith.train.loop import epoch_plan
-    from tunesmith.train.setup import steps_per_epoch
+    from tunesmith.data.pipeline import Datasets
+    from tunesmith.train.modes.single import SingleTask, steps_per_epoch
 
     recipe = load_recipe(recipe_file)
-    data = SimpleNamespace(train=[{"input_ids": [2, 10, 3]}] * n_train)
+    data = Datasets(train=[{"input_ids": [2, 10, 3]}] * n_train)
     plans = [
-        epoch_plan(SimpleNamespace(recipe=recipe, data=data, accelerator=acc, multi=None), epoch=0)
+        SingleTask(recipe, tokenizer=None, accelerator=acc, data=data).plan(epoch=0)
         for acc in (SimpleNamespace(num_processes=2, process_index=i) for i in (0, 1))
     ]
     expected = steps_per_epoch(recipe, n_train, world=2)

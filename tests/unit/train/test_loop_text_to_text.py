@@ -44,7 +44,7 @@ def test_text_to_text_run_scores_each_task_by_its_label_words(
 ):
     from tunesmith.data.pipeline import build_task_datasets
     from tunesmith.models import load_model, load_tokenizer
-    from tunesmith.multitask import classify_by_scoring
+    from tunesmith.train.scoring import classify_by_scoring
 
     run = tmp_path / "t2t"
     recipe = text_recipe(tiny_models[arch, task], tiny_data, run, task=task)

@@ -22,7 +22,8 @@ Transformer* (T5), §3.5.2 "Multi-task learning", compares three ways to set the
 (so a per-task head sees a whole batch), drawn with probability ``r_m``; inside a task, examples are
 drawn without replacement from a seeded permutation and reshuffled when the task is exhausted.
 Everything is a pure function of ``(seed, global step)``: a resumed run recomputes the plan from
-its step and skips nothing and repeats nothing, like :func:`tunesmith.train.loop.epoch_plan`.
+its step and skips nothing and repeats nothing, like a single-task run's epoch plan
+(:meth:`tunesmith.train.modes.single.SingleTask.plan`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "STRATEGIES",
     "MicroBatch",
     "MixtureSampler",
+    "check_mixing",
     "concat_tasks",
     "describe_rates",
     "mixing_rates",
@@ -114,6 +116,21 @@ def mixing_rates(
     unnorm = np.exp(logits - logits.max())
     rates = unnorm / unnorm.sum()
     return {n: float(r) for n, r in zip(names, rates, strict=True)}
+
+
+def check_mixing(
+    names: Sequence[str],
+    strategy: str,
+    *,
+    cap: int | None = None,
+    temperature: float | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> None:
+    """Check a mixture's settings before any data is read (recipe validation): the checks of
+    :func:`mixing_rates` with one example per task. Raises :class:`ConfigError` with the key path
+    (``mixing.strategy``, ``mixing.cap``, ``mixing.temperature``, ``tasks[].weight``)."""
+    sizes = dict.fromkeys(names, 1)
+    mixing_rates(sizes, strategy, cap=cap, temperature=temperature, weights=weights)
 
 
 def _check_sizes(sizes: Mapping[str, int]) -> None:

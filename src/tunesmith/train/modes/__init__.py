@@ -1,0 +1,36 @@
+"""Run modes: single-task, multi-head mixture and text-to-text behind one interface
+(:class:`~tunesmith.train.modes.base.RunMode`), chosen from the recipe by :func:`build_mode`."""
+
+from __future__ import annotations
+
+from accelerate import Accelerator
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.config import Recipe
+from tunesmith.train.modes.base import Labels, Plan, RunMode
+from tunesmith.train.modes.mixture import Mixture, TaskMixture
+from tunesmith.train.modes.single import SingleTask
+from tunesmith.train.modes.text_to_text import TextToText
+
+__all__ = [
+    "Labels",
+    "Mixture",
+    "Plan",
+    "RunMode",
+    "SingleTask",
+    "TaskMixture",
+    "TextToText",
+    "build_mode",
+]
+
+
+def build_mode(
+    recipe: Recipe, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
+) -> RunMode:
+    """The recipe's mode with its data read and encoded: text-to-text when generative tasks are
+    listed under ``tasks:``, a multi-head mixture for ``task: multi_head``, else single-task."""
+    if recipe.text_to_text:
+        return TextToText.build(recipe, tokenizer, accelerator)
+    if recipe.tasks:
+        return Mixture.build(recipe, tokenizer, accelerator)
+    return SingleTask.build(recipe, tokenizer, accelerator)
