@@ -8,14 +8,14 @@ and checks that every data file exists, all before any model loads.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from tunesmith import paths
-from tunesmith.configschema import apply_overrides, build, to_dict
+from tunesmith.configschema import apply_overrides, build, fld, to_dict
 from tunesmith.errors import ConfigError
 
 TaskType = Literal[
@@ -23,18 +23,6 @@ TaskType = Literal[
 ]
 HeadType = Literal["sequence_classification", "token_classification"]
 DataFormat = Literal["jsonl", "json", "csv", "tsv", "conll", "label_text", "folder"]
-
-
-def fld(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
-    """A dataclass field with help text (mutable defaults go through ``default_factory``)."""
-    if dataclasses.is_dataclass(default):
-        kw["default_factory"] = type(default)
-        return field(metadata={"help": help}, **kw)
-    if isinstance(default, list | dict):
-        value = default
-        kw["default_factory"] = lambda: type(value)(value)
-        return field(metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from torch import nn
 from tunesmith.adapters import (
     add_adapter,
     list_adapters,
+    load_model_or_adapter,
     mark_trainable,
     no_decay_parameters,
     set_active_adapter,
@@ -31,7 +32,7 @@ from tunesmith.data.collate import Collator
 from tunesmith.data.packing import attends_within_examples
 from tunesmith.data.pipeline import Datasets, build_datasets
 from tunesmith.errors import ConfigError
-from tunesmith.models import align_pad_token, count_parameters, load_model, load_tokenizer
+from tunesmith.models import align_pad_token, count_parameters, load_tokenizer
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
 from tunesmith.train.distill_setup import build_student, load_run_teacher, use_teacher
@@ -120,7 +121,7 @@ def build_model(recipe: Recipe, data: Datasets, tokenizer):
     kwargs = {}
     if vocab is not None:
         kwargs = dict(num_labels=len(vocab), id2label=vocab.id2label, label2id=vocab.label2id)
-    model = load_model(
+    model = load_model_or_adapter(
         recipe.model_source,
         recipe.task,
         from_scratch=recipe.from_scratch,
