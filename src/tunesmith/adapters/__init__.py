@@ -4,7 +4,8 @@ Methods, each registering itself by paper name in :data:`ADAPTERS` (``tunesmith 
 :func:`~.methods.register` call in its own module (:mod:`.methods` says what a method declares):
 
 * ``houlsby``, ``pfeiffer``, ``parallel``: bottleneck adapters (:mod:`.bottleneck`);
-* ``lora`` (:mod:`.lora`), ``ia3`` (:mod:`.ia3`): weight updates that merge into the base;
+* ``lora`` (:mod:`.lora`), ``dora`` (:mod:`.dora`), ``ia3`` (:mod:`.ia3`): weight updates that
+  merge into the base;
 * ``prefix``: prefix tuning for decoder-only models (:mod:`.prefix`).
 
 Importing this package imports every method module below, so the tables are full. Injection is
@@ -28,6 +29,7 @@ from tunesmith.adapters.bottleneck import (
     ParallelConfig,
     PfeifferConfig,
 )
+from tunesmith.adapters.dora import DoraConfig
 from tunesmith.adapters.ia3 import IA3Config
 from tunesmith.adapters.io import (
     adapter_size_bytes,
@@ -75,6 +77,7 @@ __all__ = [
     "AdapterMethod",
     "ArchTargets",
     "BottleneckConfig",
+    "DoraConfig",
     "HoulsbyConfig",
     "IA3Config",
     "LoraConfig",
