@@ -23,7 +23,8 @@ from tunesmith.configschema import deep_merge
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DATASETS = ["sst2", "rte", "trec"]
-METHODS = ["full", "houlsby", "pfeiffer", "lora", "ia3"]
+# the methods, in table order: the sections of configs/methods.yaml (a new method is a new section)
+METHODS = list(yaml.safe_load((CONFIGS / "methods.yaml").read_text(encoding="utf-8")))
 PEFT_CASE = "sst2/peft_lora"  # the same LoRA config through peft + transformers' Trainer
 SMOLLM2_CASE = "alpaca_2k/smollm2_lora"
 MATRIX = [f"{d}/{m}" for d in DATASETS for m in METHODS]

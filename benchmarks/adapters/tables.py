@@ -9,12 +9,13 @@ import argparse
 import json
 from pathlib import Path
 
+from cases import METHODS
+
 from tunesmith.report import replace_marked_section
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parents[1] / "README.md"
 DATASETS = {"sst2": "SST-2 test", "rte": "RTE dev", "trec": "TREC test"}
-METHODS = ["full", "houlsby", "pfeiffer", "lora", "ia3"]
 
 
 # rows written before the benchmark recorded seeds ran the dataset configs' seed

@@ -9,35 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from tunesmith import paths
-from tunesmith.configschema import apply_overrides, build, to_dict
+from tunesmith.configschema import apply_overrides, build, fld, to_dict
 from tunesmith.errors import ConfigError
 from tunesmith.paths import resolve_path
-from tunesmith.registry import OBJECTIVES, TASKS
+from tunesmith.registry import ADAPTERS, OBJECTIVES, TASKS
 
 MULTI_HEAD = "multi_head"
 """``task: multi_head``: several tasks, one head each on a shared encoder (not a task kind)."""
 
 HeadType = Literal["sequence_classification", "token_classification"]
 DataFormat = Literal["jsonl", "json", "csv", "tsv", "conll", "label_text", "folder"]
-
-
-def fld(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
-    """A dataclass field with help text (mutable defaults go through ``default_factory``)."""
-    if dataclasses.is_dataclass(default):
-        kw["default_factory"] = type(default)
-        return field(metadata={"help": help}, **kw)
-    if isinstance(default, list | dict):
-        value = default
-        kw["default_factory"] = lambda: type(value)(value)
-        return field(metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
 
 
 @dataclass
@@ -308,10 +297,12 @@ class TaskConfig:
 class MixingConfig:
     """How often each task's batches are drawn (Raffel et al. 2020, T5 section 3.5.2)."""
 
-    strategy: Literal["proportional", "temperature", "equal", "explicit"] = fld(
-        "proportional",
-        "rate of task m: min(e_m, K) / sum_n min(e_n, K); temperature: "
-        "proportional to min(e_m, K)^(1/T); equal; explicit task weights",
+    strategy: Literal["proportional", "temperature", "equal", "explicit"] = (
+        fld(  # MIXING_STRATEGIES
+            "proportional",
+            "rate of task m: min(e_m, K) / sum_n min(e_n, K); temperature: "
+            "proportional to min(e_m, K)^(1/T); equal; explicit task weights",
+        )
     )
     cap: int | None = fld(None, "K, the examples-proportional limit (null = no cap)")
     temperature: float | None = fld(None, "T for strategy temperature (default 2, as in T5)")
@@ -407,8 +398,6 @@ class Recipe:
 
     def adapter_settings(self) -> tuple[str, bool, Any]:
         """(adapter name, train the task head?, validated method config) of ``adapter:``."""
-        from tunesmith.adapters import adapter_config_from_dict
-
         spec = {"type": self.adapter} if isinstance(self.adapter, str) else dict(self.adapter)
         name = spec.pop("name", "default")
         classification = self.task in TASKS and TASKS.get(self.task).classification
@@ -418,8 +407,6 @@ class Recipe:
         return name, train_head, adapter_config_from_dict(spec, key="adapter")
 
     def validate_tasks(self) -> None:
-        from tunesmith.multitask import mixing_rates
-
         if not self.tasks:
             raise ConfigError("tasks", "a multi_head recipe needs at least one task")
         if self.data is not None:
@@ -449,13 +436,8 @@ class Recipe:
                 raise ConfigError(what, f"is not supported with multi-task {self.task} yet")
         m = self.mixing
         weights = {t.name: t.weight for t in self.tasks} if m.strategy == "explicit" else None
-        mixing_rates(
-            {t.name: 1 for t in self.tasks},
-            m.strategy,
-            cap=m.cap,
-            temperature=m.temperature,
-            weights=weights,
-        )
+        names = [t.name for t in self.tasks]
+        check_mixing(names, m.strategy, cap=m.cap, temperature=m.temperature, weights=weights)
 
     @property
     def text_to_text(self) -> bool:
@@ -481,6 +463,83 @@ def _check_choice(path: str, value: str, choices: list[str]) -> None:
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"choose one of {choices}"
         raise ConfigError(path, f"invalid value {value!r}", hint)
+
+
+MIXING_STRATEGIES = ("proportional", "temperature", "equal", "explicit")
+
+
+def check_mixing(
+    names: list[str],
+    strategy: str,
+    *,
+    cap: int | None = None,
+    temperature: float | None = None,
+    weights: dict[str, float] | None = None,
+) -> None:
+    """Check a mixture's settings (:func:`tunesmith.data.mixing.mixing_rates` takes the same
+    arguments and calls this): ConfigError with the key path (``mixing.strategy``, ``mixing.cap``,
+    ``mixing.temperature``, ``tasks[].weight``) before any data is read."""
+    if strategy not in MIXING_STRATEGIES:
+        raise ConfigError(
+            "mixing.strategy", f"unknown strategy {strategy!r}", f"one of {MIXING_STRATEGIES}"
+        )
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ConfigError("mixing.cap", f"must be a positive integer or null, got {cap!r}")
+    if weights is not None and strategy != "explicit":
+        raise ConfigError(
+            "tasks[].weight", f"weights are only used by strategy 'explicit', not {strategy!r}"
+        )
+    if strategy != "temperature" and temperature is not None:
+        raise ConfigError(
+            "mixing.temperature",
+            f"only used by strategy 'temperature', not {strategy!r}",
+            "set mixing.strategy: temperature, or remove the temperature",
+        )
+    if strategy in ("equal", "explicit") and cap is not None:
+        raise ConfigError("mixing.cap", f"only used by proportional/temperature, not {strategy!r}")
+    if strategy == "explicit":
+        _check_weights(list(names), weights)
+    if temperature is not None and not temperature > 0:  # also rejects nan
+        raise ConfigError("mixing.temperature", f"must be > 0, got {temperature}")
+
+
+def _check_weights(names: list[str], weights: dict[str, float] | None) -> None:
+    if weights is None:
+        raise ConfigError("tasks[].weight", "strategy 'explicit' needs a weight for every task")
+    missing = [n for n in names if n not in weights]
+    extra = [n for n in weights if n not in names]
+    if missing or extra:
+        raise ConfigError(
+            "tasks[].weight",
+            f"weights must name exactly the tasks {names}",
+            f"missing {missing}, unknown {extra}" if extra else f"missing {missing}",
+        )
+    bad = [n for n in names if not (weights[n] >= 0 and math.isfinite(weights[n]))]
+    if bad:
+        raise ConfigError(
+            f"tasks[{bad[0]}].weight", f"must be a finite number >= 0, got {weights[bad[0]]}"
+        )
+    if float(sum(weights[n] for n in names)) <= 0:
+        raise ConfigError("tasks[].weight", "at least one weight must be > 0")
+
+
+def adapter_config_from_dict(data: Any, key: str = "adapter") -> Any:
+    """Build and validate the config of a recipe's ``adapter:`` section.
+
+    ``data`` is a mapping with ``type`` (an :data:`tunesmith.registry.ADAPTERS` name) and that method's fields, or
+    just the type name (``adapter: lora``). Unknown keys, wrong types and impossible values fail
+    with the key path (``adapter.reduction_factor``) and a hint, before any model loads.
+    """
+    if isinstance(data, str):
+        data = {"type": data}
+    if not isinstance(data, dict):
+        raise ConfigError(key, f"expected a mapping like {{type: houlsby}}, got {data!r}")
+    if "type" not in data:
+        raise ConfigError(
+            f"{key}.type", "required key is missing", f"choose one of {ADAPTERS.names()}"
+        )
+    cls = ADAPTERS.get(data["type"], f"{key}.type")
+    return build(cls, data, key)
 
 
 def check_files(recipe: Recipe) -> None:

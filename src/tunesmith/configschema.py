@@ -119,6 +119,19 @@ def _coerce_union(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
 
 
+def fld(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
+    """A dataclass field with help text (shown by ``tunesmith validate`` and in docs); mutable
+    defaults (lists, dicts, dataclass instances) go through ``default_factory``."""
+    if dataclasses.is_dataclass(default):
+        kw["default_factory"] = type(default)
+        return dataclasses.field(metadata={"help": help}, **kw)
+    if isinstance(default, list | dict):
+        value = default
+        kw["default_factory"] = lambda: type(value)(value)
+        return dataclasses.field(metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
 def field_help(cls: type) -> dict[str, str]:
     """Help text of each field (``metadata={"help": ...}``), for docs and ``tunesmith validate``."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
@@ -201,4 +214,4 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-__all__ = ["build", "to_dict", "apply_overrides", "deep_merge", "field_help"]
+__all__ = ["build", "to_dict", "apply_overrides", "deep_merge", "field_help", "fld"]

@@ -86,7 +86,8 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     return name
 
 
-# the files of an adapter-only folder: tunesmith's own meta, PEFT's config (adapters.io uses them)
+# the files of an adapter-only folder: tunesmith's own meta, PEFT's config (adapters.io writes
+# and reads them; run folders resolve to such a best/, which adapters.loading loads)
 ADAPTER_FILES = ("tunesmith_adapter.json", "adapter_config.json")
 
 
@@ -159,14 +160,17 @@ def load_model(
     architecture from its config with random weights. ``init_seed`` seeds every random init
     (new heads included) without touching the global RNG. ``model.config.name_or_path`` is set to
     ``name_or_path`` as given (e.g. ``"minilm"``), so saved adapters name a resolvable base.
+    An adapter-only folder (an adapter run's ``best/``) is a :class:`ModelError`: the adapters
+    layer loads those (``tunesmith.adapters.load_model_or_adapter``).
     """
     name = os.fspath(name_or_path)
     kind = task_kind(task)
     auto_cls = kind.auto_class
     resolved = resolve_model(name)
-    if is_adapter_folder(resolved):  # an adapter run's best/: its base, then the adapter on it
-        return _load_with_adapter(
-            resolved, task, num_labels, id2label, label2id, dtype, from_scratch, init_seed
+    if is_adapter_folder(resolved):  # an adapter run's best/: the adapters layer loads those
+        raise ModelError(
+            f"{resolved} holds an adapter, not a model; load it with "
+            "tunesmith.adapters.load_model_or_adapter (its base model, then the adapter)"
         )
     with _load_errors(name, resolved):
         config = AutoConfig.from_pretrained(resolved)
@@ -201,34 +205,6 @@ def load_model(
                 )
             _log_new_weights(model, name, info)
     model.config.name_or_path = name
-    return model
-
-
-def _load_with_adapter(folder, task, num_labels, id2label, label2id, dtype, from_scratch, seed):
-    from tunesmith.adapters import load_adapter, read_adapter_meta
-
-    if from_scratch:
-        raise ModelError(f"{folder} is an adapter: from_scratch has no meaning for it")
-    meta = read_adapter_meta(folder)
-    base = meta.get("base", {}).get("name_or_path")
-    if not base:
-        raise ModelError(f"the adapter in {folder} does not name its base model")
-    if (
-        task_kind(task).classification
-        and meta.get("id2label")
-        and not (num_labels or id2label or label2id)
-    ):
-        id2label = {int(k): v for k, v in meta["id2label"].items()}  # the saved head's labels
-    model = load_model(
-        base,
-        task,
-        num_labels=num_labels,
-        id2label=id2label,
-        label2id=label2id,
-        dtype=dtype,
-        init_seed=seed,
-    )
-    load_adapter(model, folder)  # restores the saved head too
     return model
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from tunesmith.adapters import load_model_or_adapter
 from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.pipeline import build_datasets, build_task_datasets, text_format
 from tunesmith.errors import ConfigError, TunesmithError
-from tunesmith.models import is_adapter_folder, load_model, load_tokenizer
+from tunesmith.models import is_adapter_folder, load_tokenizer
 from tunesmith.tasks import task_kind
 from tunesmith.train.evaluation import evaluate
 from tunesmith.train.modes.mixture import evaluate_heads
@@ -39,11 +40,11 @@ def load_run(run_dir: str | Path):
         from tunesmith.multitask import MultiHeadModel
 
         model = MultiHeadModel.from_pretrained(best)
-    else:  # a plain HF folder, or an adapter run's best/ (load_model rebuilds base + adapter)
+    else:  # a plain HF folder, or an adapter run's best/ (base + adapter rebuilt)
         kwargs = {}
         if is_adapter_folder(best) and isinstance(labels, list):  # the head the adapter saved
             kwargs = dict(id2label=dict(enumerate(labels)))
-        model = load_model(str(best), recipe.task, **kwargs)
+        model = load_model_or_adapter(str(best), recipe.task, **kwargs)
     model.eval()
     return recipe, model, tokenizer, labels
 

@@ -1,14 +1,18 @@
 """Adapters: small trainable modules in a frozen pretrained model, one base for many tasks.
 
-Methods, registered by paper name in :data:`ADAPTERS` (``tunesmith list``):
+Methods, each registering itself by paper name in :data:`ADAPTERS` (``tunesmith list``) with one
+:func:`~.methods.register` call in its own module (:mod:`.methods` says what a method declares):
 
 * ``houlsby``, ``pfeiffer``, ``parallel``: bottleneck adapters (:mod:`.bottleneck`);
-* ``lora`` (:mod:`.lora`), ``ia3`` (:mod:`.ia3`): weight updates that merge into the base;
+* ``lora`` (:mod:`.lora`), ``dora`` (:mod:`.dora`), ``ia3`` (:mod:`.ia3`): weight updates that
+  merge into the base;
 * ``prefix``: prefix tuning for decoder-only models (:mod:`.prefix`).
 
-Injection is architecture-agnostic (forward hooks on modules found by name, per-architecture
-defaults in :mod:`.targets`); the model-level API is in :mod:`.model`, adapter-only checkpoints
-(PEFT's format for LoRA/IA3) in :mod:`.io`.
+Importing this package imports every method module below, so the tables are full. Injection is
+architecture-agnostic (forward hooks on modules found by name, per-architecture defaults in
+:mod:`.targets`); the model-level API is in :mod:`.model`, adapter-only checkpoints (PEFT's format
+where a method declares one) in :mod:`.io`, and loading a model source that may be an adapter
+folder in :mod:`.loading`.
 
 A recipe's ``adapter:`` section becomes a config with :func:`adapter_config_from_dict`::
 
@@ -18,14 +22,14 @@ A recipe's ``adapter:`` section becomes a config with :func:`adapter_config_from
 
 from __future__ import annotations
 
-from typing import Any
-
+# importing a method module registers the method (one register(...) call in each)
 from tunesmith.adapters.bottleneck import (
     BottleneckConfig,
     HoulsbyConfig,
     ParallelConfig,
     PfeifferConfig,
 )
+from tunesmith.adapters.dora import DoraConfig
 from tunesmith.adapters.ia3 import IA3Config
 from tunesmith.adapters.io import (
     adapter_size_bytes,
@@ -34,7 +38,16 @@ from tunesmith.adapters.io import (
     read_adapter_meta,
     save_adapter,
 )
+from tunesmith.adapters.loading import load_model_or_adapter
 from tunesmith.adapters.lora import LoraConfig
+from tunesmith.adapters.methods import (
+    ADAPTERS,
+    METHODS,
+    AdapterMethod,
+    PeftMapping,
+    adapter_config_from_dict,
+    adapter_config_to_dict,
+)
 from tunesmith.adapters.model import (
     active_adapter,
     adapter_parameters,
@@ -56,19 +69,20 @@ from tunesmith.adapters.model import (
 )
 from tunesmith.adapters.prefix import PrefixConfig
 from tunesmith.adapters.targets import TARGETS, ArchTargets
-from tunesmith.configschema import build, to_dict
-from tunesmith.errors import ConfigError
-from tunesmith.registry import Registry
 
 __all__ = [
     "ADAPTERS",
+    "METHODS",
     "TARGETS",
+    "AdapterMethod",
     "ArchTargets",
     "BottleneckConfig",
+    "DoraConfig",
     "HoulsbyConfig",
     "IA3Config",
     "LoraConfig",
     "ParallelConfig",
+    "PeftMapping",
     "PfeifferConfig",
     "PrefixConfig",
     "active_adapter",
@@ -86,6 +100,7 @@ __all__ = [
     "list_adapters",
     "load_adapter",
     "load_adapter_state_dict",
+    "load_model_or_adapter",
     "mark_trainable",
     "merge_adapter",
     "merge_and_unload",
@@ -96,64 +111,3 @@ __all__ = [
     "trainable_summary",
     "unmerge_adapter",
 ]
-
-# name -> config dataclass (its defaults are the paper's preset)
-ADAPTERS = Registry("adapter method")
-ADAPTERS.register(
-    "houlsby",
-    HoulsbyConfig,
-    "bottleneck adapters after attention and feed-forward, inside the residual, layer norms "
-    "trained (Houlsby et al. 2019, Parameter-Efficient Transfer Learning for NLP)",
-)
-ADAPTERS.register(
-    "pfeiffer",
-    PfeifferConfig,
-    "one bottleneck adapter per block, after the feed-forward (Pfeiffer et al. 2021, "
-    "AdapterFusion)",
-)
-ADAPTERS.register(
-    "parallel",
-    ParallelConfig,
-    "scaled bottleneck beside the feed-forward, h = FFN(x) + 4 A(x) (He et al. 2022, Towards a "
-    "Unified View of Parameter-Efficient Transfer Learning)",
-)
-ADAPTERS.register(
-    "lora",
-    LoraConfig,
-    "low-rank update W + (alpha/r) B A on linear layers; merges (Hu et al. 2022, LoRA)",
-)
-ADAPTERS.register(
-    "ia3",
-    IA3Config,
-    "learned rescaling of keys, values and feed-forward activations; merges (Liu et al. 2022, "
-    "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning)",
-)
-ADAPTERS.register(
-    "prefix",
-    PrefixConfig,
-    "learned key/value prefix at every layer of a decoder (Li & Liang 2021, Prefix-Tuning)",
-)
-
-
-def adapter_config_from_dict(data: Any, key: str = "adapter") -> Any:
-    """Build and validate the config of a recipe's ``adapter:`` section.
-
-    ``data`` is a mapping with ``type`` (an :data:`ADAPTERS` name) and that method's fields, or
-    just the type name (``adapter: lora``). Unknown keys, wrong types and impossible values fail
-    with the key path (``adapter.reduction_factor``) and a hint, before any model loads.
-    """
-    if isinstance(data, str):
-        data = {"type": data}
-    if not isinstance(data, dict):
-        raise ConfigError(key, f"expected a mapping like {{type: houlsby}}, got {data!r}")
-    if "type" not in data:
-        raise ConfigError(
-            f"{key}.type", "required key is missing", f"choose one of {ADAPTERS.names()}"
-        )
-    cls = ADAPTERS.get(data["type"], f"{key}.type")
-    return build(cls, data, key)
-
-
-def adapter_config_to_dict(config: Any) -> dict[str, Any]:
-    """The plain-dict form of a config (``type`` included), e.g. for the resolved recipe."""
-    return to_dict(config)

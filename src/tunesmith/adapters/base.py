@@ -17,7 +17,6 @@ plain attribute ``model._tunesmith_adapters``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,20 +35,11 @@ __all__ = [
     "attach",
     "detach",
     "first_input",
-    "fld",
     "hidden_size",
     "replace_first_input",
 ]
 
 STATE_ATTR = "_tunesmith_adapters"
-
-
-def fld(default: Any = dataclasses.MISSING, help: str = "") -> Any:
-    """A dataclass field with help text (shown by ``tunesmith validate`` and in docs)."""
-    if isinstance(default, list | dict):
-        value = default
-        return field(default_factory=lambda: type(value)(value), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 _INPUT_NAMES = ("hidden_states", "input", "x")
@@ -77,11 +67,11 @@ class AdapterLayer(nn.Module):
     """One named adapter's part at one module. Subclasses override the hooks they need.
 
     ``pre`` may return new ``(args, kwargs)`` for the module's forward; ``post`` returns the
-    (possibly changed) output. Layers of mergeable methods (LoRA, IA3) implement ``merge`` /
-    ``unmerge``, which fold the layer into the module's own weights and back.
+    (possibly changed) output. Layers of mergeable methods (``AdapterMethod.mergeable``: LoRA,
+    IA3) implement ``merge`` / ``unmerge``, which fold the layer into the module's own weights
+    and back.
     """
 
-    mergeable: ClassVar[bool] = False
     no_decay: ClassVar[tuple[str, ...]] = ()  # parameters weight decay must not pull to zero
 
     def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -95,9 +85,6 @@ class AdapterLayer(nn.Module):
 
     def unmerge(self, module: nn.Module) -> None:
         raise NotImplementedError
-
-    def param_dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
 
 class AdapterSlot(nn.ModuleDict):

@@ -34,15 +34,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from tunesmith.adapters.base import (
-    AdapterLayer,
-    adapter_dtype,
-    attach,
-    first_input,
-    fld,
-    hidden_size,
-)
+from tunesmith.adapters.base import AdapterLayer, adapter_dtype, attach, first_input, hidden_size
+from tunesmith.adapters.methods import AdapterMethod, register
 from tunesmith.adapters.targets import TARGETS, arch_targets, candidates, find_by_regex
+from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError
 
 __all__ = [
@@ -270,3 +265,28 @@ def inject(model: nn.Module, name: str, config: BottleneckConfig) -> list[str]:
             attach(modules[site], name, LayerNormAffine(hidden).to(device, dtype))
             touched.append(site)
     return touched
+
+
+register(
+    AdapterMethod(
+        "bottleneck",
+        inject,
+        presets={
+            "houlsby": (
+                HoulsbyConfig,
+                "bottleneck adapters after attention and feed-forward, inside the residual, layer "
+                "norms trained (Houlsby et al. 2019, Parameter-Efficient Transfer Learning for NLP)",
+            ),
+            "pfeiffer": (
+                PfeifferConfig,
+                "one bottleneck adapter per block, after the feed-forward (Pfeiffer et al. 2021, "
+                "AdapterFusion)",
+            ),
+            "parallel": (
+                ParallelConfig,
+                "scaled bottleneck beside the feed-forward, h = FFN(x) + 4 A(x) (He et al. 2022, "
+                "Towards a Unified View of Parameter-Efficient Transfer Learning)",
+            ),
+        },
+    )
+)

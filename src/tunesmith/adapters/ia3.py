@@ -23,15 +23,17 @@ import torch
 from torch import nn
 
 from tunesmith.adapters.base import (
+    AdapterInfo,
     AdapterLayer,
     adapter_dtype,
     attach,
     first_input,
-    fld,
     replace_first_input,
 )
 from tunesmith.adapters.lora import linear_shape
+from tunesmith.adapters.methods import AdapterMethod, PeftMapping, register
 from tunesmith.adapters.targets import arch_targets, resolve_linear_targets
+from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError
 
 __all__ = ["IA3Config", "IA3Layer", "inject"]
@@ -64,7 +66,6 @@ class IA3Layer(AdapterLayer):
     """Scales a layer's output ``(..., out)`` by ``ia3_l: (out, 1)``, or for a feed-forward
     target its input ``(..., in)`` by ``ia3_l: (1, in)``."""
 
-    mergeable = True
     no_decay = ("ia3_l",)  # a scale initialised at 1: decay would shrink activations
 
     def __init__(self, n_in: int, n_out: int, feedforward: bool, fan_in_fan_out: bool) -> None:
@@ -137,3 +138,41 @@ def inject(model: nn.Module, name: str, config: IA3Config) -> list[str]:
         layer = IA3Layer(n_in, n_out, _is_feedforward(target, feedforward), fan_in_fan_out)
         attach(modules[target], name, layer.to(device, dtype))
     return targets
+
+
+def _peft_fields(model: nn.Module, info: AdapterInfo) -> dict[str, Any]:
+    """The IA3 fields of PEFT's ``adapter_config.json``: the feed-forward targets by full name."""
+    ff = feedforward_names(model, info.config)
+    if isinstance(ff, list):
+        ff = sorted(m for m in info.modules if any(m.endswith(f) for f in ff))
+    return {"feedforward_modules": ff, "init_ia3_weights": True}
+
+
+def _from_peft(data: dict[str, Any]) -> IA3Config:
+    return IA3Config(
+        targets=data.get("target_modules"), feedforward=data.get("feedforward_modules") or []
+    )
+
+
+register(
+    AdapterMethod(
+        "ia3",
+        inject,
+        presets={
+            "ia3": (
+                IA3Config,
+                "learned rescaling of keys, values and feed-forward activations; merges (Liu et "
+                "al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than "
+                "In-Context Learning)",
+            )
+        },
+        mergeable=True,
+        peft=PeftMapping(
+            "IA3",
+            "IA3",
+            to_peft=_peft_fields,
+            from_peft=_from_peft,
+            unsupported={"exclude_modules": None},
+        ),
+    )
+)

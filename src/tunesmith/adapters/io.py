@@ -6,7 +6,7 @@ A saved adapter is a folder with
 * ``tunesmith_adapter.json``: the adapter name, its full config (``type`` + fields), the modules
   it hooks, the head modules saved, and the base model's identity
   (:func:`tunesmith.models.model_identity` of the model without its adapters);
-* for LoRA and IA3 also PEFT's ``adapter_config.json``, with tensors under PEFT's key names
+* for methods with a PEFT format (LoRA, IA3) also PEFT's ``adapter_config.json``, with tensors under PEFT's key names
   (``base_model.model.<module>.lora_A.weight``; head as ``modules_to_save``), so
   ``peft.PeftModel.from_pretrained(base, folder)`` loads it unchanged.
 
@@ -26,13 +26,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunesmith.adapters.base import state_of
+from tunesmith.adapters.methods import adapter_config_from_dict, method_of
 from tunesmith.adapters.model import (
     adapter_state_dict,
     add_adapter,
     delete_adapter,
     load_adapter_state_dict,
 )
-from tunesmith.adapters.peft_format import PEFT_PREFIX, PEFT_TYPES, from_peft_config, to_peft_config
+from tunesmith.adapters.peft_format import PEFT_PREFIX, from_peft_config, to_peft_config
 from tunesmith.adapters.targets import SLOT, head_modules
 from tunesmith.configschema import to_dict
 from tunesmith.errors import ModelError
@@ -70,10 +71,10 @@ def save_adapter(
 ) -> Path:
     """Write adapter ``name`` (and the task head, if ``include_head``) to ``directory``."""
     info = state_of(model).get(name)
-    method = type(info.config).method
+    peft_format = method_of(info.config).peft is not None
     heads = head_modules(model) if include_head else []
     tensors = adapter_state_dict(model, name, include_head=include_head)
-    if method in PEFT_TYPES:
+    if peft_format:
         tensors = {PEFT_PREFIX + k: v for k, v in tensors.items()}
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def save_adapter(
         "config": to_dict(info.config),
         "modules": info.modules,
         "head": heads,
-        "peft_format": method in PEFT_TYPES,
+        "peft_format": peft_format,
         "base": base_identity(model),
         "base_config": _config_summary(model),
         # the head's labels, so the base can be rebuilt with the same head (load_model)
@@ -97,7 +98,7 @@ def save_adapter(
         else None,
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    if method in PEFT_TYPES:
+    if peft_format:
         peft = to_peft_config(model, info, heads)
         (folder / PEFT_CONFIG_FILE).write_text(json.dumps(peft, indent=2, sort_keys=True) + "\n")
     return folder
@@ -154,8 +155,6 @@ def load_adapter(
     """Add the adapter saved in ``directory`` to ``model`` (active), restoring its weights and,
     when saved, the task head's. ``name`` defaults to the saved name (``"default"`` for a PEFT
     folder). Returns the adapter name. A different base model is a :class:`ModelError`."""
-    from tunesmith.adapters import adapter_config_from_dict  # the package imports this module
-
     folder = Path(directory)
     meta_path, peft_path = folder / META_FILE, folder / PEFT_CONFIG_FILE
     if meta_path.is_file():

@@ -21,11 +21,21 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from tunesmith.adapters.base import AdapterLayer, adapter_dtype, attach, first_input, fld
+from tunesmith.adapters.base import AdapterInfo, AdapterLayer, adapter_dtype, attach, first_input
+from tunesmith.adapters.methods import AdapterMethod, PeftMapping, register
 from tunesmith.adapters.targets import resolve_linear_targets
+from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError
 
-__all__ = ["LoraConfig", "LoraLayer", "inject", "linear_shape"]
+__all__ = [
+    "LORA_UNSUPPORTED",
+    "LoraConfig",
+    "LoraLayer",
+    "inject",
+    "linear_shape",
+    "lora_fields_from_peft",
+    "lora_peft_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -71,8 +81,6 @@ def linear_shape(module: nn.Module) -> tuple[int, int, bool]:
 class LoraLayer(AdapterLayer):
     """``y = base(x) + scaling * lora_B(lora_A(dropout(x)))`` for ``x: (..., in)``, ``y: (..., out)``."""
 
-    mergeable = True
-
     def __init__(self, n_in: int, n_out: int, config: LoraConfig, fan_in_fan_out: bool) -> None:
         super().__init__()
         self.lora_A = nn.Linear(n_in, config.r, bias=False)  # (r, in)
@@ -114,3 +122,67 @@ def inject(model: nn.Module, name: str, config: LoraConfig) -> list[str]:
             modules[target], name, LoraLayer(n_in, n_out, config, fan_in_fan_out).to(device, dtype)
         )
     return targets
+
+
+# PEFT LoraConfig fields we do not implement, with the value that means "not used"
+LORA_UNSUPPORTED = {
+    "use_dora": False,
+    "lora_bias": False,
+    "bias": "none",
+    "layers_to_transform": None,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "exclude_modules": None,
+    "target_parameters": None,
+    "trainable_token_indices": None,
+    "layer_replication": None,
+    "use_qalora": False,
+    "alora_invocation_tokens": None,
+}
+
+
+def lora_peft_fields(model: nn.Module, info: AdapterInfo) -> dict[str, Any]:
+    """The LoRA fields of PEFT's ``adapter_config.json`` for ``info.config``."""
+    config = info.config
+    return {
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "use_rslora": config.use_rslora,
+        "init_lora_weights": True,
+        "layers_pattern": None,
+    }
+
+
+def lora_fields_from_peft(data: dict[str, Any]) -> dict[str, Any]:
+    """:class:`LoraConfig` keyword arguments from PEFT's ``adapter_config.json``."""
+    return dict(
+        r=int(data["r"]),
+        alpha=float(data.get("lora_alpha", 8)),
+        dropout=float(data.get("lora_dropout") or 0.0),
+        targets=data.get("target_modules"),
+        use_rslora=bool(data.get("use_rslora", False)),
+    )
+
+
+register(
+    AdapterMethod(
+        "lora",
+        inject,
+        presets={
+            "lora": (
+                LoraConfig,
+                "low-rank update W + (alpha/r) B A on linear layers; merges (Hu et al. 2022, LoRA)",
+            )
+        },
+        mergeable=True,
+        peft=PeftMapping(
+            "LORA",
+            "LoRA",
+            to_peft=lora_peft_fields,
+            from_peft=lambda data: LoraConfig(**lora_fields_from_peft(data)),
+            unsupported=LORA_UNSUPPORTED,
+            supported_hint="plain LoRA with optional rsLoRA scaling only",
+        ),
+    )
+)

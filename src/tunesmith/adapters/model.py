@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.adapters import bottleneck, ia3, lora, prefix
 from tunesmith.adapters.base import STATE_ATTR, AdapterInfo, detach, slots, state_of
+from tunesmith.adapters.methods import ADAPTERS, METHODS, method_of
 from tunesmith.adapters.targets import SLOT, head_modules
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.models import count_parameters
@@ -47,12 +47,6 @@ __all__ = [
     "unmerge_adapter",
 ]
 
-_INJECT = {
-    "bottleneck": bottleneck.inject,
-    "lora": lora.inject,
-    "ia3": ia3.inject,
-    "prefix": prefix.inject,
-}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -79,15 +73,9 @@ def add_adapter(model: nn.Module, name: str, config: Any) -> list[str]:
             f"adapter {state.merged!r} is merged into the base weights; "
             "unmerge_adapter before adding another"
         )
-    method = getattr(type(config), "method", None)
-    if method not in _INJECT:
-        raise ConfigError(
-            "adapter",
-            f"not an adapter config: {config!r}",
-            "build one with adapter_config_from_dict",
-        )
+    method = method_of(config)
     try:
-        touched = _INJECT[method](model, name, config)
+        touched = method.inject(model, name, config)
     except BaseException:
         for _, module, _ in slots(model):
             detach(module, name)  # leave no half-injected adapter behind
@@ -274,17 +262,20 @@ def load_adapter_state_dict(
 
 def _mergeable(model: nn.Module, name: str) -> None:
     config = state_of(model).get(name).config
-    if type(config).method not in ("lora", "ia3"):
+    if not method_of(config).mergeable:
+        deltas = [e.name for e in ADAPTERS if METHODS.get(e.obj.method).mergeable]
         raise ModelError(
-            f"adapter {name!r} ({config.type}) cannot be merged: only LoRA and IA3 are weight "
-            "deltas; a bottleneck adapter adds a non-linear module and a prefix adds attention "
-            "positions. Keep it as an adapter (save_adapter) or use LoRA"
+            f"adapter {name!r} ({config.type}) cannot be merged: only weight deltas "
+            f"({', '.join(deltas)}) fold into the base weights; a bottleneck adapter adds a "
+            "non-linear module and a prefix adds attention positions. Keep it as an adapter "
+            "(save_adapter) or use LoRA"
         )
 
 
 def merge_adapter(model: nn.Module, name: str | None = None) -> None:
-    """Fold LoRA/IA3 adapter ``name`` (default: the active one) into the base weights; it stays
-    active, with its hooks idle. The base weights change until :func:`unmerge_adapter`."""
+    """Fold adapter ``name`` (default: the active one) of a mergeable method (LoRA, IA3) into the
+    base weights; it stays active, with its hooks idle. The base weights change until
+    :func:`unmerge_adapter`."""
     state = state_of(model)
     name = name or state.active
     if name is None:

@@ -32,11 +32,13 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from tunesmith.adapters.base import AdapterLayer, adapter_dtype, attach, fld, hidden_size
-from tunesmith.adapters.targets import TARGETS, arch_targets
+from tunesmith.adapters.base import AdapterLayer, adapter_dtype, attach, hidden_size
+from tunesmith.adapters.methods import AdapterMethod, register
+from tunesmith.adapters.targets import TARGETS
+from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError, TrainingError
 
-__all__ = ["PrefixConfig", "PrefixLayer", "inject"]
+__all__ = ["PrefixConfig", "PrefixLayer", "inject", "supports"]
 
 
 @dataclass(frozen=True)
@@ -135,10 +137,15 @@ class PrefixLayer(AdapterLayer):
         return (), kwargs
 
 
+def supports(model_type: str | None) -> bool:
+    """Whether prefix tuning applies: a decoder-only model type marked ``prefix`` in TARGETS."""
+    table = TARGETS.get(model_type) if model_type is not None else None
+    return table is not None and table.prefix
+
+
 def inject(model: nn.Module, name: str, config: PrefixConfig) -> list[str]:
     """Add prefix adapter ``name`` to the backbone of ``model``; return ``[backbone name]``."""
-    table = arch_targets(model)
-    if table is None or not table.prefix:
+    if not supports(getattr(model.config, "model_type", None)):
         supported = sorted(k for k, t in TARGETS.items() if t.prefix)
         raise ConfigError(
             "adapter.type",
@@ -160,3 +167,20 @@ def _checkpointing(module: nn.Module) -> bool:
     if hasattr(module, "is_activation_checkpointing"):
         return bool(module.is_activation_checkpointing)
     return bool(getattr(module, "is_gradient_checkpointing", False))
+
+
+register(
+    AdapterMethod(
+        "prefix",
+        inject,
+        presets={
+            "prefix": (
+                PrefixConfig,
+                "learned key/value prefix at every layer of a decoder (Li & Liang 2021, "
+                "Prefix-Tuning)",
+            )
+        },
+        identity_at_init=False,  # the prefix positions change attention from the start
+        supports=supports,
+    )
+)

@@ -31,6 +31,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from tunesmith.errors import ConfigError
+from tunesmith.transfer import layer_layout
 
 __all__ = [
     "SLOT",
@@ -207,8 +208,6 @@ def find_peft_targets(
 def head_modules(model: nn.Module) -> list[str]:
     """Task-head module names: ``transfer.layer_layout(model).head`` (classifier, score, an
     untied ``lm_head``; a tied ``lm_head`` is the input embedding, not a head)."""
-    from tunesmith.transfer import layer_layout  # transfer imports nothing from adapters
-
     return [h for h in layer_layout(model).head if not _adapter_internal(h)]
 
 

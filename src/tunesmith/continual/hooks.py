@@ -22,7 +22,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from tunesmith.adapters import mark_trainable
+from tunesmith.adapters import load_model_or_adapter, mark_trainable
 from tunesmith.continual import fisher as fisher_lib
 from tunesmith.continual.config import FISHER_METHODS, REPLAY_METHODS, ContinualConfig
 from tunesmith.continual.data import TaskData, stage_recipe, write_jsonl
@@ -32,7 +32,6 @@ from tunesmith.continual.state import ContinualState
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, encode_split
-from tunesmith.models import load_model
 from tunesmith.train.evaluation import evaluate
 from tunesmith.train.setup import freeze_as_recipe
 
@@ -117,7 +116,7 @@ def load_stage_model(ctx: SequenceContext, best: Path | str, labels: list[str] |
     kwargs = {}
     if labels is not None:
         kwargs = dict(id2label=dict(enumerate(labels)))
-    model = load_model(str(best), ctx.task_type, **kwargs)
+    model = load_model_or_adapter(str(best), ctx.task_type, **kwargs)
     return model.to(ctx.accelerator.device).eval()
 
 

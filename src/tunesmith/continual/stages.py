@@ -33,6 +33,7 @@ import torch
 import yaml
 
 import tunesmith.objectives.continual  # noqa: F401  (registers the continual terms)
+from tunesmith.adapters import load_model_or_adapter
 from tunesmith.config import Recipe, parse_recipe
 from tunesmith.configschema import build, to_dict
 from tunesmith.continual.config import (
@@ -57,7 +58,7 @@ from tunesmith.continual.metrics import matrix_report
 from tunesmith.continual.replay import ReservoirBuffer
 from tunesmith.errors import ConfigError
 from tunesmith.metrics import LOWER_IS_BETTER
-from tunesmith.models import load_model, load_tokenizer
+from tunesmith.models import load_tokenizer
 from tunesmith.train.loop import train
 
 __all__ = ["run_sequence"]
@@ -194,7 +195,9 @@ class _Runner:
             labels = ctx.union if ctx.shared else ctx.tasks[0].labels
             kwargs = dict(id2label=dict(enumerate(labels)))
         first = self.stages[0].recipe
-        model = load_model(self.initial_model, ctx.task_type, init_seed=first.seed, **kwargs)
+        model = load_model_or_adapter(
+            self.initial_model, ctx.task_type, init_seed=first.seed, **kwargs
+        )
         model.to(ctx.accelerator.device).eval()
         return write_row(path, score_row(ctx, model, trained=-1), ctx.metric)
 
@@ -289,7 +292,7 @@ class _Runner:
             return str(prev)
         init = self.out / "init" / f"{k}-{task.name}"
         if not (init / "config.json").is_file():
-            model = load_model(str(prev / "best"), ctx.task_type)
+            model = load_model_or_adapter(str(prev / "best"), ctx.task_type)
             params = dict(model.named_parameters())
             with torch.no_grad():
                 for n, t in fresh_head(model, len(task.labels), ctx.seed + k).items():

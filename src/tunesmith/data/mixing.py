@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tunesmith.config import MIXING_STRATEGIES as STRATEGIES
+from tunesmith.config import check_mixing
 from tunesmith.errors import ConfigError
 
 __all__ = [
@@ -50,7 +52,6 @@ __all__ = [
     "observed_rates",
 ]
 
-STRATEGIES = ("proportional", "temperature", "equal", "explicit")
 DEFAULT_TEMPERATURE = 2.0  # T5 §3.5.2: T = 2 was among the best mixtures
 
 _BLOCK = 4096  # task draws generated per seeded block (any size gives the same stream per block)
@@ -79,35 +80,16 @@ def mixing_rates(
     Returns ``{task: r_m}`` with ``sum r_m = 1``. Errors name the recipe key (``mixing.cap``, ...).
     """
     _check_sizes(sizes)
-    if strategy not in STRATEGIES:
-        raise ConfigError(
-            "mixing.strategy", f"unknown strategy {strategy!r}", f"one of {STRATEGIES}"
-        )
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise ConfigError("mixing.cap", f"must be a positive integer or null, got {cap!r}")
-    if weights is not None and strategy != "explicit":
-        raise ConfigError(
-            "tasks[].weight", f"weights are only used by strategy 'explicit', not {strategy!r}"
-        )
-    if strategy != "temperature" and temperature is not None:
-        raise ConfigError(
-            "mixing.temperature",
-            f"only used by strategy 'temperature', not {strategy!r}",
-            "set mixing.strategy: temperature, or remove the temperature",
-        )
-    if strategy in ("equal", "explicit") and cap is not None:
-        raise ConfigError("mixing.cap", f"only used by proportional/temperature, not {strategy!r}")
+    check_mixing(list(sizes), strategy, cap=cap, temperature=temperature, weights=weights)
     names = list(sizes)
     if strategy == "equal":
         return dict.fromkeys(names, 1.0 / len(names))
     if strategy == "explicit":
-        return _explicit(names, weights)
+        return _explicit(names, weights)  # type: ignore[arg-type]  (checked above)
     if strategy == "proportional":
         temperature = 1.0
     elif temperature is None:
         temperature = DEFAULT_TEMPERATURE
-    if not temperature > 0:  # also rejects nan
-        raise ConfigError("mixing.temperature", f"must be > 0, got {temperature}")
     if math.isinf(temperature):
         return dict.fromkeys(names, 1.0 / len(names))
     capped = np.array([min(sizes[n], cap) if cap else sizes[n] for n in names], dtype=np.float64)
@@ -116,21 +98,6 @@ def mixing_rates(
     unnorm = np.exp(logits - logits.max())
     rates = unnorm / unnorm.sum()
     return {n: float(r) for n, r in zip(names, rates, strict=True)}
-
-
-def check_mixing(
-    names: Sequence[str],
-    strategy: str,
-    *,
-    cap: int | None = None,
-    temperature: float | None = None,
-    weights: Mapping[str, float] | None = None,
-) -> None:
-    """Check a mixture's settings before any data is read (recipe validation): the checks of
-    :func:`mixing_rates` with one example per task. Raises :class:`ConfigError` with the key path
-    (``mixing.strategy``, ``mixing.cap``, ``mixing.temperature``, ``tasks[].weight``)."""
-    sizes = dict.fromkeys(names, 1)
-    mixing_rates(sizes, strategy, cap=cap, temperature=temperature, weights=weights)
 
 
 def _check_sizes(sizes: Mapping[str, int]) -> None:
@@ -143,25 +110,8 @@ def _check_sizes(sizes: Mapping[str, int]) -> None:
             )
 
 
-def _explicit(names: list[str], weights: Mapping[str, float] | None) -> dict[str, float]:
-    if weights is None:
-        raise ConfigError("tasks[].weight", "strategy 'explicit' needs a weight for every task")
-    missing = [n for n in names if n not in weights]
-    extra = [n for n in weights if n not in names]
-    if missing or extra:
-        raise ConfigError(
-            "tasks[].weight",
-            f"weights must name exactly the tasks {names}",
-            f"missing {missing}, unknown {extra}" if extra else f"missing {missing}",
-        )
-    bad = [n for n in names if not (weights[n] >= 0 and math.isfinite(weights[n]))]
-    if bad:
-        raise ConfigError(
-            f"tasks[{bad[0]}].weight", f"must be a finite number >= 0, got {weights[bad[0]]}"
-        )
+def _explicit(names: list[str], weights: Mapping[str, float]) -> dict[str, float]:
     total = float(sum(weights[n] for n in names))
-    if total <= 0:
-        raise ConfigError("tasks[].weight", "at least one weight must be > 0")
     return {n: float(weights[n]) / total for n in names}
 
 

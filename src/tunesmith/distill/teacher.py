@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tunesmith.adapters import load_model_or_adapter
 from tunesmith.errors import ModelError
-from tunesmith.models import load_model
 
 __all__ = [
     "TeacherRunner",
@@ -62,10 +62,10 @@ def load_teacher(spec: str | os.PathLike[str], task: str, **kwargs: Any) -> nn.M
 
     A classification teacher keeps the label head it was trained with (its ``id2label``); check it
     against the student's labels with :func:`check_labels`. ``kwargs`` go to
-    :func:`tunesmith.models.load_model` (e.g. ``dtype``).
+    :func:`tunesmith.adapters.load_model_or_adapter` (e.g. ``dtype``).
     """
     resolved = resolve_teacher(spec)
-    model = load_model(resolved, task, **kwargs)
+    model = load_model_or_adapter(resolved, task, **kwargs)
     return freeze_teacher(model)
 
 

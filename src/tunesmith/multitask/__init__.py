@@ -8,8 +8,6 @@ evaluation in :mod:`tunesmith.train.evaluation` and the run modes in :mod:`tunes
 See ``docs/multitask.md``.
 """
 
-# `config.Recipe.validate_tasks` still imports mixing_rates from here; it goes with that import.
-from tunesmith.data.mixing import mixing_rates
 from tunesmith.multitask.heads import HeadSpec, MultiHeadModel, TaskHead, export_task
 
-__all__ = ["HeadSpec", "MultiHeadModel", "TaskHead", "export_task", "mixing_rates"]
+__all__ = ["HeadSpec", "MultiHeadModel", "TaskHead", "export_task"]

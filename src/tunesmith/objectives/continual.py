@@ -238,9 +238,9 @@ class LwFTerm(ContinualTerm):
         if self.previous is None and state.previous_model is None:
             return  # first stage: nothing to remember
         if self.previous is None:
-            from tunesmith.models import load_model
+            from tunesmith.adapters import load_model_or_adapter
 
-            self.previous = load_model(state.previous_model, state.task)
+            self.previous = load_model_or_adapter(state.previous_model, state.task)
         self.previous.requires_grad_(False)
         self.previous.eval()
         if state.heads == "separate" and state.task == "sequence_classification":

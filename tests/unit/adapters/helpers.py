@@ -11,6 +11,7 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
+from tunesmith.adapters import ADAPTERS, METHODS, AdapterMethod
 from tunesmith.adapters.targets import SLOT
 from tunesmith.testing import tiny_config
 
@@ -26,15 +27,24 @@ DEFAULT_TASK = {
     "gpt2": "causal_lm",
     "t5": "seq2seq",
 }
-BOTTLENECK = ("houlsby", "pfeiffer", "parallel")
-METHODS = (*BOTTLENECK, "lora", "ia3", "prefix")
 ARCHS = ("bert", "llama", "gpt2", "t5")
-DECODERS = ("llama", "gpt2")  # prefix tuning applies to these
 
 
-def matrix(methods=METHODS, archs=ARCHS):
-    """(method, arch) pairs where the method applies."""
-    return [(m, a) for m in methods for a in archs if m != "prefix" or a in DECODERS]
+def implementation(adapter_type: str) -> AdapterMethod:
+    """The registered implementation behind a recipe ``adapter.type`` name."""
+    return METHODS.get(ADAPTERS.get(adapter_type).method)
+
+
+# every registered adapter type (a new method module joins every matrix below by registering)
+TYPES = tuple(ADAPTERS.names())
+IDENTITY_AT_INIT = tuple(t for t in TYPES if implementation(t).identity_at_init)
+MERGEABLE = tuple(t for t in TYPES if implementation(t).mergeable)
+PEFT_TYPES = tuple(t for t in TYPES if implementation(t).peft is not None)
+
+
+def matrix(methods=TYPES, archs=ARCHS):
+    """(adapter type, arch) pairs where the method applies (its ``supports(model_type)``)."""
+    return [(m, a) for m in methods for a in archs if implementation(m).supports(a)]
 
 
 def tiny_model(arch: str, task: str | None = None, seed: int = 0, **kw):

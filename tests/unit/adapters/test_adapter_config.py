@@ -6,6 +6,7 @@ import pytest
 
 from tunesmith.adapters import (
     ADAPTERS,
+    METHODS,
     HoulsbyConfig,
     LoraConfig,
     ParallelConfig,
@@ -16,10 +17,19 @@ from tunesmith.adapters import (
 from tunesmith.configschema import field_help
 from tunesmith.errors import ConfigError
 
+PAPER_PRESETS = {"houlsby", "ia3", "lora", "parallel", "pfeiffer", "prefix"}
 
-def test_registry_holds_the_six_methods_with_paper_citations():
-    assert ADAPTERS.names() == ["houlsby", "ia3", "lora", "parallel", "pfeiffer", "prefix"]
+
+def test_registry_holds_the_methods_with_paper_citations():
+    assert PAPER_PRESETS <= set(ADAPTERS.names())  # new methods join by registering
     assert all("20" in entry.help for entry in ADAPTERS)  # every help cites a paper year
+    # the recipe's types are exactly the presets the registered implementations declare
+    presets = {p: cls for entry in METHODS for p, (cls, _) in entry.obj.presets.items()}
+    assert ADAPTERS.names() == sorted(presets)
+    for entry in ADAPTERS:
+        method = METHODS.get(entry.obj.method)
+        assert presets[entry.name] is entry.obj and method.name == entry.obj.method
+        assert entry.obj.__module__ == method.inject.__module__  # declared in its own module
 
 
 def test_presets_follow_their_papers():

@@ -2,7 +2,8 @@
 
 For every method where it applies: identity at init (all but prefix), training changes exactly
 the adapter (+ head) parameters and leaves the base bit-identical, disabling gives the base
-output, merging gives the unmerged output (LoRA, IA3), and save/load round-trips exactly.
+output, merging gives the unmerged output (LoRA, IA3), and save/load round-trips exactly. The
+methods come from the registry (``helpers.TYPES``), so a new method runs every check it declares.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from tunesmith.adapters import (
 )
 
 from .helpers import (
-    BOTTLENECK,
+    IDENTITY_AT_INIT,
+    MERGEABLE,
     base_hash,
     is_adapter,
     logits,
@@ -46,7 +48,7 @@ def adapted(method: str, arch: str, seed: int = 0, **kw):
     return model
 
 
-@pytest.mark.parametrize("method,arch", matrix(methods=(*BOTTLENECK, "lora", "ia3")))
+@pytest.mark.parametrize("method,arch", matrix(methods=IDENTITY_AT_INIT))
 def test_identity_at_init(method, arch):
     batch = make_batch(arch)
     model = tiny_model(arch)
@@ -83,7 +85,7 @@ def test_training_changes_only_the_adapter(method, arch):
         assert not torch.allclose(logits(model, batch), base_out)
 
 
-@pytest.mark.parametrize("method,arch", matrix(methods=("lora", "ia3")))
+@pytest.mark.parametrize("method,arch", matrix(methods=MERGEABLE))
 def test_merged_equals_unmerged(method, arch):
     model = adapted(method, arch)
     perturb(adapter_parameters(model, "task"), scale=0.3)

@@ -240,7 +240,7 @@ def test_adapter_sequence_trains_one_adapter_and_leaves_the_base_untouched(
 ):
     """LoRA through a shared-head sequence: stage 1 goes on training stage 0's adapter (it starts
     from it), the EWC Fisher covers exactly the adapter + head, and the base never changes."""
-    from tunesmith.adapters import adapter_parameters, head_parameters
+    from tunesmith.adapters import adapter_parameters, head_parameters, load_model_or_adapter
     from tunesmith.continual.state import ContinualState
     from tunesmith.models import load_model
 
@@ -253,7 +253,7 @@ def test_adapter_sequence_trains_one_adapter_and_leaves_the_base_untouched(
     assert len(report["matrix"]) == 2
     out = tmp_path / "out"
     stage0, stage1 = (
-        load_model(str(out / "stages" / d), "sequence_classification")
+        load_model_or_adapter(str(out / "stages" / d), "sequence_classification")
         for d in ("0-senti", "1-topic")
     )
     base = load_model(str(tiny_bert), "sequence_classification", num_labels=5)
@@ -276,10 +276,9 @@ def test_adapter_sequence_trains_one_adapter_and_leaves_the_base_untouched(
 
 def test_a_run_starts_from_an_adapter_run(tiny_bert, two_tasks, tmp_path):
     """model: <adapter run dir> loads its base + adapter + head and trains that adapter on."""
-    from tunesmith.adapters import adapter_parameters, list_adapters
+    from tunesmith.adapters import adapter_parameters, list_adapters, load_model_or_adapter
     from tunesmith.config import parse_recipe
     from tunesmith.errors import ConfigError
-    from tunesmith.models import load_model
     from tunesmith.train.loop import train
 
     def recipe(model, out, adapter):
@@ -303,10 +302,10 @@ def test_a_run_starts_from_an_adapter_run(tiny_bert, two_tasks, tmp_path):
 
     lora = {"type": "lora", "r": 4, "targets": ["query", "value"]}
     train(recipe(tiny_bert, tmp_path / "a", lora))
-    first = load_model(str(tmp_path / "a"), "sequence_classification")
+    first = load_model_or_adapter(str(tmp_path / "a"), "sequence_classification")
     assert list_adapters(first) == ["default"]
     train(recipe(tmp_path / "a", tmp_path / "b", lora))
-    second = load_model(str(tmp_path / "b"), "sequence_classification")
+    second = load_model_or_adapter(str(tmp_path / "b"), "sequence_classification")
     a, b = adapter_parameters(first, "default"), adapter_parameters(second, "default")
     assert set(a) == set(b) and any(not torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="already has a lora adapter"):

@@ -21,10 +21,11 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.adapters import load_model_or_adapter
 from tunesmith.config import Recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
-from tunesmith.models import align_pad_token, load_model
+from tunesmith.models import align_pad_token
 
 Plan = list[list[list[int]]]
 """One epoch of this process's optimiser steps: steps -> micro-batches -> example indices."""
@@ -97,7 +98,7 @@ def load_hf_model(
     kwargs = {}
     if vocab is not None:
         kwargs = dict(num_labels=len(vocab), id2label=vocab.id2label, label2id=vocab.label2id)
-    model = load_model(
+    model = load_model_or_adapter(
         recipe.model_source,
         recipe.task,
         from_scratch=recipe.from_scratch,
