@@ -20,21 +20,59 @@ model's distribution at that position (teacher forcing on the true prefix).
 
 Only parameters with ``requires_grad`` count: a frozen backbone, a linear probe or a LoRA /
 adapter model gets the Fisher of exactly what trains.
+
+:class:`FisherConfig` is the recipe's ``fisher:`` setting of the EWC methods and
+:func:`stage_fisher` estimates the Fisher of a finished stage of a task sequence.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from tunesmith.errors import ConfigError
+from tunesmith.objectives.continual.base import SequenceView
 from tunesmith.objectives.task import IGNORE_INDEX, model_inputs, task_loss
 
-__all__ = ["diagonal_fisher", "empirical", "online_update", "sample_labels", "sampled"]
+__all__ = [
+    "FisherConfig",
+    "diagonal_fisher",
+    "empirical",
+    "online_update",
+    "sample_labels",
+    "sampled",
+    "stage_fisher",
+]
 
 FisherKind = Literal["empirical", "sampled"]
+
+
+@dataclasses.dataclass
+class FisherConfig:
+    """How the diagonal Fisher of a finished stage is estimated (EWC, online EWC)."""
+
+    kind: FisherKind = dataclasses.field(
+        default="empirical",
+        metadata={
+            "help": "empirical: true labels; sampled: labels drawn from the model (true Fisher)"
+        },
+    )
+    n_samples: int = dataclasses.field(
+        default=1, metadata={"help": "sampled: labels drawn per example"}
+    )
+    max_examples: int = dataclasses.field(
+        default=512,
+        metadata={"help": "training examples of the finished task used (seeded subset)"},
+    )
+
+    def validate(self, path: str) -> None:
+        if self.n_samples < 1 or self.max_examples < 1:
+            raise ConfigError(path, "n_samples and max_examples must be >= 1")
 
 
 def _draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -161,3 +199,24 @@ def online_update(
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
     old = old or {}
     return {n: (gamma * old[n] + f) if n in old else f.clone() for n, f in new.items()}
+
+
+def stage_fisher(
+    seq: SequenceView, model: nn.Module, i: int, cfg: FisherConfig
+) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher of stage i's model on a seeded subset of task i's training records
+    (``cfg.max_examples`` of them, drawn with seed ``seq.seed + 1000 + i``)."""
+    records = seq.train_records(i)
+    rng = random.Random(seq.seed + 1000 + i)
+    picked = sorted(rng.sample(range(len(records)), min(cfg.max_examples, len(records))))
+    examples = seq.encoded(i, [records[r] for r in picked], f"Fisher data ({seq.names[i]})")
+    return diagonal_fisher(
+        model,
+        examples,
+        seq.collator(),
+        seq.task_type,
+        kind=cfg.kind,
+        n_samples=cfg.n_samples,
+        max_examples=None,
+        seed=seq.seed + i,
+    )
