@@ -131,7 +131,7 @@ class ContinualConfig:
     def resolved(self) -> dict[str, Any]:
         """Every setting as plain data, in the recipe's shape (``parse`` reads it back)."""
         out = {f.name: to_dict(getattr(self, f.name)) for f in fields(self) if f.init}
-        return out | {name: to_dict(p) for name, p in self.params.items()}
+        return out | {name: to_dict(p) for name, p in self.params.items() if fields(p)}
 
 
 def _upgrade(data: dict, path: str, warn: bool) -> dict:

@@ -241,8 +241,8 @@ def test_adapter_sequence_trains_one_adapter_and_leaves_the_base_untouched(
     """LoRA through a shared-head sequence: stage 1 goes on training stage 0's adapter (it starts
     from it), the EWC Fisher covers exactly the adapter + head, and the base never changes."""
     from tunesmith.adapters import adapter_parameters, head_parameters
-    from tunesmith.objectives.continual import ContinualState
     from tunesmith.models import load_model
+    from tunesmith.objectives.continual import ContinualState
 
     data = sequence_dict(
         tiny_bert, two_tasks, tmp_path / "out", method, heads="shared", ewc={"weight": 100.0}

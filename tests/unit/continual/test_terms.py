@@ -8,16 +8,17 @@ from torch import nn
 
 from tunesmith.config import ObjectiveConfig
 from tunesmith.continual.heads import fresh_head, head_state, logits_per_head
-from tunesmith.objectives.continual import ContinualState, merge_quadratics
 from tunesmith.errors import ConfigError
 from tunesmith.models import load_model
 from tunesmith.objectives import build_terms, combine
 from tunesmith.objectives.continual import (
+    ContinualState,
     EWCTerm,
     L2AnchorTerm,
     LwFTerm,
     OnlineEWCTerm,
     ReplayTerm,
+    merge_quadratics,
 )
 
 
