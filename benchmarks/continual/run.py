@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_data import DATA  # noqa: E402  (benchmarks/bench_data.py)
 
 from tunesmith.config import parse_recipe
-from tunesmith.configschema import build
 from tunesmith.continual import run_sequence
 from tunesmith.continual.config import ContinualConfig, Stage
 from tunesmith.paths import data_root
@@ -96,7 +95,7 @@ def stages(seed: int, budget: Budget, joint: bool) -> list[Stage]:
 def run_one(method: str, seed: int, runs_dir: Path, budget: Budget) -> dict:
     out = runs_dir / f"{method}-s{seed}"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = build(ContinualConfig, {"method": method, **CONTINUAL.get(method, {})}, "continual")
+    cfg = ContinualConfig.parse({"method": method, **CONTINUAL.get(method, {})})
     report = run_sequence(stages(seed, budget, method == "joint"), cfg, out)
     heat = HERE / "heatmaps"
     if not budget.steps < 10:
@@ -273,11 +272,7 @@ def run_lm(runs_dir: Path, quick: bool, methods: list[str]) -> None:
     for method in methods:
         out = runs_dir / f"lm-{method}"
         shutil.rmtree(out, ignore_errors=True)
-        cfg = build(
-            ContinualConfig,
-            {"method": method, "heads": "shared", **LM_METHODS[method]},
-            "continual",
-        )
+        cfg = ContinualConfig.parse({"method": method, "heads": "shared", **LM_METHODS[method]})
         report = run_sequence(lm_stages(quick), cfg, out)
         r = {
             "method": method,

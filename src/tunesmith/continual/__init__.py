@@ -1,30 +1,30 @@
 """Continual learning: learn tasks one after another without forgetting the earlier ones.
 
 A task sequence runs each task as one stage through the same training loop
-(:func:`run_sequence`); methods are objective terms plus work between stages:
+(:func:`run_sequence`); what a method adds (objective terms, work between stages) comes from
+its module in :mod:`tunesmith.objectives.continual` (``naive``, ``ewc``, ``online_ewc``,
+``l2_anchor``, ``lwf``, ``replay``, ``ewc_replay``, ``joint``; registry :data:`METHODS`).
+This package is the driver around the loop:
 
+* the sequence recipe and its ``continual:`` section (:mod:`.config`);
+* each task's splits frozen once (:mod:`.data`);
+* the runner and the work between stages (:mod:`.stages`, :mod:`.hooks`);
 * metrics on the accuracy matrix R (:mod:`.metrics`): ACC, BWT, forgetting, FWT;
-* the diagonal Fisher of the trainable parameters (:mod:`.fisher`) for EWC / online EWC;
-* a per-stage :class:`ContinualState` (anchors, Fishers, old heads) that the terms of
-  :mod:`tunesmith.objectives.continual` (``ewc``, ``online_ewc``, ``l2_anchor``, ``lwf``,
-  ``replay``) read, bound in memory or from a file;
-* a reservoir replay buffer (:mod:`.replay`);
 * separate task heads swapped on one body (:mod:`.heads`).
 
+The loss-side pieces (the diagonal Fisher, :class:`ContinualState`, the quadratic penalties, the
+reservoir buffer) live in :mod:`tunesmith.objectives.continual` and are re-exported here.
 Formulas and recipes: ``docs/continual.md``.
 """
 
 from tunesmith.continual.config import (
-    METHODS,
+    LEGACY_KEYS,
     ContinualConfig,
-    FisherConfig,
-    ReplayConfig,
     Stage,
     TaskSequence,
     load_sequence,
     parse_sequence,
 )
-from tunesmith.continual.fisher import diagonal_fisher, empirical, online_update, sampled
 from tunesmith.continual.heads import TaskView, fresh_head, head_state, label_projection_names
 from tunesmith.continual.metrics import (
     Forgetting,
@@ -34,29 +34,29 @@ from tunesmith.continual.metrics import (
     forward_transfer,
     matrix_report,
 )
-from tunesmith.continual.penalty import merge_quadratics, quadratic_penalty
-from tunesmith.continual.replay import ReservoirBuffer
-from tunesmith.continual.state import ContinualState
-
-
-def run_sequence(*args, **kwargs):
-    """Run a task sequence; see :func:`tunesmith.continual.stages.run_sequence`.
-
-    (Imported on first use: the runner needs the training loop, which imports the objectives,
-    which import this package.)
-    """
-    from tunesmith.continual.stages import run_sequence as _run
-
-    return _run(*args, **kwargs)
-
+from tunesmith.continual.stages import run_sequence
+from tunesmith.objectives.continual import (
+    METHODS,
+    PRESETS,
+    ContinualState,
+    FisherConfig,
+    ReservoirBuffer,
+    diagonal_fisher,
+    empirical,
+    merge_quadratics,
+    online_update,
+    quadratic_penalty,
+    sampled,
+)
 
 __all__ = [
+    "LEGACY_KEYS",
     "METHODS",
+    "PRESETS",
     "ContinualConfig",
     "ContinualState",
     "FisherConfig",
     "Forgetting",
-    "ReplayConfig",
     "ReservoirBuffer",
     "TaskSequence",
     "Stage",

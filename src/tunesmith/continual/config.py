@@ -7,13 +7,15 @@ whose ``data`` moves into the stages; each stage names its task and overrides an
     task: sequence_classification
     output_dir: runs/continual/ewc
     train: {batch_size: 32, epochs: 2}
-    continual: {method: ewc, ewc_lambda: 1000, fisher: {kind: empirical, max_examples: 512}}
+    continual: {method: ewc, ewc: {weight: 1000, fisher: {kind: empirical, max_examples: 512}}}
     stages:
       - name: ag_news
         data: {train: ag_news/train.jsonl, split: {dev: 0.1, test: 0.2}}
       - name: sst2
         data: {train: {path: sst2_sentences/train.txt, format: label_text}, ...}
 
+The ``continual:`` section names the method (or a preset: ``online-ewc``, ``ewc+replay``) and
+holds one section per method with that method's settings (:meth:`ContinualConfig.parse`).
 Each stage becomes a full :class:`~tunesmith.config.Recipe` (the shared keys deep-merged with
 the stage's), validated with the usual key paths (prefixed ``stages[i].``) before any model
 loads.
@@ -22,62 +24,52 @@ loads.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import difflib
+import logging
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tunesmith.config import Recipe, check_files, fld, parse_recipe, read_yaml_mapping
-from tunesmith.configschema import apply_overrides, build, deep_merge
-from tunesmith.continual.state import check_task_name
+from tunesmith.configschema import apply_overrides, build, deep_merge, to_dict
 from tunesmith.errors import ConfigError
+from tunesmith.objectives.continual import METHODS, ContinualMethod, check_task_name, method_class
 
 __all__ = [
-    "METHODS",
+    "LEGACY_KEYS",
     "ContinualConfig",
-    "FisherConfig",
-    "ReplayConfig",
     "TaskSequence",
     "Stage",
     "load_sequence",
     "parse_sequence",
 ]
 
-Method = Literal["naive", "ewc", "online_ewc", "l2_anchor", "lwf", "replay", "ewc_replay", "joint"]
-METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
-FISHER_METHODS = {"ewc", "online_ewc", "ewc_replay"}
-REPLAY_METHODS = {"replay", "ewc_replay"}
+logger = logging.getLogger(__name__)
+
 # keys a stage may not override: the sequence decides them
 _FIXED_KEYS = ("model", "task", "output_dir", "from_scratch")
 
-
-@dataclass
-class FisherConfig:
-    kind: Literal["empirical", "sampled"] = fld(
-        "empirical", "empirical: true labels; sampled: labels drawn from the model (true Fisher)"
-    )
-    n_samples: int = fld(1, "sampled: labels drawn per example")
-    max_examples: int = fld(512, "training examples of the finished task used (seeded subset)")
-
-    def validate(self, path: str) -> None:
-        if self.n_samples < 1 or self.max_examples < 1:
-            raise ConfigError(path, "n_samples and max_examples must be >= 1")
-
-
-@dataclass
-class ReplayConfig:
-    capacity: int = fld(1000, "reservoir size (examples over all earlier tasks)")
-    ratio: float = fld(0.25, "replayed examples per new training example")
-
-    def validate(self, path: str) -> None:
-        if self.capacity < 1:
-            raise ConfigError(f"{path}.capacity", "must be >= 1")
-        if self.ratio <= 0:
-            raise ConfigError(f"{path}.ratio", "must be > 0")
+# The flat keys of the recipe before one section per method (still read, with a warning): the
+# old key -> the (section, key) pairs it sets.
+LEGACY_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ewc_lambda": (("ewc", "weight"), ("online_ewc", "weight")),
+    "online_gamma": (("online_ewc", "gamma"),),
+    "l2_lambda": (("l2_anchor", "weight"),),
+    "lwf_lambda": (("lwf", "weight"),),
+    "lwf_temperature": (("lwf", "temperature"),),
+    "fisher": (("ewc", "fisher"), ("online_ewc", "fisher")),
+}
 
 
 @dataclass
 class ContinualConfig:
-    method: Method = fld("naive", "how earlier tasks are protected (see docs/continual.md)")
+    """The recipe's ``continual:`` section: the method, how tasks are headed and scored, and one
+    section per method with its settings (``ewc: {weight: 1000}``; see :meth:`parse`)."""
+
+    method: str = fld(
+        "naive",
+        "how earlier tasks are protected: a continual method or preset (docs/continual.md)",
+    )
     heads: Literal["separate", "shared"] = fld(
         "separate",
         "classification: one label projection per task (swapped in to evaluate each task), or "
@@ -87,13 +79,6 @@ class ContinualConfig:
     restrict_eval_labels: bool = fld(
         True, "shared head: score each task among its own labels only (task-incremental)"
     )
-    ewc_lambda: float = fld(1000.0, "EWC / online EWC lambda (the term's weight)")
-    online_gamma: float = fld(1.0, "online EWC: F* = gamma * F*_old + F_new")
-    l2_lambda: float = fld(0.01, "L2 anchor lambda")
-    lwf_lambda: float = fld(1.0, "LwF weight of the distillation term")
-    lwf_temperature: float = fld(2.0, "LwF softmax temperature")
-    fisher: FisherConfig = fld(FisherConfig(), "diagonal Fisher estimation (EWC methods)")
-    replay: ReplayConfig = fld(ReplayConfig(), "experience replay (replay methods)")
     seed: int | None = fld(None, "seed of Fisher subsets, replay and fresh heads (default: seed)")
     eval_split: Literal["test", "dev"] = fld("test", "split each task is scored on for R")
     metric: str | None = fld(
@@ -105,15 +90,71 @@ class ContinualConfig:
         "keep every stage's state file and resumable checkpoints (default: only the latest "
         "state; a finished stage's checkpoints are deleted, its best/ kept)",
     )
+    params: dict[str, Any] = field(
+        default_factory=dict,
+        init=False,
+        metadata={"help": "the settings of the method's parts, by section (filled by parse)"},
+    )
 
     def validate(self, path: str) -> None:
-        if not 0.0 <= self.online_gamma <= 1.0:
-            raise ConfigError(f"{path}.online_gamma", "must be in [0, 1]")
-        for key in ("ewc_lambda", "l2_lambda", "lwf_lambda"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{path}.{key}", "must be >= 0")
-        if self.lwf_temperature <= 0:
-            raise ConfigError(f"{path}.lwf_temperature", "must be > 0")
+        cls = method_class(self.method, f"{path}.method")
+        self.method = cls.name  # a preset's method
+        self.params = {p.name: self.params.get(p.name) or p.Params() for p in cls.parts()}
+
+    @classmethod
+    def parse(cls, data: dict | None, path: str = "continual", warn: bool = True):
+        """A ``continual:`` mapping -> validated config. Keys: the fields above, and a section
+        per method (``ewc:``, ``replay:``, ...) built into that method's ``Params``; the old
+        flat keys (:data:`LEGACY_KEYS`) are mapped onto the sections (with a warning)."""
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(path, f"expected a mapping, got {type(data).__name__} {data!r}")
+        data = _upgrade(dict(data or {}), path, warn)
+        generic = {f.name for f in fields(cls) if f.init}
+        unknown = [k for k in data if k not in generic and k not in METHODS]
+        if unknown:
+            valid = sorted(generic) + METHODS.names()
+            close = difflib.get_close_matches(str(unknown[0]), valid, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+            raise ConfigError(f"{path}.{unknown[0]}", "unknown key", hint)
+        cfg = build(cls, {k: v for k, v in data.items() if k in generic}, path)
+        for name, section in data.items():
+            if name not in generic:  # every given section is checked, the used ones kept
+                params = build(METHODS.get(name).Params, section, f"{path}.{name}")
+                if name in cfg.params:
+                    cfg.params[name] = params
+        return cfg
+
+    def create_method(self) -> ContinualMethod:
+        """The method with its settings, for the sequence runner."""
+        return method_class(self.method).create(self.params)
+
+    def resolved(self) -> dict[str, Any]:
+        """Every setting as plain data, in the recipe's shape (``parse`` reads it back)."""
+        out = {f.name: to_dict(getattr(self, f.name)) for f in fields(self) if f.init}
+        return out | {name: to_dict(p) for name, p in self.params.items() if fields(p)}
+
+
+def _upgrade(data: dict, path: str, warn: bool) -> dict:
+    """Map the flat keys of :data:`LEGACY_KEYS` onto their method sections."""
+    out = {k: v for k, v in data.items() if k not in LEGACY_KEYS}
+    for old, targets in LEGACY_KEYS.items():
+        if old not in data:
+            continue
+        new = " and ".join(f"{path}.{section}.{key}" for section, key in targets)
+        if warn:
+            logger.warning("%s.%s is deprecated: use %s", path, old, new)
+        for section, key in targets:
+            current = out.get(section)
+            if current is None:
+                current = {}
+            if not isinstance(current, dict):
+                continue  # the section's own error comes from build
+            if key in current:
+                raise ConfigError(
+                    f"{path}.{old}", f"set twice, also as {path}.{section}.{key}", f"keep {new}"
+                )
+            out[section] = {**current, key: data[old]}
+    return out
 
 
 @dataclass
@@ -149,7 +190,7 @@ def check_sequence(stages: list[Stage], cfg: ContinualConfig) -> None:
             "causal LM: a fresh per-task head cannot be put on an adapter-only checkpoint yet",
             "set continual.heads: shared; each stage then goes on training the same adapter",
         )
-    if len(stages) < 2 and cfg.method != "joint":
+    if len(stages) < 2 and not method_class(cfg.method).joint:
         raise ConfigError("stages", "a task sequence needs at least two stages")
 
 
@@ -157,7 +198,7 @@ def parse_sequence(data: dict, overrides: list[str] | None = None) -> TaskSequen
     """A parsed sequence recipe (see the module docstring) -> validated :class:`TaskSequence`."""
     data = apply_overrides(copy.deepcopy(data), overrides or [])
     raw_stages = data.pop("stages", None)
-    cfg = build(ContinualConfig, data.pop("continual", None) or {}, "continual")
+    cfg = ContinualConfig.parse(data.pop("continual", None))
     if not isinstance(raw_stages, list) or not raw_stages:
         raise ConfigError("stages", "required: a list of {name, data, ...} entries, one per task")
     stages, names = [], set()

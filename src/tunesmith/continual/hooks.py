@@ -5,15 +5,17 @@ skipped when its output file already exists (so a resumed sequence redoes only w
 
 1. :func:`save_head` - separate heads: keep task k's label projection (``heads/<task>``);
 2. :func:`score_row` - score every task, seen and unseen, with stage k's model -> row k of R;
-3. :func:`update_buffer` - replay: offer task k's training records to the reservoir;
-4. :func:`build_state` - the :class:`ContinualState` for stage k+1: Fisher and anchors
-   (EWC variants), old heads, the previous model's folder (LwF), encoded replay examples.
+3. the method's ``after_stage`` (replay: offer task k's training records to the reservoir);
+4. :func:`build_state` - the :class:`ContinualState` for stage k+1: old heads and the previous
+   model's folder here, then what the method adds (Fisher and anchors, encoded replay examples).
+
+:class:`SequenceContext` is what the methods see of the sequence
+(:class:`tunesmith.objectives.continual.SequenceView`).
 """
 
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,19 +25,18 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from tunesmith.adapters import load_model_or_adapter, mark_trainable
-from tunesmith.continual import fisher as fisher_lib
-from tunesmith.continual.config import FISHER_METHODS, REPLAY_METHODS, ContinualConfig
+from tunesmith.continual.config import ContinualConfig
 from tunesmith.continual.data import TaskData, stage_recipe, write_jsonl
 from tunesmith.continual.heads import TaskView, fresh_head, head_state, label_projection_names
-from tunesmith.continual.replay import ReservoirBuffer
-from tunesmith.continual.state import ContinualState
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, encode_split
+from tunesmith.multitask import MultiHeadModel
+from tunesmith.objectives.continual import ContinualMethod, ContinualState
 from tunesmith.train.evaluation import evaluate
 from tunesmith.train.setup import freeze_as_recipe
 
-__all__ = ["SequenceContext", "build_state", "save_head", "score_row", "update_buffer"]
+__all__ = ["SequenceContext", "build_state", "save_head", "score_row"]
 
 
 @dataclass
@@ -44,6 +45,7 @@ class SequenceContext:
 
     out: Path
     cfg: ContinualConfig
+    method: ContinualMethod
     tasks: list[TaskData]
     task_type: str
     shared: bool  # one head for all tasks (or no head: causal LM)
@@ -82,11 +84,25 @@ class SequenceContext:
     def head_path(self, name: str) -> Path:
         return self.out / "heads" / f"{name}.safetensors"
 
-    def buffer_path(self, i: int) -> Path:
-        return self.out / "replay" / f"after-{i}.json"
-
     def collator(self) -> Collator:
         return Collator(pad_token_id=self.tokenizer.pad_token_id)
+
+    def train_records(self, i: int) -> list[dict]:
+        return self.tasks[i].splits["train"]
+
+    def write_jsonl(self, path: Path, records: list[dict]) -> None:
+        write_jsonl(path, records)
+
+    def trainable(self, model, i: int) -> dict[str, torch.nn.Parameter]:
+        """The parameters stage i trains (its recipe's freezing), minus separate label heads."""
+        recipe = self.tasks[i].recipe
+        freeze_as_recipe(recipe, model)
+        if recipe.adapter is not None:  # only the adapter (and the head, if it trains) counts
+            name, train_head, _ = recipe.adapter_settings()
+            mark_trainable(model, name, train_head=train_head)
+        separate = self.classification and not self.shared
+        heads = set(label_projection_names(model)) if separate else set()
+        return {n: p for n, p in model.named_parameters() if p.requires_grad and n not in heads}
 
     def encoded(self, j: int, records: list[dict], where: str) -> list[dict]:
         """Encode task j's records with its recipe and label vocabulary."""
@@ -110,8 +126,6 @@ class SequenceContext:
 
 def load_stage_model(ctx: SequenceContext, best: Path | str, labels: list[str] | None = None):
     if (Path(best) / "multitask.json").is_file():  # joint training with a head per task
-        from tunesmith.multitask import MultiHeadModel
-
         return MultiHeadModel.from_pretrained(best).to(ctx.accelerator.device).eval()
     kwargs = {}
     if labels is not None:
@@ -151,7 +165,7 @@ def score_row(ctx: SequenceContext, model, trained: int) -> list[dict[str, float
             )
             view = TaskView(model, head=head)
         else:
-            restrict = ctx.cfg.restrict_eval_labels or ctx.cfg.method == "joint"
+            restrict = ctx.cfg.restrict_eval_labels or ctx.method.joint
             view = TaskView(model, label_ids=ctx.label_ids(j) if restrict else None)
         batch = task.recipe.train.eval_batch_size
         metrics.append(
@@ -167,69 +181,9 @@ def write_row(path: Path, metrics: list[dict[str, float]], metric: str) -> list[
     return row
 
 
-def update_buffer(ctx: SequenceContext, i: int) -> ReservoirBuffer:
-    """The reservoir after stage i: the one after stage i-1 plus task i's training records."""
-    path = ctx.buffer_path(i)
-    if path.is_file():
-        return ReservoirBuffer.load(path)
-    prev = ctx.buffer_path(i - 1)
-    if i > 0 and prev.is_file():
-        buffer = ReservoirBuffer.load(prev)
-    else:
-        buffer = ReservoirBuffer(ctx.cfg.replay.capacity, seed=ctx.seed)
-    buffer.add(ctx.tasks[i].splits["train"])
-    buffer.save(path)
-    return buffer
-
-
-def encoded_replay(ctx: SequenceContext, k: int) -> Path:
-    """Separate heads: the buffer after stage k-1, encoded per task, as JSONL for the term."""
-    buffer = ReservoirBuffer.load(ctx.buffer_path(k - 1))
-    index = {name: j for j, name in enumerate(ctx.names)}
-    lines = []
-    for name in ctx.names[:k]:
-        records = [r for r in buffer.items if r["task"] == name]
-        if records:
-            encoded = ctx.encoded(index[name], records, f"replay buffer ({name})")
-            lines += [{**ex, "task": name} for ex in encoded]
-    path = ctx.out / "replay" / f"encoded-{k}.jsonl"
-    write_jsonl(path, lines)
-    return path
-
-
-def _trainable(ctx: SequenceContext, model, recipe) -> dict[str, torch.nn.Parameter]:
-    """The parameters stage k trains (the recipe's freezing), minus separate label heads."""
-    freeze_as_recipe(recipe, model)
-    if recipe.adapter is not None:  # only the adapter (and the head, if it trains) counts
-        name, train_head, _ = recipe.adapter_settings()
-        mark_trainable(model, name, train_head=train_head)
-    heads = set(label_projection_names(model)) if ctx.classification and not ctx.shared else set()
-    return {n: p for n, p in model.named_parameters() if p.requires_grad and n not in heads}
-
-
-def estimate_fisher(ctx: SequenceContext, model, i: int) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher of stage i's model on a seeded subset of task i's training data."""
-    fc = ctx.cfg.fisher
-    records = ctx.tasks[i].splits["train"]
-    rng = random.Random(ctx.seed + 1000 + i)
-    picked = sorted(rng.sample(range(len(records)), min(fc.max_examples, len(records))))
-    examples = ctx.encoded(i, [records[r] for r in picked], f"Fisher data ({ctx.names[i]})")
-    return fisher_lib.diagonal_fisher(
-        model,
-        examples,
-        ctx.collator(),
-        ctx.task_type,
-        kind=fc.kind,
-        n_samples=fc.n_samples,
-        max_examples=None,
-        seed=ctx.seed + i,
-    )
-
-
 def build_state(ctx: SequenceContext, k: int, model, best: Path) -> ContinualState:
     """The state handed to stage k, from stage k-1's ``model`` (loaded from ``best``)."""
-    cfg, i = ctx.cfg, k - 1
-    name = ctx.names[i]
+    i = k - 1
     prev = ctx.state_path(i)
     old = ContinualState.load(prev) if prev.is_file() else ContinualState()
     state = ContinualState(
@@ -243,26 +197,8 @@ def build_state(ctx: SequenceContext, k: int, model, best: Path) -> ContinualSta
         state.head_weights = {n: load_head(ctx, n) for n in ctx.names[:k]}
     if ctx.classification and ctx.shared:
         state.old_label_ids = sorted({x for j in range(k) for x in ctx.label_ids(j)})
-    method = cfg.method
-    if method in FISHER_METHODS or method == "l2_anchor":
-        params = _trainable(ctx, model, ctx.tasks[i].recipe)
-        anchor = {n: p.detach().cpu().clone() for n, p in params.items()}
-        fisher = None
-        if method in FISHER_METHODS:
-            full = estimate_fisher(ctx, model, i)
-            fisher = {n: full[n] for n in anchor}
-        if method in ("ewc", "ewc_replay"):
-            state.anchors = {**old.anchors, name: anchor}
-            state.fishers = {**old.fishers, name: fisher}
-        else:
-            state.anchors = {name: anchor}
-        if method == "online_ewc":
-            state.online_fisher = fisher_lib.online_update(
-                old.online_fisher, fisher, cfg.online_gamma
-            )
-    if method in REPLAY_METHODS and ctx.classification and not ctx.shared:
-        state.replay_file = str(encoded_replay(ctx, k))
+    ctx.method.update_state(state, old, ctx, model, i)
     state.save(ctx.state_path(k))
-    if not cfg.keep_state and prev.is_file():
+    if not ctx.cfg.keep_state and prev.is_file():
         prev.unlink()
     return state

@@ -32,17 +32,10 @@ from typing import Any
 import torch
 import yaml
 
-import tunesmith.objectives.continual  # noqa: F401  (registers the continual terms)
 from tunesmith.adapters import load_model_or_adapter
 from tunesmith.config import Recipe, parse_recipe
-from tunesmith.configschema import build, to_dict
-from tunesmith.continual.config import (
-    REPLAY_METHODS,
-    ContinualConfig,
-    Stage,
-    TaskSequence,
-    check_sequence,
-)
+from tunesmith.configschema import to_dict
+from tunesmith.continual.config import ContinualConfig, Stage, TaskSequence, check_sequence
 from tunesmith.continual.data import materialize, stage_recipe, write_jsonl
 from tunesmith.continual.heads import fresh_head
 from tunesmith.continual.hooks import (
@@ -51,11 +44,9 @@ from tunesmith.continual.hooks import (
     load_stage_model,
     save_head,
     score_row,
-    update_buffer,
     write_row,
 )
 from tunesmith.continual.metrics import matrix_report
-from tunesmith.continual.replay import ReservoirBuffer
 from tunesmith.errors import ConfigError
 from tunesmith.metrics import LOWER_IS_BETTER
 from tunesmith.models import load_tokenizer
@@ -90,7 +81,7 @@ def run_sequence(
     else:
         cfg = method if method is not None else "naive"
     if isinstance(cfg, str):
-        cfg = build(ContinualConfig, {"method": cfg}, "continual")
+        cfg = ContinualConfig.parse({"method": cfg})
     stages = [s if isinstance(s, Stage) else Stage(*s) for s in stages]
     if out_dir is None:
         raise ConfigError("output_dir", "a task sequence needs an output directory")
@@ -114,9 +105,11 @@ class _Runner:
         if shared and classification:
             union = list(dict.fromkeys(label for t in tasks for label in t.labels))
         default_metric = "accuracy" if classification else "perplexity"
+        self.method = cfg.create_method()
         self.ctx = SequenceContext(
             out=self.out,
             cfg=cfg,
+            method=self.method,
             tasks=tasks,
             task_type=first.task,
             shared=shared,
@@ -126,19 +119,19 @@ class _Runner:
             union=union,
         )
         self.initial_model = first.model_source
-        self.joint = cfg.method == "joint"
+        self.joint = self.method.joint
 
     def _guard(self) -> None:
         """Refuse to continue a sequence directory made with other settings."""
         text = yaml.safe_dump(
             {
-                "continual": to_dict(self.cfg),
+                "continual": self.cfg.resolved(),
                 "stages": [{"name": s.name, "recipe": to_dict(s.recipe)} for s in self.stages],
             },
             sort_keys=False,
         )
         saved = self.out / "sequence.yaml"
-        if saved.is_file() and saved.read_text() != text:
+        if saved.is_file() and not _same_settings(saved.read_text(), text):
             raise ConfigError(
                 "output_dir",
                 f"{self.out} holds a task sequence with other settings",
@@ -222,8 +215,7 @@ class _Runner:
             trained = len(ctx.tasks) - 1 if self.joint else k
             row = write_row(row_path, score_row(ctx, model(), trained), ctx.metric)
         if not self.joint and k + 1 < len(ctx.tasks):
-            if self.cfg.method in REPLAY_METHODS:
-                update_buffer(ctx, k)
+            self.method.after_stage(ctx, k)
             if self._terms(k + 1) and not ctx.state_path(k + 1).is_file():
                 build_state(ctx, k + 1, model(), best)
         init = self.out / "init" / f"{k}-{name}"
@@ -235,52 +227,23 @@ class _Runner:
 
     def _terms(self, k: int) -> list[dict[str, Any]]:
         """The method's objective terms for stage k (none at stage 0: nothing to protect)."""
-        cfg, ctx = self.cfg, self.ctx
         if k == 0 or self.joint:
             return []
-        state = str(ctx.state_path(k))
-        terms = []
-        if cfg.method in ("ewc", "ewc_replay"):
-            terms.append({"name": "ewc", "weight": cfg.ewc_lambda, "params": {"state": state}})
-        if cfg.method == "online_ewc":
-            params = {"state": state, "gamma": cfg.online_gamma}
-            terms.append({"name": "online_ewc", "weight": cfg.ewc_lambda, "params": params})
-        if cfg.method == "l2_anchor":
-            terms.append({"name": "l2_anchor", "weight": cfg.l2_lambda, "params": {"state": state}})
-        if cfg.method == "lwf":
-            params = {"state": state, "temperature": cfg.lwf_temperature}
-            terms.append({"name": "lwf", "weight": cfg.lwf_lambda, "params": params})
-        if cfg.method in REPLAY_METHODS and ctx.classification and not ctx.shared:
-            params = {"state": state, "ratio": cfg.replay.ratio, "seed": ctx.seed + k}
-            terms.append({"name": "replay", "weight": 1.0, "params": params})
-        return terms
+        return self.method.terms(self.ctx, k)
 
     def _stage_recipe(self, k: int, run_dir: Path) -> Recipe:
         ctx = self.ctx
         if self.joint:
             return self._joint_recipe(run_dir)
         task = ctx.tasks[k]
-        train_path = None
-        if self.cfg.method in REPLAY_METHODS and ctx.shared and k > 0:
-            train_path = self._mixed_train_file(k)
         return stage_recipe(
             task,
             labels=ctx.labels_for(k),
-            train_path=train_path,
+            train_path=self.method.train_file(ctx, k),
             model=self.initial_model if k == 0 else self._start_model(k),
             output_dir=str(run_dir),
             objectives=[to_dict(o) for o in task.recipe.objectives] + self._terms(k),
         )
-
-    def _mixed_train_file(self, k: int) -> str:
-        """Task k's training records plus replayed ones (shared head / causal LM)."""
-        ctx = self.ctx
-        buffer = ReservoirBuffer.load(ctx.buffer_path(k - 1))
-        task = ctx.tasks[k]
-        records = buffer.mix(task.splits["train"], self.cfg.replay.ratio, ctx.seed + k)
-        rel = f"replay/{k}-{task.name}-train.jsonl"
-        write_jsonl(self.out / "data" / rel, records)
-        return rel
 
     def _start_model(self, k: int) -> str:
         """Stage k starts from stage k-1's best model. Separate heads with as many labels as the
@@ -344,3 +307,19 @@ class _Runner:
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in ("steps", "wall_s", "train_examples", "best_step")}
+
+
+def _same_settings(saved: str, text: str) -> bool:
+    """``sequence.yaml`` as saved vs. as it would be written now. A file from before the
+    per-method sections (flat ``ewc_lambda`` keys) counts as the same when it resolves to the
+    same settings; the runner then rewrites it in today's form."""
+    if saved == text:
+        return True
+    old, new = yaml.safe_load(saved), yaml.safe_load(text)
+    if not isinstance(old, dict) or old.get("stages") != new["stages"]:
+        return False
+    try:
+        before = ContinualConfig.parse(old.get("continual"), warn=False).resolved()
+    except ConfigError:
+        return False
+    return before == new["continual"]

@@ -36,6 +36,7 @@ from tunesmith.models import align_pad_token, load_tokenizer
 from tunesmith.objectives import ObjectiveTerm
 from tunesmith.objectives.distill import bind_teacher
 from tunesmith.paths import cache_dir
+from tunesmith.tasks import task_kind
 from tunesmith.train.evaluation import Collate
 from tunesmith.train.modes import RunMode
 
@@ -98,7 +99,7 @@ def use_teacher(
     d = recipe.distill
     if d.cache:
         root = Path(d.cache_dir) if d.cache_dir else cache_dir() / "teacher_outputs"
-        top_k = d.top_k if recipe.task == "causal_lm" else None
+        top_k = d.top_k if task_kind(recipe.task).generative else None
         teacher.to(accelerator.device)
         with accelerator.main_process_first():
             cache = TeacherCache.build(root, teacher, train, task=recipe.task, top_k=top_k)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from tunesmith.continual.fisher import diagonal_fisher, online_update, sample_labels
 from tunesmith.data.collate import Collator
 from tunesmith.models import load_model
+from tunesmith.objectives.continual.fisher import diagonal_fisher, online_update, sample_labels
 
 
 class BagOfWords(nn.Module):

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tunesmith.continual.replay import ReservoirBuffer
+from tunesmith.objectives.continual.buffer import ReservoirBuffer
 
 
 def test_each_item_is_kept_with_probability_capacity_over_n():

@@ -52,7 +52,7 @@ def test_ewc_sequence_resumes_and_skips_the_finished_stage(
     tiny_bert, two_tasks, tmp_path, monkeypatch
 ):
     out = tmp_path / "ewc"
-    seq = parse_sequence(sequence_dict(tiny_bert, two_tasks, out, "ewc", ewc_lambda=100.0))
+    seq = parse_sequence(sequence_dict(tiny_bert, two_tasks, out, "ewc", ewc={"weight": 100.0}))
     trained = []
     real_train = stages_mod.train
 
@@ -170,8 +170,8 @@ def test_sequence_recipe_validation(tiny_bert, two_tasks, tmp_path):
     assert parse_sequence({**shared, "adapter": "lora"}).stages[1].recipe.adapter == "lora"
     path = tmp_path / "seq.yaml"
     path.write_text(yaml.safe_dump(data))
-    seq = load_sequence(path, ["continual.ewc_lambda=5", "train.epochs=2"])
-    assert seq.continual.ewc_lambda == 5.0 and seq.stages[1].recipe.train.epochs == 2
+    seq = load_sequence(path, ["continual.ewc.weight=5", "train.epochs=2"])
+    assert seq.continual.params["ewc"].weight == 5.0 and seq.stages[1].recipe.train.epochs == 2
     assert [s.name for s in seq.stages] == ["senti", "topic"]
 
 
@@ -181,7 +181,7 @@ def test_a_stage_killed_mid_way_resumes_with_the_same_penalty_and_weights(
     from tunesmith.train.loop import Interrupted
 
     over = ["train.epochs=2", "train.save_every=1"]
-    kw = {"ewc_lambda": 100.0}
+    kw = {"ewc": {"weight": 100.0}}
     straight = run(tiny_bert, two_tasks, tmp_path / "straight", "ewc", over, **kw)
     real_train = stages_mod.train
     calls = []
@@ -241,11 +241,11 @@ def test_adapter_sequence_trains_one_adapter_and_leaves_the_base_untouched(
     """LoRA through a shared-head sequence: stage 1 goes on training stage 0's adapter (it starts
     from it), the EWC Fisher covers exactly the adapter + head, and the base never changes."""
     from tunesmith.adapters import adapter_parameters, head_parameters, load_model_or_adapter
-    from tunesmith.continual.state import ContinualState
     from tunesmith.models import load_model
+    from tunesmith.objectives.continual import ContinualState
 
     data = sequence_dict(
-        tiny_bert, two_tasks, tmp_path / "out", method, heads="shared", ewc_lambda=100.0
+        tiny_bert, two_tasks, tmp_path / "out", method, heads="shared", ewc={"weight": 100.0}
     )
     data["adapter"] = {"type": "lora", "r": 4, "targets": "all-linear"}
     data["continual"]["keep_state"] = True

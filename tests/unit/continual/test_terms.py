@@ -1,6 +1,5 @@
 """Continual objective terms: EWC, online EWC, L2 anchor, LwF and replay, against hand values."""
 
-import copy
 import json
 
 import pytest
@@ -9,17 +8,17 @@ from torch import nn
 
 from tunesmith.config import ObjectiveConfig
 from tunesmith.continual.heads import fresh_head, head_state, logits_per_head
-from tunesmith.continual.penalty import merge_quadratics
-from tunesmith.continual.state import ContinualState
 from tunesmith.errors import ConfigError
 from tunesmith.models import load_model
 from tunesmith.objectives import build_terms, combine
 from tunesmith.objectives.continual import (
+    ContinualState,
     EWCTerm,
     L2AnchorTerm,
     LwFTerm,
     OnlineEWCTerm,
     ReplayTerm,
+    merge_quadratics,
 )
 
 
@@ -160,15 +159,19 @@ def bert_batch():
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1])}
 
 
-def test_lwf_separate_heads_is_zero_for_the_same_model_and_positive_after_a_change(tiny_bert):
+def test_lwf_separate_heads_is_zero_for_the_same_model_and_positive_after_a_change(
+    tiny_bert, tmp_path
+):
     model = load_model(tiny_bert, "sequence_classification").eval()
     with torch.no_grad():
         model.classifier.weight.mul_(100.0)  # a trained head's logits, not ~0 ones
+    model.save_pretrained(tmp_path / "previous")  # what the term loads: state.previous_model
     heads = {"a": head_state(model), "b": {n: t * 100 for n, t in fresh_head(model, 3, 1).items()}}
-    state = ContinualState(seen=["a", "b"], head_weights=heads)
+    state = ContinualState(
+        seen=["a", "b"], head_weights=heads, previous_model=str(tmp_path / "previous")
+    )
     term = LwFTerm(weight=1.0)
     term.bind_state(state)
-    term.bind_previous(copy.deepcopy(model))
     term.setup(model)
     batch = bert_batch()
     outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -187,8 +190,10 @@ def test_lwf_shared_head_uses_the_old_labels_and_causal_lm_the_response_tokens(
 ):
     model = load_model(tiny_bert, "sequence_classification").eval()
     term = LwFTerm()
-    term.bind_state(ContinualState(heads="shared", seen=["a"], old_label_ids=[1]))
-    term.bind_previous(copy.deepcopy(model))
+    shared = ContinualState(
+        heads="shared", seen=["a"], old_label_ids=[1], previous_model=str(tiny_bert)
+    )
+    term.bind_state(shared)
     term.setup(model)
     batch = bert_batch()
     outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -199,8 +204,10 @@ def test_lwf_shared_head_uses_the_old_labels_and_causal_lm_the_response_tokens(
 
     lm = load_model(tiny_llama, "causal_lm").eval()
     term = LwFTerm(params=LwFTerm.Params(temperature=1.0))
-    term.bind_state(ContinualState(task="causal_lm", heads="shared", seen=["a"]))
-    term.bind_previous(copy.deepcopy(lm))
+    lm_state = ContinualState(
+        task="causal_lm", heads="shared", seen=["a"], previous_model=str(tiny_llama)
+    )
+    term.bind_state(lm_state)
     term.setup(lm)
     ids = torch.tensor([[5, 20, 21, 22]])
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

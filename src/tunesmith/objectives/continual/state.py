@@ -1,8 +1,10 @@
 """What a continual stage inherits from the stages before it, in one safetensors file.
 
-A :class:`ContinualState` is built once between two stages (never per step) and handed to the
-continual objective terms of the next stage, either in memory (``term.bind_state(state)``) or,
-as :func:`tunesmith.continual.run_sequence` does, as a file named in the term's params
+A :class:`ContinualState` is built once between two stages (never per step; each continual
+method fills its part, :meth:`~tunesmith.objectives.continual.base.ContinualMethod.update_state`)
+and handed to the continual objective terms of the next stage, either in memory
+(``term.bind_state(state)``) or, as :func:`tunesmith.continual.run_sequence` does, as a file
+named in the term's params
 (``objectives: [{name: ewc, params: {state: <dir>/state/stage-1.safetensors}}]``) which the term
 reads in ``setup``. A file handoff keeps the training loop unaware of continual learning and
 makes a half-done stage resumable: the same file is read again.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tunesmith.errors import ConfigError
@@ -109,8 +112,6 @@ class ContinualState:
                 f"continual state file not found: {path}",
                 "run the sequence with `tunesmith continual`, or save a ContinualState there",
             )
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get(_META_KEY, "{}"))
         state = cls(**meta)

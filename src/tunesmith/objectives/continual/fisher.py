@@ -20,21 +20,59 @@ model's distribution at that position (teacher forcing on the true prefix).
 
 Only parameters with ``requires_grad`` count: a frozen backbone, a linear probe or a LoRA /
 adapter model gets the Fisher of exactly what trains.
+
+:class:`FisherConfig` is the recipe's ``fisher:`` setting of the EWC methods and
+:func:`stage_fisher` estimates the Fisher of a finished stage of a task sequence.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from tunesmith.objectives.task import IGNORE_INDEX, model_inputs, task_loss
+from tunesmith.errors import ConfigError
+from tunesmith.objectives.continual.base import SequenceView
+from tunesmith.tasks import IGNORE_INDEX, model_inputs, task_kind, task_loss
 
-__all__ = ["diagonal_fisher", "empirical", "online_update", "sample_labels", "sampled"]
+__all__ = [
+    "FisherConfig",
+    "diagonal_fisher",
+    "empirical",
+    "online_update",
+    "sample_labels",
+    "sampled",
+    "stage_fisher",
+]
 
 FisherKind = Literal["empirical", "sampled"]
+
+
+@dataclasses.dataclass
+class FisherConfig:
+    """How the diagonal Fisher of a finished stage is estimated (EWC, online EWC)."""
+
+    kind: FisherKind = dataclasses.field(
+        default="empirical",
+        metadata={
+            "help": "empirical: true labels; sampled: labels drawn from the model (true Fisher)"
+        },
+    )
+    n_samples: int = dataclasses.field(
+        default=1, metadata={"help": "sampled: labels drawn per example"}
+    )
+    max_examples: int = dataclasses.field(
+        default=512,
+        metadata={"help": "training examples of the finished task used (seeded subset)"},
+    )
+
+    def validate(self, path: str) -> None:
+        if self.n_samples < 1 or self.max_examples < 1:
+            raise ConfigError(path, "n_samples and max_examples must be >= 1")
 
 
 def _draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -51,12 +89,14 @@ def sample_labels(
     logits (B, C) with labels (B,); or (B, T, V) with labels (B, T) (-100 positions stay -100;
     for ``causal_lm`` the label at t+1 is drawn from ``logits[:, t]``).
     """
-    if task == "sequence_classification":
+    kind = task_kind(task)
+    if kind.classification and not kind.per_token:  # one label per example
         return _draw(logits, generator)
     out = torch.full_like(labels, IGNORE_INDEX)
-    if task == "causal_lm":
-        mask = labels[:, 1:] != IGNORE_INDEX
-        out[:, 1:][mask] = _draw(logits[:, :-1][mask], generator)
+    shift = kind.label_shift  # causal LM: the label at t+1 is scored by logits[:, t]
+    if shift:
+        mask = labels[:, shift:] != IGNORE_INDEX
+        out[:, shift:][mask] = _draw(logits[:, :-shift][mask], generator)
     else:  # token classification, seq2seq: label t scores logits[:, t]
         mask = labels != IGNORE_INDEX
         out[mask] = _draw(logits[mask], generator)
@@ -64,10 +104,10 @@ def sample_labels(
 
 
 def _has_targets(task: str, labels: torch.Tensor) -> bool:
-    if task == "sequence_classification":
+    kind = task_kind(task)
+    if kind.classification and not kind.per_token:
         return True
-    kept = labels[:, 1:] if task == "causal_lm" else labels
-    return bool((kept != IGNORE_INDEX).any())
+    return bool((labels[:, kind.label_shift :] != IGNORE_INDEX).any())
 
 
 def _subset(n: int, max_examples: int | None, seed: int) -> list[int]:
@@ -161,3 +201,24 @@ def online_update(
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
     old = old or {}
     return {n: (gamma * old[n] + f) if n in old else f.clone() for n, f in new.items()}
+
+
+def stage_fisher(
+    seq: SequenceView, model: nn.Module, i: int, cfg: FisherConfig
+) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher of stage i's model on a seeded subset of task i's training records
+    (``cfg.max_examples`` of them, drawn with seed ``seq.seed + 1000 + i``)."""
+    records = seq.train_records(i)
+    rng = random.Random(seq.seed + 1000 + i)
+    picked = sorted(rng.sample(range(len(records)), min(cfg.max_examples, len(records))))
+    examples = seq.encoded(i, [records[r] for r in picked], f"Fisher data ({seq.names[i]})")
+    return diagonal_fisher(
+        model,
+        examples,
+        seq.collator(),
+        seq.task_type,
+        kind=cfg.kind,
+        n_samples=cfg.n_samples,
+        max_examples=None,
+        seed=seq.seed + i,
+    )

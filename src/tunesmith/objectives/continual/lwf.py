@@ -1,0 +1,114 @@
+"""Learning without Forgetting (Li & Hoiem 2017): the term and the method.
+
+Term ``lwf``: ``T^2 * KL(p_prev^T || p_cur^T)`` between the previous model's and the current
+model's softened outputs on the *new* data: summed over the earlier tasks' heads (separate
+heads), over the earlier tasks' labels (a shared head), or per response token (causal LM,
+positions with labels != -100). The previous model is loaded from the folder the state names.
+
+Method ``lwf`` (``continual: {method: lwf, lwf: {weight, temperature}}``) needs nothing of its
+own between stages: the runner's state always names the previous model and the old heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunesmith.adapters import load_model_or_adapter
+from tunesmith.distill.losses import generalized_jsd, hinton_kd_loss, lm_token_mask
+from tunesmith.errors import ConfigError
+from tunesmith.objectives.base import register
+from tunesmith.objectives.continual.base import ContinualMethod, SequenceView, register_method
+from tunesmith.objectives.continual.ewc import check_weight
+from tunesmith.objectives.continual.heads import logits_per_head
+from tunesmith.objectives.continual.term import STATE_HELP, ContinualTerm, device_of
+from tunesmith.tasks import IGNORE_INDEX, model_inputs, task_kind
+
+__all__ = ["LwFMethod", "LwFTerm"]
+
+_T_HELP = "softmax temperature T (Li & Hoiem use 2; loss * T^2)"
+
+
+class LwFTerm(ContinualTerm):
+    name = "lwf"
+
+    @dataclasses.dataclass
+    class Params:
+        state: str | None = dataclasses.field(default=None, metadata={"help": STATE_HELP})
+        temperature: float = dataclasses.field(default=2.0, metadata={"help": _T_HELP})
+
+    previous: nn.Module | None = None
+
+    def __init__(self, weight: float = 1.0, params: Any = None):
+        super().__init__(weight, params)
+        if self.params.temperature <= 0:
+            raise ConfigError(f"objectives.{self.name}.params.temperature", "must be > 0")
+        self.heads: list[dict[str, torch.Tensor]] = []
+
+    def setup(self, model: nn.Module) -> None:
+        state = self.continual_state()
+        if state.previous_model is None:
+            return  # first stage: nothing to remember
+        self.previous = load_model_or_adapter(state.previous_model, state.task)
+        self.previous.requires_grad_(False)
+        self.previous.eval()
+        kind = task_kind(state.task)
+        if state.heads == "separate" and kind.classification and not kind.per_token:
+            self.heads = [state.head_weights[t] for t in state.seen if t in state.head_weights]
+
+    def loss(self, model, batch, outputs) -> torch.Tensor:
+        if self.previous is None:
+            return torch.zeros((), device=device_of(model))
+        device = device_of(model)
+        if device_of(self.previous) != device:
+            self.previous.to(device)
+        state, T = self.continual_state(), self.params.temperature
+        task = state.task
+        inputs = model_inputs(task, batch)
+        if self.heads:  # separate heads: old tasks' outputs through their own heads
+            current = logits_per_head(model, self.heads, inputs)
+            with torch.no_grad():
+                previous = logits_per_head(self.previous, self.heads, inputs)
+            losses = [hinton_kd_loss(c, p, T) for c, p in zip(current, previous, strict=True)]
+            return torch.stack(losses).sum()
+        with torch.no_grad():
+            previous = self.previous(**inputs).logits
+        current = outputs.logits
+        if task_kind(task).label_shift:  # causal LM: position t predicts token t+1
+            mask = lm_token_mask(batch["labels"])
+            return T**2 * generalized_jsd(current[:, :-1], previous[:, :-1], 0.0, T, mask)
+        if current.dim() == 3:  # token classification, seq2seq
+            return hinton_kd_loss(current, previous, T, batch["labels"] != IGNORE_INDEX)
+        ids = state.old_label_ids
+        if ids is not None:  # shared head: the labels of the tasks seen so far
+            current, previous = current[:, ids], previous[:, ids]
+        return hinton_kd_loss(current, previous, T)
+
+
+class LwFMethod(ContinualMethod):
+    """LwF between stages: the previous model (named in every state) is the teacher."""
+
+    name = "lwf"
+
+    @dataclasses.dataclass
+    class Params:
+        weight: float = dataclasses.field(
+            default=1.0, metadata={"help": "lambda, the lwf term's weight"}
+        )
+        temperature: float = dataclasses.field(default=2.0, metadata={"help": _T_HELP})
+
+        def validate(self, path: str) -> None:
+            check_weight(self.weight, path)
+            if self.temperature <= 0:
+                raise ConfigError(f"{path}.temperature", "must be > 0")
+
+    def terms(self, seq: SequenceView, k: int) -> list[dict[str, Any]]:
+        params = {"state": str(seq.state_path(k)), "temperature": self.params.temperature}
+        return [{"name": "lwf", "weight": self.params.weight, "params": params}]
+
+
+register(LwFTerm, "LwF: T^2 KL(previous model || current) on the new data (Li & Hoiem 2017)")
+register_method(LwFMethod, "LwF: distil the previous model on the new data (Li & Hoiem 2017)")
