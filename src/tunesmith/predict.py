@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from tunesmith.adapters import load_model_or_adapter
+from tunesmith.adapters import list_adapters, load_model_or_adapter, merge_and_unload
 from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.pipeline import build_datasets, build_task_datasets, text_format
 from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.heads import MultiHeadModel
 from tunesmith.models import is_adapter_folder, load_tokenizer
 from tunesmith.tasks import task_kind
 from tunesmith.train.evaluation import evaluate
@@ -37,8 +38,6 @@ def load_run(run_dir: str | Path):
         labels = json.loads((run_dir / "labels.json").read_text())
     tokenizer = load_tokenizer(str(best))
     if (best / "multitask.json").is_file():  # shared encoder + one head per task
-        from tunesmith.multitask import MultiHeadModel
-
         model = MultiHeadModel.from_pretrained(best)
     else:  # a plain HF folder, or an adapter run's best/ (base + adapter rebuilt)
         kwargs = {}
@@ -51,8 +50,6 @@ def load_run(run_dir: str | Path):
 
 def merge_run(run_dir: str | Path, output: str | Path) -> Path:
     """Fold a LoRA/IA3 run's adapter into its base and write a plain HF model folder."""
-    from tunesmith.adapters import list_adapters, merge_and_unload
-
     _, model, tokenizer, _ = load_run(run_dir)
     if not list_adapters(model):
         raise ConfigError(

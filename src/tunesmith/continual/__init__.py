@@ -25,7 +25,6 @@ from tunesmith.continual.config import (
     load_sequence,
     parse_sequence,
 )
-from tunesmith.continual.heads import TaskView, fresh_head, head_state, label_projection_names
 from tunesmith.continual.metrics import (
     Forgetting,
     average_accuracy,
@@ -35,6 +34,7 @@ from tunesmith.continual.metrics import (
     matrix_report,
 )
 from tunesmith.continual.stages import run_sequence
+from tunesmith.heads import TaskView, fresh_head, head_state, label_projection_names
 from tunesmith.objectives.continual import (
     METHODS,
     PRESETS,

@@ -27,11 +27,10 @@ from safetensors.torch import load_file, save_file
 from tunesmith.adapters import load_model_or_adapter, mark_trainable
 from tunesmith.continual.config import ContinualConfig
 from tunesmith.continual.data import TaskData, stage_recipe, write_jsonl
-from tunesmith.continual.heads import TaskView, fresh_head, head_state, label_projection_names
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, encode_split
-from tunesmith.multitask import MultiHeadModel
+from tunesmith.heads import MultiHeadModel, TaskView, fresh_head, head_state, label_projection_names
 from tunesmith.objectives.continual import ContinualMethod, ContinualState
 from tunesmith.train.evaluation import evaluate
 from tunesmith.train.setup import freeze_as_recipe

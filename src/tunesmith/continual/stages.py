@@ -37,7 +37,6 @@ from tunesmith.config import Recipe, parse_recipe
 from tunesmith.configschema import to_dict
 from tunesmith.continual.config import ContinualConfig, Stage, TaskSequence, check_sequence
 from tunesmith.continual.data import materialize, stage_recipe, write_jsonl
-from tunesmith.continual.heads import fresh_head
 from tunesmith.continual.hooks import (
     SequenceContext,
     build_state,
@@ -48,6 +47,7 @@ from tunesmith.continual.hooks import (
 )
 from tunesmith.continual.metrics import matrix_report
 from tunesmith.errors import ConfigError
+from tunesmith.heads import fresh_head
 from tunesmith.metrics import LOWER_IS_BETTER
 from tunesmith.models import load_tokenizer
 from tunesmith.train.loop import train

@@ -156,7 +156,7 @@ def evaluate_tasks(
 ) -> dict[str, dict[str, float]]:
     """``{task: metrics}`` for every task that has examples.
 
-    A :class:`~tunesmith.multitask.heads.MultiHeadModel` is evaluated through
+    A :class:`~tunesmith.heads.MultiHeadModel` is evaluated through
     ``model.task_view(task)`` (that task's head); any other model (one text-to-text model for all
     tasks) is evaluated as it is, with the task's own ``kind``. All processes must call this.
     """

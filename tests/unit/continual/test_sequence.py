@@ -105,7 +105,7 @@ def test_joint_with_separate_heads_trains_one_encoder_with_a_head_per_task(
     tiny_bert, two_tasks, tmp_path
 ):
     from tunesmith.data.collate import Collator
-    from tunesmith.multitask import MultiHeadModel
+    from tunesmith.heads import MultiHeadModel
     from tunesmith.train.evaluation import evaluate
 
     joint = run(tiny_bert, two_tasks, tmp_path / "joint", "joint", ["train.epochs=2"])

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from tunesmith.config import ObjectiveConfig
-from tunesmith.continual.heads import fresh_head, head_state, logits_per_head
 from tunesmith.errors import ConfigError
+from tunesmith.heads import fresh_head, head_state, logits_per_head
 from tunesmith.models import load_model
 from tunesmith.objectives import build_terms, combine
 from tunesmith.objectives.continual import (

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from tunesmith.multitask import HeadSpec, MultiHeadModel
+from tunesmith.heads import HeadSpec, MultiHeadModel
 from tunesmith.testing import save_tiny_model, tiny_config, tiny_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

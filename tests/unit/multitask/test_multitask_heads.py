@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from tunesmith.errors import ModelError
-from tunesmith.multitask import HeadSpec, MultiHeadModel, export_task
+from tunesmith.heads import HeadSpec, MultiHeadModel, export_task
 from tunesmith.tasks import task_loss
 from tunesmith.transfer import apply_freezing, layer_layout
 

@@ -12,7 +12,7 @@ import torch
 
 from tunesmith.data import Collator, LabelVocab, encode_classification, encode_token_classification
 from tunesmith.data.mixing import MixtureSampler, concat_tasks, mixing_rates
-from tunesmith.multitask.heads import HeadSpec, MultiHeadModel
+from tunesmith.heads import HeadSpec, MultiHeadModel
 from tunesmith.tasks import model_inputs, task_loss
 
 from .conftest import tiny_bert_backbone

@@ -20,10 +20,10 @@ from torch import nn
 from tunesmith.adapters import load_model_or_adapter
 from tunesmith.distill.losses import generalized_jsd, hinton_kd_loss, lm_token_mask
 from tunesmith.errors import ConfigError
+from tunesmith.heads import logits_per_head
 from tunesmith.objectives.base import register
 from tunesmith.objectives.continual.base import ContinualMethod, SequenceView, register_method
 from tunesmith.objectives.continual.ewc import check_weight
-from tunesmith.objectives.continual.heads import logits_per_head
 from tunesmith.objectives.continual.term import STATE_HELP, ContinualTerm, device_of
 from tunesmith.tasks import IGNORE_INDEX, model_inputs, task_kind
 

@@ -25,10 +25,10 @@ from torch import nn
 
 from tunesmith.data.collate import Collator
 from tunesmith.errors import ConfigError
+from tunesmith.heads import logits_per_head
 from tunesmith.objectives.base import register
 from tunesmith.objectives.continual.base import ContinualMethod, SequenceView, register_method
 from tunesmith.objectives.continual.buffer import ReservoirBuffer
-from tunesmith.objectives.continual.heads import logits_per_head
 from tunesmith.objectives.continual.term import STATE_HELP, ContinualTerm, device_of
 from tunesmith.tasks import model_inputs
 

@@ -21,7 +21,7 @@ from tunesmith.data.mixing import (
 )
 from tunesmith.data.pipeline import TaskDatasets, build_task_datasets
 from tunesmith.errors import ModelError
-from tunesmith.multitask.heads import HeadSpec, MultiHeadModel, export_task
+from tunesmith.heads import HeadSpec, MultiHeadModel, export_task
 from tunesmith.train.evaluation import (
     Collate,
     TaskEval,

@@ -16,7 +16,6 @@ forward (:func:`logits_per_head`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -26,12 +25,21 @@ from tunesmith.errors import ModelError
 from tunesmith.transfer import layer_layout
 
 __all__ = [
-    "TaskView",
     "fresh_head",
+    "init_head_",
     "head_state",
     "label_projection_names",
     "logits_per_head",
 ]
+
+
+def init_head_(param: torch.Tensor, std: float, generator: torch.Generator | None = None) -> None:
+    """Initialise a new head parameter in place as transformers initialises classifier heads:
+    weights (2-D and up) ~ N(0, std), biases 0. ``generator`` None draws from the global RNG."""
+    if param.dim() >= 2:
+        param.normal_(0.0, std, generator=generator)
+    else:
+        param.zero_()
 
 
 def label_projection_names(model: nn.Module) -> list[str]:
@@ -65,11 +73,8 @@ def fresh_head(model: nn.Module, num_labels: int, seed: int) -> dict[str, torch.
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name in label_projection_names(model):
-        shape = (num_labels, *params[name].shape[1:])
-        if len(shape) >= 2:
-            out[name] = torch.randn(shape, generator=g) * std
-        else:
-            out[name] = torch.zeros(shape)
+        out[name] = torch.empty(num_labels, *params[name].shape[1:])
+        init_head_(out[name], std, g)
     return out
 
 
@@ -92,33 +97,3 @@ def logits_per_head(
     sizes = [int(h[names[0]].shape[0]) for h in heads]
     logits = functional_call(model, stacked, args=(), kwargs=dict(inputs), strict=False).logits
     return list(torch.split(logits, sizes, dim=-1))
-
-
-class TaskView(nn.Module):
-    """``model`` seen through one task, for evaluation: that task's head swapped in and/or the
-    logits of other tasks' labels masked to -inf (a shared head evaluated task by task).
-
-    Its forward returns an object with ``.logits`` like a transformers model.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        head: Mapping[str, torch.Tensor] | None = None,
-        label_ids: Sequence[int] | None = None,
-    ):
-        super().__init__()
-        self.model = model
-        self.head = dict(head) if head is not None else None
-        self.label_ids = list(label_ids) if label_ids is not None else None
-
-    def forward(self, **inputs: torch.Tensor) -> SimpleNamespace:
-        if self.head is None:
-            logits = self.model(**inputs).logits
-        else:
-            (logits,) = logits_per_head(self.model, [self.head], inputs)
-        if self.label_ids is not None:
-            keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-            keep[self.label_ids] = True
-            logits = logits.masked_fill(~keep, float("-inf"))
-        return SimpleNamespace(logits=logits)

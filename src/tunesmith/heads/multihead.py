@@ -1,4 +1,4 @@
-"""A shared encoder with one head per task (the "shared encoder, task-specific heads" model).
+"""A shared encoder with one head module per task (the "shared encoder, task-specific heads" model).
 
 :class:`MultiHeadModel` wraps a transformers ``AutoModel`` backbone (BERT-like) and keeps one small
 head per task in an ``nn.ModuleDict``: sequence heads read a pooled vector (the backbone's pooler,
@@ -20,8 +20,6 @@ and ``multitask.json`` (backbone config, dropout, per-task kind / labels / pooli
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import os
 import re
@@ -38,26 +36,32 @@ from transformers import (
     CONFIG_MAPPING,
     AutoConfig,
     AutoModel,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     PretrainedConfig,
     PreTrainedModel,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from tunesmith.errors import ModelError
+from tunesmith.heads.swap import init_head_
+from tunesmith.heads.view import TaskView
 from tunesmith.models import resolve_model
+from tunesmith.registry import TASKS
+from tunesmith.tasks import task_kind
 
 __all__ = [
-    "HEAD_KINDS",
+    "head_kinds",
     "POOLINGS",
     "HeadSpec",
     "MultiHeadModel",
     "TaskHead",
-    "export_task",
 ]
 
-HEAD_KINDS = ("sequence_classification", "token_classification")
+
+def head_kinds() -> list[str]:
+    """The task kinds a head can have: those with a label vocabulary (see :mod:`tunesmith.tasks`)."""
+    return [entry.name for entry in TASKS if entry.obj.classification]
+
+
 POOLINGS = ("pooler", "cls", "mean")
 CONFIG_FILE = "multitask.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -79,13 +83,13 @@ class HeadSpec:
     pooling: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in HEAD_KINDS:
-            raise ModelError(f"unknown head kind {self.kind!r}; choose one of {HEAD_KINDS}")
+        if self.kind not in head_kinds():
+            raise ModelError(f"unknown head kind {self.kind!r}; choose one of {head_kinds()}")
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise ModelError(f"a head needs distinct labels, got {list(self.labels)}")
-        if self.kind == "token_classification" and self.pooling is not None:
-            raise ModelError("token_classification heads read every token; remove pooling")
+        if task_kind(self.kind).per_token and self.pooling is not None:
+            raise ModelError(f"{self.kind} heads read every token; remove pooling")
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ModelError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
 
@@ -183,7 +187,7 @@ class MultiHeadModel(nn.Module):
         if name in self.specs:
             raise ModelError(f"task {name!r} already has a head")
         has_pooler = getattr(self.backbone, "pooler", None) is not None
-        if spec.kind == "sequence_classification" and spec.pooling is None:
+        if not task_kind(spec.kind).per_token and spec.pooling is None:
             spec = HeadSpec(spec.kind, spec.labels, "pooler" if has_pooler else "cls")
         if spec.pooling == "pooler" and not has_pooler:
             raise ModelError(
@@ -191,14 +195,15 @@ class MultiHeadModel(nn.Module):
                 f"({type(self.backbone).__name__} has none); use pooling: cls or mean"
             )
         head = TaskHead(self.config.hidden_size, len(spec.labels), self.head_dropout)
-        std = getattr(self.config, "initializer_range", 0.02)
+        std = float(getattr(self.config, "initializer_range", 0.02))
         # seeded: a private RNG stream; unseeded: the global RNG (so two heads still differ)
-        seeded = init_seed is not None
-        with torch.random.fork_rng(devices=[]) if seeded else contextlib.nullcontext():
-            if seeded:
-                torch.manual_seed((init_seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
-            nn.init.normal_(head.classifier.weight, std=std)
-            nn.init.zeros_(head.classifier.bias)
+        g = None
+        if init_seed is not None:
+            seed = (init_seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63
+            g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            init_head_(head.classifier.weight, std, g)
+            init_head_(head.classifier.bias, std, g)
         p = next(self.backbone.parameters())
         self.heads[name] = head.to(device=p.device, dtype=p.dtype)
         self.specs[name] = spec
@@ -241,7 +246,7 @@ class MultiHeadModel(nn.Module):
         )
         extras = {"hidden_states": out.hidden_states, "attentions": out.attentions}
         states = out.last_hidden_state  # (B, T, H)
-        if spec.kind == "token_classification":
+        if task_kind(spec.kind).per_token:
             return TokenClassifierOutput(logits=self.heads[task](states), **extras)
         if spec.pooling == "pooler":
             pooled = out.pooler_output
@@ -260,7 +265,7 @@ class MultiHeadModel(nn.Module):
         """A module whose ``forward(**batch)`` is ``self.forward(**batch, task=task)``: hands one
         task to code written for single-task models (``train.evaluation.evaluate``)."""
         self._spec(task)
-        return _TaskView(self, task)
+        return TaskView(self, task=task)
 
     # -- save / load ------------------------------------------------------------------------
 
@@ -315,16 +320,6 @@ class MultiHeadModel(nn.Module):
         return model.eval()
 
 
-class _TaskView(nn.Module):
-    def __init__(self, model: MultiHeadModel, task: str):
-        super().__init__()
-        self.model = model  # a submodule, so .eval() / .train() reach the real model
-        self.task = task
-
-    def forward(self, **batch: Any) -> Any:
-        return self.model(**batch, task=self.task)
-
-
 def config_from_dict(data: Mapping[str, Any]) -> PretrainedConfig:
     """A config object from ``config.to_dict()`` output (``model_type`` picks the class)."""
     data = dict(data)
@@ -332,78 +327,3 @@ def config_from_dict(data: Mapping[str, Any]) -> PretrainedConfig:
     if model_type not in CONFIG_MAPPING:
         raise ModelError(f"unknown backbone model_type {model_type!r} in {CONFIG_FILE}")
     return CONFIG_MAPPING[model_type].from_dict(data)
-
-
-_EXPORT_AUTO = {
-    "sequence_classification": AutoModelForSequenceClassification,
-    "token_classification": AutoModelForTokenClassification,
-}
-
-
-@torch.no_grad()
-def export_task(
-    model: MultiHeadModel,
-    task: str,
-    path: str | os.PathLike[str] | None = None,
-    tokenizer: Any = None,
-) -> PreTrainedModel:
-    """The backbone + ``task``'s head as a plain single-task transformers model.
-
-    Builds ``AutoModelFor{Sequence,Token}Classification`` from the backbone config with the task's
-    labels (``id2label``), copies the backbone into its base model and the head's ``classifier``,
-    then checks on a probe input (eval mode) that its logits equal the multi-head model's.
-    This holds for BERT-like encoders (sequence heads with ``pooling: pooler``; any token head);
-    otherwise the HF head is shaped differently and a :class:`ModelError` says so. With ``path``,
-    saves the model (and ``tokenizer``) there as a normal HF folder usable as ``model:``.
-    """
-    spec = model._spec(task)
-    auto = _EXPORT_AUTO[spec.kind]
-    config = copy.deepcopy(model.config)
-    config.id2label = dict(enumerate(spec.labels))
-    config.label2id = {label: i for i, label in enumerate(spec.labels)}
-    config.architectures = None
-    if type(config) not in auto._model_mapping:
-        raise ModelError(f"transformers has no {spec.kind} head for {config.model_type!r}")
-    with torch.random.fork_rng(devices=[]):  # everything that matters is overwritten
-        hf = auto.from_config(config)
-    p = next(model.parameters())
-    hf.to(device=p.device, dtype=p.dtype)
-    base = hf.base_model
-    missing, unexpected = base.load_state_dict(model.backbone.state_dict(), strict=False)
-    head = getattr(hf, "classifier", None)
-    unmatched = missing or [k for k in unexpected if not k.startswith("pooler.")]
-    if unmatched or not isinstance(head, nn.Linear):
-        raise ModelError(_export_hint(config, task, spec, unmatched))
-    head.load_state_dict(model.heads[task].classifier.state_dict())
-    if not _same_logits(model, hf, task):
-        raise ModelError(_export_hint(config, task, spec, []))
-    if path is not None:
-        hf.save_pretrained(str(path), safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(path))
-    return hf
-
-
-def _same_logits(model: MultiHeadModel, hf: PreTrainedModel, task: str) -> bool:
-    modes = model.training, hf.training
-    model.eval()
-    hf.eval()
-    vocab = int(getattr(model.config, "vocab_size", 8))
-    ids = (torch.arange(3, 13) % vocab).unsqueeze(0).to(next(hf.parameters()).device)
-    mask = torch.ones_like(ids)
-    a = model(input_ids=ids, attention_mask=mask, task=task).logits
-    b = hf(input_ids=ids, attention_mask=mask).logits
-    model.train(modes[0])
-    hf.train(modes[1])
-    return a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=1e-4)
-
-
-def _export_hint(config: PretrainedConfig, task: str, spec: HeadSpec, keys: list[str]) -> str:
-    why = f"backbone weights {keys[:3]} have no place in it" if keys else "its logits differ"
-    return (
-        f"cannot export task {task!r} as a transformers {spec.kind} model for "
-        f"{config.model_type!r}: {why}. transformers' head for this architecture is not "
-        f"dropout + Linear on the {'pooler' if spec.pooling == 'pooler' else spec.pooling or 'token'}"
-        " output; export works for BERT-like encoders (sequence heads with pooling: pooler, "
-        "any token head). Keep using the multi-head folder instead"
-    )
