@@ -13,13 +13,25 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
+from tunesmith.adapters import ADAPTERS
+from tunesmith.config import dump_recipe, load_recipe
+from tunesmith.continual import load_sequence, run_sequence
+from tunesmith.data.readers import FORMATS
 from tunesmith.errors import TunesmithError
+from tunesmith.metrics import METRICS
+from tunesmith.models import EMBEDDED
+from tunesmith.objectives import OBJECTIVES
+from tunesmith.objectives.continual import METHODS as CONTINUAL_METHODS
+from tunesmith.optim import SCHEDULES
+from tunesmith.predict import evaluate_run, merge_run, predict_texts
+from tunesmith.report import write_report
+from tunesmith.tasks import TASKS
+from tunesmith.train.loop import train
 
 
 def cmd_train(args) -> None:
-    from tunesmith.config import load_recipe
-    from tunesmith.train.loop import train
-
     recipe = load_recipe(args.recipe, args.overrides)
     summary = train(recipe, args.output_dir, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # torchrun / accelerate launch: print once
@@ -35,14 +47,10 @@ def print_summary(summary: dict, run_dir: Path) -> None:
 
 
 def cmd_eval(args) -> None:
-    from tunesmith.predict import evaluate_run
-
     print(json.dumps(evaluate_run(args.run_dir, tuple(args.split)), indent=2))
 
 
 def cmd_predict(args) -> None:
-    from tunesmith.predict import predict_texts
-
     texts = list(args.texts)
     if args.file:
         texts += [t for t in Path(args.file).read_text(encoding="utf-8").splitlines() if t.strip()]
@@ -56,7 +64,6 @@ def cmd_predict(args) -> None:
 
 def is_sequence(path: str) -> bool:
     """A continual-learning recipe has a top-level ``stages:`` list."""
-    import yaml
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -66,8 +73,6 @@ def is_sequence(path: str) -> bool:
 
 
 def cmd_continual(args) -> None:
-    from tunesmith.continual import load_sequence, run_sequence
-
     seq = load_sequence(args.recipe, args.overrides)
     if args.output_dir:
         seq.output_dir = Path(args.output_dir)
@@ -77,11 +82,7 @@ def cmd_continual(args) -> None:
 
 
 def cmd_validate(args) -> None:
-    from tunesmith.config import dump_recipe, load_recipe
-
     if is_sequence(args.recipe):
-        from tunesmith.continual import load_sequence
-
         seq = load_sequence(args.recipe, args.overrides)
         print(
             f"ok: {args.recipe} is a valid continual-learning sequence ({len(seq.stages)} stages)"
@@ -94,19 +95,12 @@ def cmd_validate(args) -> None:
 
 
 def cmd_list(args) -> None:
-    from tunesmith.adapters import ADAPTERS
-    from tunesmith.data.readers import FORMATS
-    from tunesmith.metrics import METRICS
-    from tunesmith.models import EMBEDDED
-    from tunesmith.objectives import OBJECTIVES
-    from tunesmith.optim import SCHEDULES
-    from tunesmith.tasks import TASKS
-
     for title, reg in [
         ("embedded models", EMBEDDED),
         ("task types", TASKS),
         ("adapter methods", ADAPTERS),
         ("objective terms", OBJECTIVES),
+        ("continual methods", CONTINUAL_METHODS),
         ("lr schedules", SCHEDULES),
         ("data formats", FORMATS),
         ("metrics", METRICS),
@@ -121,15 +115,11 @@ def cmd_list(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    from tunesmith.predict import merge_run
-
     out = merge_run(args.run_dir, args.output or Path(args.run_dir) / "merged")
     print(f"merged model written to {out}")
 
 
 def cmd_report(args) -> None:
-    from tunesmith.report import write_report
-
     print(write_report(Path(args.run_dir)))
 
 
