@@ -15,13 +15,16 @@ import tunesmith.objectives  # noqa: F401  (objective terms and continual method
 import tunesmith.tasks  # noqa: F401  (task kinds: registry.TASKS)
 from tunesmith.config import Recipe, load_recipe, parse_recipe
 from tunesmith.errors import ConfigError, DataError, ModelError, TrainingError, TunesmithError
-from tunesmith.train.loop import train as _train
 
 __version__ = "0.1.0"
 
 
 def train(recipe, run_dir=None, resume: bool = False) -> dict:
     """Train a :class:`Recipe`; see :func:`tunesmith.train.loop.train`."""
+    # Imported here, not at the top: ``tunesmith.train`` also names the subpackage, and importing
+    # it at the top would leave that attribute ambiguous for ``import tunesmith.train.x as y``.
+    from tunesmith.train.loop import train as _train
+
     return _train(recipe, run_dir, resume=resume)
 
 
