@@ -164,27 +164,14 @@ def load_model(
     layer loads those (``tunesmith.adapters.load_model_or_adapter``).
     """
     name = os.fspath(name_or_path)
-    kind = task_kind(task)
-    auto_cls = kind.auto_class
+    auto_cls = task_kind(task).auto_class
     resolved = resolve_model(name)
     if is_adapter_folder(resolved):  # an adapter run's best/: the adapters layer loads those
         raise ModelError(
             f"{resolved} holds an adapter, not a model; load it with "
             "tunesmith.adapters.load_model_or_adapter (its base model, then the adapter)"
         )
-    with _load_errors(name, resolved):
-        config = AutoConfig.from_pretrained(resolved)
-    if type(config) not in auto_cls._model_mapping:
-        supported = ", ".join(supported_tasks(config)) or "none of " + ", ".join(TASKS.names())
-        raise ModelError(
-            f"model {name!r} has architecture {config.model_type!r} ({type(config).__name__}), "
-            f"which has no head for task {task!r}; it supports: {supported} "
-            f"(hint: {kind.model_hint})"
-        )
-    old_labels = config.num_labels
-    _apply_labels(config, task, num_labels, id2label, label2id)
-    relabelled = kind.classification and config.num_labels != old_labels
-
+    config, relabelled = _task_config(name, resolved, task, num_labels, id2label, label2id)
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
             torch.manual_seed(init_seed)
@@ -206,6 +193,31 @@ def load_model(
             _log_new_weights(model, name, info)
     model.config.name_or_path = name
     return model
+
+
+def _task_config(
+    name: str,
+    resolved: str,
+    task: str,
+    num_labels: int | None,
+    id2label: dict[int, str] | None,
+    label2id: dict[str, int] | None,
+) -> tuple[PretrainedConfig, bool]:
+    """The checkpoint's config with the task's labels, and whether the head's size changed.
+    A :class:`ModelError` when the architecture has no head for ``task``."""
+    kind = task_kind(task)
+    with _load_errors(name, resolved):
+        config = AutoConfig.from_pretrained(resolved)
+    if type(config) not in kind.auto_class._model_mapping:
+        supported = ", ".join(supported_tasks(config)) or "none of " + ", ".join(TASKS.names())
+        raise ModelError(
+            f"model {name!r} has architecture {config.model_type!r} ({type(config).__name__}), "
+            f"which has no head for task {task!r}; it supports: {supported} "
+            f"(hint: {kind.model_hint})"
+        )
+    old_labels = config.num_labels
+    _apply_labels(config, task, num_labels, id2label, label2id)
+    return config, kind.classification and config.num_labels != old_labels
 
 
 def _apply_labels(

@@ -247,6 +247,36 @@ def _hit(compiled: list[tuple[str, Any]], names: list[str], used: set[str]) -> b
     return hit
 
 
+def _check_freezing(layout: LayerLayout, first_n_layers: int, linear_probe: bool) -> None:
+    n_layers = layout.num_layers
+    if not 0 <= first_n_layers <= n_layers:
+        raise ConfigError(
+            "transfer.freeze_layers",
+            f"cannot freeze {first_n_layers} layers: the model has {n_layers}",
+            f"use a number from 0 to {n_layers}",
+        )
+    if linear_probe and not layout.head:
+        raise ConfigError(
+            "transfer.linear_probe",
+            "the model has no separate task head (a tied lm_head is the input embedding)",
+            "use a model with a task head, untie the embeddings or use freeze_layers",
+        )
+
+
+def _check_all_used(
+    check: tuple[str, list[tuple[str, Any]], set[str]], aliases: dict[str, list[str]]
+) -> None:
+    """A pattern that matched no parameter is a ConfigError at its recipe key."""
+    key, compiled, hit = check
+    missed = [p for p, _ in compiled if p not in hit]
+    if missed:
+        raise ConfigError(
+            key,
+            f"pattern(s) {missed} match no parameter",
+            f"parameter names look like {next(iter(aliases))!r}",
+        )
+
+
 def apply_freezing(
     model: nn.Module,
     *,
@@ -266,19 +296,7 @@ def apply_freezing(
     matches nothing, or a linear probe on a model with no separate head.
     """
     layout = layout or layer_layout(model)
-    n_layers = layout.num_layers
-    if not 0 <= first_n_layers <= n_layers:
-        raise ConfigError(
-            "transfer.freeze_layers",
-            f"cannot freeze {first_n_layers} layers: the model has {n_layers}",
-            f"use a number from 0 to {n_layers}",
-        )
-    if linear_probe and not layout.head:
-        raise ConfigError(
-            "transfer.linear_probe",
-            "the model has no separate task head (a tied lm_head is the input embedding)",
-            "use a model with a task head, untie the embeddings or use freeze_layers",
-        )
+    _check_freezing(layout, first_n_layers, linear_probe)
     freeze = _compile(patterns, "transfer.freeze_patterns")
     unfreeze = _compile(unfreeze_patterns, "transfer.unfreeze_patterns")
     used: set[str] = set()
@@ -299,17 +317,8 @@ def apply_freezing(
             warnings.warn(
                 f"{name} is tied to {', '.join(names[1:])}: all are now {state}", stacklevel=2
             )
-    for key, compiled, hit in (
-        ("transfer.freeze_patterns", freeze, used),
-        ("transfer.unfreeze_patterns", unfreeze, used_un),
-    ):
-        missed = [p for p, _ in compiled if p not in hit]
-        if missed:
-            raise ConfigError(
-                key,
-                f"pattern(s) {missed} match no parameter",
-                f"parameter names look like {next(iter(aliases))!r}",
-            )
+    _check_all_used(("transfer.freeze_patterns", freeze, used), aliases)
+    _check_all_used(("transfer.unfreeze_patterns", unfreeze, used_un), aliases)
     return [n for n, p in model.named_parameters() if not p.requires_grad]
 
 

@@ -215,20 +215,10 @@ def encode_causal_lm(
         return [ex for ex in plain if ex is not None]
 
     add_special = prompt_adds_special_tokens(template)
-    prompts, fulls = [], []
-    for i, rec in enumerate(records):
-        try:
-            prompt = build_prompt(rec, tokenizer, template, prompt_key, system)
-        except DataError as e:
-            raise DataError(f"{_place(where, i)}: {e}") from None
-        response = rec.get(response_key)
-        if not isinstance(response, str):
-            raise DataError(
-                f"{_place(where, i)}: missing response field {response_key!r} "
-                f"(fields: {sorted(rec)}); set response_key"
-            )
-        prompts.append(prompt)
-        fulls.append(prompt + response)
+    prompts, responses = _prompts_and_responses(
+        records, tokenizer, template, prompt_key, response_key, system, where
+    )
+    fulls = [p + r for p, r in zip(prompts, responses, strict=True)]
     prompt_ids = _batch_ids(tokenizer, prompts, add_special_tokens=add_special)
     out: list[Example] = []
     dropped = 0
@@ -254,6 +244,32 @@ def encode_causal_lm(
             stacklevel=2,
         )
     return out
+
+
+def _prompts_and_responses(
+    records: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    template: str,
+    prompt_key: str | None,
+    response_key: str,
+    system: str | None,
+    where: str,
+) -> tuple[list[str], list[str]]:
+    """Each record's prompt text (in ``template``) and response; errors name the record."""
+    prompts, responses = [], []
+    for i, rec in enumerate(records):
+        try:
+            prompts.append(build_prompt(rec, tokenizer, template, prompt_key, system))
+        except DataError as e:
+            raise DataError(f"{_place(where, i)}: {e}") from None
+        response = rec.get(response_key)
+        if not isinstance(response, str):
+            raise DataError(
+                f"{_place(where, i)}: missing response field {response_key!r} "
+                f"(fields: {sorted(rec)}); set response_key"
+            )
+        responses.append(response)
+    return prompts, responses
 
 
 def prompt_adds_special_tokens(template: str) -> bool:
