@@ -148,3 +148,18 @@ def test_architecture_doc_lists_the_layers():
         assert f"`{name}`" in doc, f"docs/architecture.md does not describe layer {name}"
         for unit in units - {"__init__", "__main__"}:
             assert unit in doc, f"docs/architecture.md does not place {unit}"
+
+
+def test_registries_are_full_whatever_is_imported_first():
+    """Lower layers look methods up by name in the core registries; importing any module of the
+    package (here only the config layer, in a fresh interpreter) must have filled them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import tunesmith.config, tunesmith.registry as r; "
+        "print(len(r.TASKS.names()), len(r.ADAPTERS.names()), len(r.OBJECTIVES.names()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    tasks, adapters, objectives = map(int, out.stdout.split())
+    assert tasks >= 4 and adapters >= 7 and objectives >= 10
