@@ -11,6 +11,7 @@ running through one training loop. Entry points: the ``tunesmith`` CLI, or::
 # fills the registries (tunesmith.registry) whatever module a user imports first, so the config and
 # data layers can look methods up by name without importing the layers above them.
 import tunesmith.adapters  # noqa: F401  (adapter methods: registry.ADAPTERS)
+import tunesmith.data  # noqa: F401  (data formats: registry.FORMATS)
 import tunesmith.objectives  # noqa: F401  (objective terms and continual methods)
 import tunesmith.tasks  # noqa: F401  (task kinds: registry.TASKS)
 from tunesmith.config import Recipe, load_recipe, parse_recipe

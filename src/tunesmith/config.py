@@ -20,13 +20,12 @@ from tunesmith import paths
 from tunesmith.configschema import apply_overrides, build, fld, to_dict
 from tunesmith.errors import ConfigError
 from tunesmith.paths import resolve_path
-from tunesmith.registry import ADAPTERS, OBJECTIVES, TASKS
+from tunesmith.registry import ADAPTERS, FORMATS, OBJECTIVES, TASKS
 
 MULTI_HEAD = "multi_head"
 """``task: multi_head``: several tasks, one head each on a shared encoder (not a task kind)."""
 
 HeadType = Literal["sequence_classification", "token_classification"]
-DataFormat = Literal["jsonl", "json", "csv", "tsv", "conll", "label_text", "folder"]
 
 
 @dataclass
@@ -37,7 +36,9 @@ class SplitSource:
         help="file or folder; relative paths resolve against data.root; "
         "`embedded:bbc_news` is the demo corpus"
     )
-    format: DataFormat | None = fld(None, "reader; inferred from the extension when null")
+    format: str | None = fld(
+        None, "reader (see `tunesmith list`); inferred from the extension when null"
+    )
     encoding: str = fld("utf-8", "text encoding, e.g. latin-1")
     delimiter: str | None = fld(None, "CSV/TSV column delimiter override")
     quoting: bool = fld(True, "CSV/TSV: honour quotes (false = csv.QUOTE_NONE, as GLUE needs)")
@@ -54,6 +55,10 @@ class SplitSource:
     def from_string(cls, path: str) -> SplitSource:
         """``train: some/file.jsonl`` is short for ``train: {path: some/file.jsonl}``."""
         return cls(path=path)
+
+    def validate(self, path: str) -> None:
+        if self.format is not None:  # the names the data formats registered (registry.FORMATS)
+            _check_choice(f"{path}.format", self.format, FORMATS.names())
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Named things (task types, embedded models, objective terms, schedules) registered by one call.
+"""Named things (task kinds, adapters, objective terms, data formats...) registered by one call.
 
 A registry refuses duplicates and lists what it holds, so ``tunesmith list`` and error messages can
 say what exists.
@@ -67,3 +67,8 @@ preset); the dataclass's ``method`` names its implementation (:mod:`tunesmith.ad
 
 OBJECTIVES = Registry("objective term")
 """Recipe ``objectives[].name`` -> :class:`tunesmith.objectives.base.ObjectiveTerm` subclass."""
+
+FORMATS = Registry("data format")
+"""Recipe ``data.<split>.format`` name -> :class:`tunesmith.data.readers.DataFormat` (the reader
+and the file extensions it is inferred from); one module per format family in
+:mod:`tunesmith.data.formats`."""

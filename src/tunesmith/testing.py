@@ -19,10 +19,12 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
+    AutoModel,
     BertConfig,
     GPT2Config,
     LlamaConfig,
     PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
     T5Config,
 )
@@ -31,9 +33,12 @@ from tunesmith.tasks import task_kind
 
 __all__ = [
     "ARCHS",
+    "NER_TAGS",
+    "SENT_LABELS",
     "SPECIAL_TOKENS",
     "TINY_WORDS",
     "save_tiny_model",
+    "tiny_bert_backbone",
     "tiny_config",
     "tiny_tokenizer",
 ]
@@ -194,6 +199,21 @@ def tiny_config(arch: str, vocab_size: int, **kw: Any) -> PretrainedConfig:
         )
         return T5Config(vocab_size=vocab_size, **(base | kw))
     raise ValueError(f"unknown tiny arch {arch!r}; choose one of {sorted(ARCHS)}")
+
+
+NER_TAGS = ("B-PER", "I-PER", "B-LOC", "I-LOC", "O")
+"""Tag set of the tiny multi-head test model's token-classification task (``ner``)."""
+SENT_LABELS = ("negative", "neutral", "positive")
+"""Label set of the tiny multi-head test model's sentence task (``sent``)."""
+
+
+def tiny_bert_backbone(seed: int = 0) -> PreTrainedModel:
+    """A tiny BERT encoder without a head (for per-task heads), initialised from ``seed`` without
+    touching the global RNG."""
+    config = tiny_config("bert", len(tiny_tokenizer(kind="bert")))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModel.from_config(config)
 
 
 def save_tiny_model(

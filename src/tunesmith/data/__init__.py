@@ -1,9 +1,11 @@
 """Data: read files into records, split them, encode them per task, and batch them.
 
 records (``readers``) -> splits (``splits``) -> label ids (``labels``) -> token ids (``encode``)
--> padded tensors (``collate``).
+-> padded tensors (``collate``). The file formats (``formats``, one module each) register
+themselves in :data:`tunesmith.registry.FORMATS` when this package is imported.
 """
 
+from tunesmith.data import formats  # noqa: F401  (registers the built-in data formats)
 from tunesmith.data.collate import Collator, LengthGroupedSampler
 from tunesmith.data.encode import (
     IGNORE_INDEX,

@@ -1,17 +1,17 @@
 """Read a dataset file into a list of plain ``dict`` records, one per example.
 
 Why: every task starts from "rows of named fields"; the task encoders (:mod:`tunesmith.data.encode`)
-only ever see records, so a new file layout is one reader here and nothing else changes.
-Readers are registered by name in :data:`FORMATS` (``tunesmith list`` shows them). Every malformed
-line is reported as ``path:line: what is wrong`` with a hint, or skipped (``on_error="skip"``) with
-one warning that gives the count.
+only ever see records, so a new file layout is one module in :mod:`tunesmith.data.formats` and
+nothing else changes. This module holds what the formats share: the options, the malformed-line
+record, decoding, line splitting, inference from the extensions the formats declare, and
+:func:`read_records`. Formats are registered by name in :data:`tunesmith.registry.FORMATS`
+(``tunesmith list`` shows them). Every malformed line is reported as ``path:line: what is wrong``
+with a hint, or skipped (``on_error="skip"``) with one warning that gives the count.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,13 +20,20 @@ from typing import Any, NamedTuple
 
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.paths import resolve_path
-from tunesmith.registry import Registry
+from tunesmith.registry import FORMATS
 
-FORMATS = Registry("data format")
-
-"""``embedded:<name>`` datasets: (python package, folder inside it, pip requirement)."""
-
-_EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".conll": "conll"}
+__all__ = [
+    "FORMATS",
+    "Bad",
+    "DataFormat",
+    "ReadOptions",
+    "Reader",
+    "infer_format",
+    "read_lines",
+    "read_records",
+    "read_text",
+    "resolve_path",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,15 @@ class Bad(NamedTuple):
 
 
 Reader = Callable[[Path, ReadOptions], Iterator["dict[str, Any] | Bad"]]
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """What a format registers in :data:`FORMATS`: its reader, and the file extensions (lower
+    case, with the dot) it is inferred from when a recipe gives no ``format``."""
+
+    read: Reader
+    extensions: tuple[str, ...] = ()
 
 
 def read_records(
@@ -85,7 +101,7 @@ def read_records(
     if label_position not in ("first", "last"):
         raise ConfigError("label_position", f"must be 'first' or 'last', got {label_position!r}")
     fmt = fmt or infer_format(path)
-    reader: Reader = FORMATS.get(fmt, "format")
+    reader: Reader = FORMATS.get(fmt, "format").read
     opts = ReadOptions(
         encoding, delimiter, quoting, header, columns, separator, label_position, label_sep
     )
@@ -112,16 +128,23 @@ def read_records(
 
 
 def infer_format(path: Path) -> str:
-    """The format name for ``path``: a directory is ``folder``, else by extension."""
+    """The format name for ``path``: a directory is ``folder``, else the format that declares the
+    file's extension (:attr:`DataFormat.extensions`)."""
     if path.is_dir():
         return "folder"
-    fmt = _EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
+    suffix = path.suffix.lower()
+    matches = [e.name for e in FORMATS if suffix in e.obj.extensions]
+    if len(matches) > 1:
+        raise DataError(
+            f"the extension of {path} is declared by several data formats {matches}; "
+            "set format: to choose one"
+        )
+    if not matches:
         raise DataError(
             f"cannot infer the data format of {path} from its extension; "
             f"set format: one of {FORMATS.names()}"
         )
-    return fmt
+    return matches[0]
 
 
 def read_text(path: Path, encoding: str) -> str:
@@ -140,168 +163,8 @@ def read_text(path: Path, encoding: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _lines(path: Path, opts: ReadOptions) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path, opts: ReadOptions) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline); universal newlines only, so a tweet
     containing e.g. U+2028 stays one line."""
     for i, line in enumerate(io.StringIO(read_text(path, opts.encoding)), start=1):
         yield i, line.rstrip("\r\n")
-
-
-def _read_jsonl(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
-    for i, line in _lines(path, opts):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield Bad(i, f"invalid JSON ({e.msg} at column {e.colno})")
-            continue
-        yield obj if isinstance(obj, dict) else Bad(i, f"expected a JSON object, got {obj!r:.40}")
-
-
-def _read_json(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
-    text = read_text(path, opts.encoding)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        yield Bad(e.lineno, f"invalid JSON ({e.msg} at column {e.colno})")
-        return
-    if not isinstance(data, list):
-        yield Bad(1, "expected a JSON list of objects (use .jsonl for one object per line)")
-        return
-    for n, obj in enumerate(data):
-        # json keeps no line numbers; name the item instead.
-        yield obj if isinstance(obj, dict) else Bad(1, f"item {n} is not an object: {obj!r:.40}")
-
-
-def _read_delimited(path: Path, opts: ReadOptions, default_delimiter: str) -> Iterator[Any]:
-    text = read_text(path, opts.encoding)
-    rows = csv.reader(
-        io.StringIO(text, newline=""),
-        delimiter=opts.delimiter or default_delimiter,
-        quoting=csv.QUOTE_MINIMAL if opts.quoting else csv.QUOTE_NONE,
-    )
-    names = opts.columns
-    header_pending = opts.header if opts.header is not None else True
-    try:
-        for row in rows:
-            line = rows.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if header_pending:
-                header_pending = False
-                if names is None:  # explicit columns replace the header row's names
-                    names = [c.strip() for c in row]
-                continue
-            if names is None:
-                names = [f"col{k}" for k in range(len(row))]
-            if len(row) != len(names):
-                yield Bad(line, f"expected {len(names)} columns {names}, found {len(row)}")
-                continue
-            yield dict(zip(names, row, strict=True))
-    except csv.Error as e:
-        yield Bad(rows.line_num, f"unparseable row ({e}); try quoting: false")
-
-
-def _read_csv(path: Path, opts: ReadOptions) -> Iterator[Any]:
-    return _read_delimited(path, opts, ",")
-
-
-def _read_tsv(path: Path, opts: ReadOptions) -> Iterator[Any]:
-    return _read_delimited(path, opts, "\t")
-
-
-def _read_conll(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
-    tokens: list[str] = []
-    tags: list[str] = []
-    bad: Bad | None = None
-    for i, line in _lines(path, opts):
-        line = line.replace("\ufeff", "")  # a stray BOM line ends WNUT-17's dev.conll
-        if not line.strip():
-            if bad is not None:
-                yield bad  # a broken line invalidates its whole sentence
-            elif tokens:
-                yield {"tokens": tokens, "tags": tags}
-            tokens, tags, bad = [], [], None
-            continue
-        if line.startswith("-DOCSTART-"):
-            continue
-        cols = line.split("\t") if "\t" in line else line.split()
-        if len(cols) < 2 or not cols[0] or not cols[-1].strip():
-            bad = bad or Bad(i, "expected 'token<TAB>tag' (token first, tag last column)")
-            continue
-        tokens.append(cols[0])
-        tags.append(cols[-1].strip())
-    if bad is not None:
-        yield bad
-    elif tokens:
-        yield {"tokens": tokens, "tags": tags}
-
-
-def _read_label_text(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
-    sep = opts.separator
-    if opts.label_position == "last" and not sep:
-        raise ConfigError("separator", "label_position 'last' needs a separator (e.g. ';')")
-    skip_header = bool(opts.header)
-    for i, line in _lines(path, opts):
-        if not line.strip():
-            continue
-        if skip_header:
-            skip_header = False
-            continue
-        if opts.label_position == "first":
-            parts = line.strip().split(sep, 1) if sep else line.strip().split(None, 1)
-            label, text = (parts + [""])[:2]
-        else:
-            assert sep is not None
-            if sep not in line:
-                yield Bad(i, f"no {sep!r} separator between text and label")
-                continue
-            text, _, label = line.rpartition(sep)
-        if opts.label_sep and opts.label_sep in label:
-            label = label.split(opts.label_sep, 1)[0]
-        label, text = label.strip(), text.strip()
-        if not label:
-            yield Bad(i, "missing label")
-        elif not text:
-            where = "after" if opts.label_position == "first" else "before"
-            yield Bad(i, f"empty text {where} the label (separator {sep or 'whitespace'!r})")
-        else:
-            yield {"label": label, "text": text}
-
-
-def _read_folder(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
-    if not path.is_dir():
-        raise DataError(f"format 'folder' needs a directory of <label>/*.txt, got file {path}")
-    labels = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not labels:
-        raise DataError(f"{path}: no label folders; expected <label>/*.txt")
-    fallback = 0
-    for label_dir in labels:
-        for file in sorted(label_dir.glob("*.txt")):
-            raw = file.read_bytes()
-            try:
-                text = raw.decode(opts.encoding)
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")  # never fails; one stray byte should not stop a corpus
-                fallback += 1
-            text = text.removeprefix("\ufeff").strip()
-            item_id = f"{label_dir.name}/{file.name}"
-            if not text:
-                yield Bad(1, "empty file", file)
-            else:
-                yield {"id": item_id, "label": label_dir.name, "text": text}
-    if fallback:
-        warnings.warn(
-            f"{path}: {fallback} file(s) were not valid {opts.encoding}; read them as latin-1",
-            stacklevel=2,
-        )
-
-
-FORMATS.register("jsonl", _read_jsonl, "one JSON object per line")
-FORMATS.register("json", _read_json, "a JSON list of objects")
-FORMATS.register("csv", _read_csv, "comma-separated; header row gives keys (else columns)")
-FORMATS.register("tsv", _read_tsv, "tab-separated; header row gives keys (else columns)")
-FORMATS.register("conll", _read_conll, "token<TAB>tag lines, blank line between sentences")
-FORMATS.register("label_text", _read_label_text, "'<label> <text>' or '<text>;<label>' lines")
-FORMATS.register("folder", _read_folder, "a directory of <label>/*.txt files")

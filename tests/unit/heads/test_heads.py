@@ -9,9 +9,8 @@ from transformers import AutoModelForSequenceClassification, AutoModelForTokenCl
 from tunesmith.errors import ModelError
 from tunesmith.heads import HeadSpec, MultiHeadModel, export_task
 from tunesmith.tasks import task_loss
+from tunesmith.testing import NER_TAGS, SENT_LABELS, tiny_bert_backbone
 from tunesmith.transfer import apply_freezing, layer_layout
-
-from .conftest import NER_TAGS, SENT_LABELS, tiny_bert_backbone
 
 
 def batch(tokenizer, texts):

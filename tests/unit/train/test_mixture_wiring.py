@@ -14,8 +14,7 @@ from tunesmith.data import Collator, LabelVocab, encode_classification, encode_t
 from tunesmith.data.mixing import MixtureSampler, concat_tasks, mixing_rates
 from tunesmith.heads import HeadSpec, MultiHeadModel
 from tunesmith.tasks import model_inputs, task_loss
-
-from .conftest import tiny_bert_backbone
+from tunesmith.testing import tiny_bert_backbone
 
 POS, NEG = "good happy love yes".split(), "bad sad hate no".split()
 

@@ -1,30 +1,26 @@
-"""Tiny in-process models for the multi-task tests (no network, milliseconds each)."""
+"""Fixtures shared by several test folders: the tiny multi-head model (``heads/``, ``train/``) and
+tiny generative models (``data/`` text formats, ``heads/``, ``train/`` evaluation). No network,
+milliseconds each."""
 
 import os
 
 import pytest
-import torch
-from transformers import AutoModel
 
 from tunesmith.heads import HeadSpec, MultiHeadModel
-from tunesmith.testing import save_tiny_model, tiny_config, tiny_tokenizer
+from tunesmith.testing import (
+    NER_TAGS,
+    SENT_LABELS,
+    save_tiny_model,
+    tiny_bert_backbone,
+    tiny_tokenizer,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-NER_TAGS = ("B-PER", "I-PER", "B-LOC", "I-LOC", "O")
-SENT_LABELS = ("negative", "neutral", "positive")
 
 
 @pytest.fixture
 def bert_tokenizer():
     return tiny_tokenizer(kind="bert")
-
-
-def tiny_bert_backbone(seed: int = 0):
-    config = tiny_config("bert", len(tiny_tokenizer(kind="bert")))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return AutoModel.from_config(config)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunesmith.data import Collator, LabelVocab, encode_classification, encode_token_classification
 from tunesmith.errors import ConfigError
+from tunesmith.testing import NER_TAGS, SENT_LABELS
 from tunesmith.train.evaluation import (
     MEAN_KEY,
     TaskEval,
@@ -16,8 +17,6 @@ from tunesmith.train.evaluation import (
     primary_metric,
 )
 from tunesmith.train.scoring import classify_by_scoring, evaluate_text_to_text
-
-from .conftest import NER_TAGS, SENT_LABELS
 
 
 def test_macro_average_by_hand():
