@@ -1,0 +1,246 @@
+"""The recipe: the whole of a run, typed, with help text under every field.
+
+A recipe is YAML; :func:`load_recipe` parses it, applies ``key.sub=value`` overrides, builds these
+dataclasses (unknown keys, wrong types and impossible combinations fail with the key path and a hint)
+and checks that every data file exists, all before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.config.checks import adapter_config_from_dict, check_choice, check_mixing
+from tunesmith.config.sections import (
+    DataConfig,
+    DistillConfig,
+    MixingConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    StudentConfig,
+    TaskConfig,
+    TrainConfig,
+    TransferConfig,
+)
+from tunesmith.configschema import apply_overrides, build, fld, to_dict
+from tunesmith.errors import ConfigError
+from tunesmith.paths import resolve_path
+from tunesmith.registry import OBJECTIVES, TASKS
+
+MULTI_HEAD = "multi_head"
+"""``task: multi_head``: several tasks, one head each on a shared encoder (not a task kind)."""
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    model: str | None = fld(
+        None,
+        "embedded name (minilm, smollm2), local folder or hub id "
+        "(may be left out when student.from_teacher builds the model)",
+    )
+    task: str = fld(help="task kind (see `tunesmith list`), or multi_head")
+    data: DataConfig | None = fld(None, "datasets and formatting (single-task recipes)")
+    tasks: list[TaskConfig] = fld([], "multi-task recipes (task: multi_head): one entry per task")
+    mixing: MixingConfig = fld(MixingConfig(), "multi-task sampling rates")
+    output_dir: str = fld("runs/run", "run directory (checkpoints, metrics, report)")
+    seed: int = fld(42, "seed for data order, splits, head init and dropout")
+    from_scratch: bool = fld(False, "random init of the same architecture (baseline)")
+    transfer: TransferConfig = fld(TransferConfig(), "freezing, unfreezing, discriminative LRs")
+    optim: OptimConfig = fld(OptimConfig(), "optimiser and schedule")
+    train: TrainConfig = fld(TrainConfig(), "loop settings")
+    objectives: list[ObjectiveConfig] = fld([], "extra loss terms added to the task loss")
+    task_weight: float = fld(1.0, "multiplier of the task loss (Hinton KD: 1 - alpha)")
+    adapter: dict[str, Any] | str | None = fld(
+        None,
+        "parameter-efficient adapter, e.g. {type: lora, r: 8} or houlsby (see `tunesmith "
+        "list`); tunesmith keys inside it: name (default 'default'), train_head (default: true "
+        "for classification)",
+    )
+    distill: DistillConfig | None = fld(None, "teacher for distillation terms")
+    student: StudentConfig | None = fld(None, "how the student model is built (distillation)")
+
+    def validate(self, path: str) -> None:
+        check_choice("task", self.task, [*TASKS.names(), MULTI_HEAD])
+        kind = TASKS.get(self.task) if self.task in TASKS else None
+        if self.task == MULTI_HEAD or self.text_to_text:
+            self.validate_tasks()
+        elif self.data is None:
+            raise ConfigError("data", "required key is missing", "give data: {train: ...}")
+        elif self.tasks:
+            raise ConfigError(
+                "tasks",
+                f"only for task: multi_head or text-to-text (causal_lm / seq2seq), not {self.task}",
+                "set task: multi_head, or move the data to the data section",
+            )
+        packed = [t.name for t in self.tasks if t.data.packing]
+        packable = [e.name for e in TASKS if e.obj.packable]
+        if (self.data and self.data.packing and self.task not in packable) or packed:
+            raise ConfigError(
+                "data.packing" if not packed else f"tasks[{packed[0]}].data.packing",
+                f"sequence packing is for single-task {' / '.join(packable)} fine-tuning",
+            )
+        if kind is not None and not kind.classification and self.data and self.data.labels:
+            raise ConfigError("data.labels", f"a {self.task} task has no label vocabulary")
+        from_teacher = self.student is not None and self.student.from_teacher is not None
+        if self.model is None and not from_teacher:
+            raise ConfigError(
+                "model",
+                "required key is missing",
+                "name a model, or build one with student.from_teacher",
+            )
+        if self.model is not None and from_teacher:
+            raise ConfigError(
+                "model",
+                "cannot be combined with student.from_teacher",
+                "the student is built from distill.teacher; remove `model`",
+            )
+        # terms declare it themselves (ObjectiveTerm.needs_teacher); unknown names fail later,
+        # with their key path, when the terms are built
+        needs_teacher = [
+            o.name
+            for o in self.objectives
+            if o.name in OBJECTIVES and OBJECTIVES.get(o.name).needs_teacher
+        ]
+        if self.distill is None and (needs_teacher or from_teacher):
+            what = f"objective {needs_teacher[0]!r}" if needs_teacher else "student.from_teacher"
+            raise ConfigError(
+                "distill.teacher",
+                f"{what} needs a teacher",
+                "add distill: {teacher: <run dir | folder | model name>}",
+            )
+        if self.task_weight < 0:
+            raise ConfigError("task_weight", "must be >= 0")
+        if self.adapter is not None:
+            self.adapter_settings()  # validates the method's keys with their key paths
+            if self.transfer.linear_probe:
+                raise ConfigError(
+                    "transfer.linear_probe",
+                    "cannot be combined with an adapter",
+                    "a linear probe freezes the adapter too",
+                )
+
+    def adapter_settings(self) -> tuple[str, bool, Any]:
+        """(adapter name, train the task head?, validated method config) of ``adapter:``."""
+        spec = {"type": self.adapter} if isinstance(self.adapter, str) else dict(self.adapter)
+        name = spec.pop("name", "default")
+        classification = self.task in TASKS and TASKS.get(self.task).classification
+        train_head = spec.pop("train_head", classification)
+        if not isinstance(name, str) or not isinstance(train_head, bool):
+            raise ConfigError("adapter", "name must be a string and train_head true or false")
+        return name, train_head, adapter_config_from_dict(spec, key="adapter")
+
+    def validate_tasks(self) -> None:
+        if not self.tasks:
+            raise ConfigError("tasks", "a multi_head recipe needs at least one task")
+        if self.data is not None:
+            raise ConfigError(
+                "data", "a multi-task recipe gives data per task", "move it under tasks[].data"
+            )
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError("tasks", f"task names must be unique, got {names}")
+        text = self.text_to_text
+        for i, t in enumerate(self.tasks):
+            if text and t.head is not None:
+                raise ConfigError(
+                    f"tasks[{i}].head",
+                    f"a text-to-text ({self.task}) task has no head",
+                    "give text: {prefix, fields, words}, or use task: multi_head",
+                )
+            if not text and t.head is None:
+                raise ConfigError(f"tasks[{i}].head", "required key is missing")
+            if not text:  # a head predicts labels: a task kind with a label vocabulary
+                heads = [e.name for e in TASKS if e.obj.classification]
+                check_choice(f"tasks[{i}].head", t.head, heads)
+            if not text and t.text is not None:
+                raise ConfigError(
+                    f"tasks[{i}].text", "only for text-to-text recipes (task: causal_lm | seq2seq)"
+                )
+        unsupported = ("distill", "student") if text else ("adapter", "distill", "student")
+        for what in unsupported:
+            if getattr(self, what) is not None:
+                raise ConfigError(what, f"is not supported with multi-task {self.task} yet")
+        m = self.mixing
+        weights = {t.name: t.weight for t in self.tasks} if m.strategy == "explicit" else None
+        check_mixing(names, m.strategy, cap=m.cap, temperature=m.temperature, weights=weights)
+
+    @property
+    def text_to_text(self) -> bool:
+        """Several tasks through one generative model (T5 style), not heads on an encoder."""
+        return bool(self.tasks) and self.task in TASKS and TASKS.get(self.task).generative
+
+    def task_recipe(self, i: int) -> Recipe:
+        """A single-task view of ``tasks[i]`` (its data and head), for the data pipeline; a
+        text-to-text task reads as the classification task it is (labels, stratified splits)."""
+        t = self.tasks[i]
+        task = "sequence_classification" if self.text_to_text else t.head
+        return dataclasses.replace(self, task=task, data=t.data, tasks=[])
+
+    @property
+    def model_source(self) -> str:
+        """Where the student's weights and tokenizer come from."""
+        return self.model if self.model is not None else self.distill.teacher
+
+
+def check_files(recipe: Recipe) -> None:
+    """Every data file the recipe names must exist (fails before any model loads)."""
+    if recipe.tasks:
+        for i in range(len(recipe.tasks)):
+            check_files(recipe.task_recipe(i))
+        return
+    root = recipe.data.root_path()
+    for split in ("train", "dev", "test"):
+        src = getattr(recipe.data, split)
+        if src is None:
+            continue
+        resolved = resolve_path(src.path, root)
+        if not resolved.exists():
+            hint = (
+                "set TUNESMITH_DATA or data.root to the folder holding the datasets"
+                if not Path(src.path).is_absolute()
+                else "check the path"
+            )
+            raise ConfigError(f"data.{split}.path", f"file not found: {resolved}", hint)
+
+
+def parse_recipe(data: dict, overrides: list[str] | None = None) -> Recipe:
+    data = apply_overrides(dict(data), overrides or [])
+    return build(Recipe, data)
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """A recipe file's top-level mapping; missing files and bad YAML name the file (and line)."""
+    if not path.is_file():
+        raise ConfigError("", f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError("", f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path}: a recipe must be a YAML mapping")
+    return data
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, check_paths: bool = True
+) -> Recipe:
+    """Read a YAML recipe, apply overrides, validate types/keys/combinations and data files."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    try:
+        recipe = parse_recipe(data, overrides)
+    except ConfigError as exc:
+        raise ConfigError("", f"{path}: {exc}") from None
+    if check_paths:
+        check_files(recipe)
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False, allow_unicode=True)

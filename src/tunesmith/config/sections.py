@@ -1,0 +1,301 @@
+"""The sections of a recipe (``data:``, ``transfer:``, ``optim:``, ``train:``, ``distill:``,
+``tasks:``, ``mixing:`` ...): typed dataclasses with help text under every field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tunesmith import paths
+from tunesmith.config.checks import check_choice
+from tunesmith.configschema import fld
+from tunesmith.errors import ConfigError
+from tunesmith.registry import FORMATS
+
+
+@dataclass
+class SplitSource:
+    """Where one split's examples come from and how to read them."""
+
+    path: str = fld(
+        help="file or folder; relative paths resolve against data.root; "
+        "`embedded:bbc_news` is the demo corpus"
+    )
+    format: str | None = fld(
+        None, "reader (see `tunesmith list`); inferred from the extension when null"
+    )
+    encoding: str = fld("utf-8", "text encoding, e.g. latin-1")
+    delimiter: str | None = fld(None, "CSV/TSV column delimiter override")
+    quoting: bool = fld(True, "CSV/TSV: honour quotes (false = csv.QUOTE_NONE, as GLUE needs)")
+    header: bool | None = fld(
+        None, "first row is a header (default: yes for CSV/TSV, no otherwise)"
+    )
+    columns: list[str] | None = fld(None, "CSV/TSV column names when header is false")
+    separator: str | None = fld(None, "label_text: label/text separator (default whitespace)")
+    label_position: Literal["first", "last"] = fld("first", "label_text: label before or after")
+    label_sep: str | None = fld(None, "label_text: keep the label part before this, e.g. ':'")
+    on_error: Literal["raise", "skip"] = fld("raise", "malformed lines: stop, or skip and warn")
+
+    @classmethod
+    def from_string(cls, path: str) -> SplitSource:
+        """``train: some/file.jsonl`` is short for ``train: {path: some/file.jsonl}``."""
+        return cls(path=path)
+
+    def validate(self, path: str) -> None:
+        if self.format is not None:  # the names the data formats registered (registry.FORMATS)
+            check_choice(f"{path}.format", self.format, FORMATS.names())
+
+
+@dataclass
+class DataConfig:
+    root: str | None = fld(None, "data root; default $TUNESMITH_DATA or ../shared/data")
+    train: SplitSource | None = fld(None, "training examples")
+    dev: SplitSource | None = fld(None, "dev examples (carved from train by `split` when null)")
+    test: SplitSource | None = fld(None, "test examples (carved from train by `split` when null)")
+    split: dict[str, float] = fld(
+        {},
+        "fractions carved from train when dev/test are missing, "
+        "e.g. {dev: 0.1, test: 0.2}; stratified by label, seeded",
+    )
+    text_key: str = fld("text", "field holding the input text (classification)")
+    text_pair_key: str | None = fld(None, "second text field for pair tasks (RTE, MRPC)")
+    label_key: str = fld("label", "field holding the label")
+    labels: list[str] | None = fld(None, "explicit label vocabulary (default: sorted train labels)")
+    tokens_key: str = fld("tokens", "token classification: field with the word list")
+    tags_key: str = fld("tags", "token classification: field with the tag list")
+    template: Literal["chat", "alpaca", "plain"] = fld("chat", "causal LM prompt format")
+    prompt_key: str | None = fld(None, "causal LM: prompt field (default alpaca instruction+input)")
+    response_key: str = fld("output", "causal LM: response field")
+    lm_text_key: str | None = fld(None, "causal LM: plain-text field (no prompt/response)")
+    system: str | None = fld(None, "causal LM: system prompt for the chat template")
+    mask_prompt: bool = fld(True, "causal LM: loss only on the response tokens")
+    packing: bool = fld(
+        False,
+        "causal LM: pack training examples into max_length rows (best-fit decreasing), "
+        "attention kept within each example; fewer, fuller batches",
+    )
+    source_key: str = fld("source", "seq2seq: input field")
+    target_key: str = fld("target", "seq2seq: output field")
+    prefix: str = fld("", "seq2seq: task prefix prepended to the input (T5 style)")
+    max_length: int = fld(128, "maximum tokens per example (inputs)")
+    max_target_length: int = fld(128, "seq2seq: maximum target tokens")
+    limit: dict[str, int] = fld({}, "cap examples per split after splitting, e.g. {train: 500}")
+
+    def validate(self, path: str) -> None:
+        if self.train is None:
+            raise ConfigError(
+                f"{path}.train",
+                "required key is missing",
+                "give data.train: {path: ..., format: ...}",
+            )
+        bad = set(self.split) - {"dev", "test"}
+        if bad:
+            raise ConfigError(
+                f"{path}.split", f"unknown split {sorted(bad)}", "use dev and/or test"
+            )
+        if sum(self.split.values()) >= 1.0 or any(v <= 0 for v in self.split.values()):
+            raise ConfigError(f"{path}.split", "fractions must be > 0 and sum to < 1")
+        for name in self.split:
+            if getattr(self, name) is not None:
+                raise ConfigError(
+                    f"{path}.split.{name}",
+                    f"data.{name} is given explicitly",
+                    f"remove data.{name} or split.{name}",
+                )
+        if self.max_length < 8:
+            raise ConfigError(f"{path}.max_length", "must be >= 8")
+
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser().resolve() if self.root else paths.data_root()
+
+
+@dataclass
+class GradualUnfreezeConfig:
+    every: int = fld(1, "unfreeze one more layer group every this many `unit`s (ULMFiT)")
+    unit: Literal["steps", "epochs"] = fld("epochs", "what `every` counts")
+
+    def validate(self, path: str) -> None:
+        if self.every < 1:
+            raise ConfigError(f"{path}.every", "must be >= 1")
+
+
+@dataclass
+class TransferConfig:
+    freeze_embeddings: bool = fld(False, "freeze the token/position embeddings")
+    freeze_layers: int = fld(0, "freeze the first N transformer blocks (bottom up)")
+    freeze_patterns: list[str] = fld([], "freeze parameters whose name matches (glob)")
+    unfreeze_patterns: list[str] = fld([], "keep these trainable whatever else is frozen (glob)")
+    linear_probe: bool = fld(False, "train the task head only")
+    gradual_unfreeze: GradualUnfreezeConfig | None = fld(None, "ULMFiT gradual unfreezing")
+    layerwise_lr_decay: float | None = fld(
+        None, "discriminative LRs: block i gets lr*decay^(L+1-i)"
+    )
+
+    def validate(self, path: str) -> None:
+        if self.freeze_layers < 0:
+            raise ConfigError(f"{path}.freeze_layers", "must be >= 0")
+        if self.linear_probe and self.gradual_unfreeze:
+            raise ConfigError(
+                f"{path}.gradual_unfreeze",
+                "cannot be combined with linear_probe",
+                "a linear probe never unfreezes the backbone",
+            )
+        d = self.layerwise_lr_decay
+        if d is not None and not 0 < d <= 1:
+            raise ConfigError(f"{path}.layerwise_lr_decay", f"must be in (0, 1], got {d}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = fld(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = fld(0.01, "decoupled weight decay; never applied to biases and norms")
+    betas: list[float] = fld([0.9, 0.999], "AdamW betas")
+    eps: float = fld(1e-8, "AdamW epsilon")
+    schedule: Literal["linear", "cosine", "constant"] = fld("linear", "LR schedule after warmup")
+    warmup_ratio: float = fld(0.06, "warmup as a fraction of the optimiser steps")
+    warmup_steps: int | None = fld(None, "warmup in steps (overrides warmup_ratio)")
+    min_lr_ratio: float = fld(0.0, "cosine: final LR as a fraction of the peak")
+    max_grad_norm: float | None = fld(1.0, "clip the global gradient norm (null = off)")
+    grad_accum: int = fld(1, "micro-batches per optimiser step")
+
+    def validate(self, path: str) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"{path}.lr", f"must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"{path}.betas", "must be two numbers in [0, 1)")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"{path}.warmup_ratio", "must be in [0, 1)")
+        if self.grad_accum < 1:
+            raise ConfigError(f"{path}.grad_accum", "must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = fld(32, "examples per micro-batch (per process)")
+    eval_batch_size: int = fld(64, "examples per evaluation batch")
+    epochs: float = fld(3, "passes over the training data (may be fractional)")
+    max_steps: int | None = fld(None, "stop after this many optimiser steps (overrides epochs)")
+    eval_every: int | None = fld(None, "evaluate on dev every N optimiser steps (null = per epoch)")
+    eval_at_start: bool = fld(False, "also evaluate dev before the first step (logged at step 0)")
+    save_every: int | None = fld(None, "checkpoint every N steps (null = at each evaluation)")
+    log_every: int = fld(10, "log training metrics every N optimiser steps")
+    metric: str | None = fld(
+        None,
+        "dev metric for best checkpoint/early stopping "
+        "(default: accuracy, entity_f1 or loss by task)",
+    )
+    early_stopping_patience: int | None = fld(None, "stop after N evaluations without improvement")
+    keep_checkpoints: int = fld(1, "resumable checkpoints to keep (besides best/)")
+    precision: Literal["fp32", "bf16"] = fld("fp32", "bf16 autocast (GPUs; slow on most CPUs)")
+    length_grouping: bool = fld(True, "batch similar lengths together to cut padding")
+    tensorboard: bool = fld(True, "also write TensorBoard scalars (when installed)")
+    progress: bool = fld(True, "tqdm progress bar")
+    num_workers: int = fld(0, "DataLoader workers")
+    generate_max_new_tokens: int = fld(64, "causal LM/seq2seq: tokens generated by predict")
+
+    def validate(self, path: str) -> None:
+        for name in ("batch_size", "eval_batch_size", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{path}.{name}", "must be >= 1")
+        if self.epochs <= 0 and not self.max_steps:
+            raise ConfigError(f"{path}.epochs", "must be > 0 (or set max_steps)")
+
+
+@dataclass
+class ObjectiveConfig:
+    """One extra loss term added to the task loss (see ``tunesmith list``)."""
+
+    name: str = fld(help="registered objective term, e.g. l2_sp")
+    weight: float = fld(1.0, "multiplier of the term")
+    params: dict[str, Any] = fld({}, "term-specific options")
+
+
+@dataclass
+class FromTeacherConfig:
+    layers: Literal["every_other"] | list[int] = fld(
+        "every_other", "teacher blocks copied into the student (DistilBERT: every other one)"
+    )
+
+
+@dataclass
+class StudentConfig:
+    from_teacher: FromTeacherConfig | None = fld(
+        None, "build the student from the teacher's embeddings, chosen blocks and head"
+    )
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation: which teacher, and whether its outputs are cached on disk."""
+
+    teacher: str = fld(
+        help="teacher: a tunesmith run dir, a local folder, an embedded name or hub id"
+    )
+    cache: bool = fld(False, "compute the teacher's train outputs once and reuse them from disk")
+    cache_dir: str | None = fld(
+        None, "teacher cache root (default: <TUNESMITH_CACHE>/teacher_outputs)"
+    )
+    top_k: int = fld(32, "causal LM cache: keep the teacher's top-k log-probs per token")
+
+    def validate(self, path: str) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"{path}.top_k", "must be >= 1")
+
+
+@dataclass
+class TextConfig:
+    """How a classification task is written as text for a text-to-text model (T5 section 2.4):
+    ``source = "<prefix> <name>: <record[key]> ..."``, ``target = words[label]``."""
+
+    prefix: str | None = fld(None, "task prefix starting every input (default: the task name)")
+    fields: list[list[str]] | None = fld(
+        None,
+        "[[name, record key], ...] written after the prefix, e.g. [[sentence, text]] "
+        "(default: [[sentence, data.text_key]] plus [[sentence2, data.text_pair_key]])",
+    )
+    words: dict[str, str] = fld({}, "label -> target word, e.g. {'0': negative, '1': positive}")
+
+    def validate(self, path: str) -> None:
+        for i, f in enumerate(self.fields or []):
+            if len(f) != 2 or not all(isinstance(x, str) for x in f) or not f[1]:
+                raise ConfigError(
+                    f"{path}.fields[{i}]",
+                    "each field is [name, record key]",
+                    "e.g. [sentence, text]",
+                )
+
+
+@dataclass(kw_only=True)
+class TaskConfig:
+    """One task of a multi-task recipe: its data and its head (``task: multi_head``) or its text
+    format (text-to-text: ``task: causal_lm`` / ``seq2seq``)."""
+
+    name: str = fld(help="task name (prefixes its metrics, e.g. sst2/accuracy)")
+    head: str | None = fld(
+        None, "multi_head: the task's head on the shared encoder (a classification task kind)"
+    )
+    text: TextConfig | None = fld(
+        None, "text-to-text (task: causal_lm | seq2seq): prefix, fields and label words"
+    )
+    data: DataConfig = fld(help="the task's datasets (same keys as the top-level data section)")
+    weight: float | None = fld(None, "mixing weight (mixing.strategy: explicit)")
+    pooling: Literal["pooler", "cls", "mean"] | None = fld(
+        None, "sequence head input (default: the pooler when present)"
+    )
+    metric: str | None = fld(None, "metric this task adds to the mean (default by head)")
+
+
+@dataclass
+class MixingConfig:
+    """How often each task's batches are drawn (Raffel et al. 2020, T5 section 3.5.2)."""
+
+    strategy: Literal["proportional", "temperature", "equal", "explicit"] = (
+        fld(  # MIXING_STRATEGIES
+            "proportional",
+            "rate of task m: min(e_m, K) / sum_n min(e_n, K); temperature: "
+            "proportional to min(e_m, K)^(1/T); equal; explicit task weights",
+        )
+    )
+    cap: int | None = fld(None, "K, the examples-proportional limit (null = no cap)")
+    temperature: float | None = fld(None, "T for strategy temperature (default 2, as in T5)")
