@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,10 +90,8 @@ class ContinualConfig:
         "keep every stage's state file and resumable checkpoints (default: only the latest "
         "state; a finished stage's checkpoints are deleted, its best/ kept)",
     )
-    params: dict[str, Any] = field(
-        default_factory=dict,
-        init=False,
-        metadata={"help": "the settings of the method's parts, by section (filled by parse)"},
+    params: dict[str, Any] = fld(
+        {}, "the settings of the method's parts, by section (filled by parse)", init=False
     )
 
     def validate(self, path: str) -> None:

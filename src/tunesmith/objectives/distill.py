@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tunesmith.configschema import fld
 from tunesmith.distill.losses import (
     attention_loss,
     generalized_jsd,
@@ -119,9 +120,7 @@ class KDTerm(DistillTerm):
 
     @dataclasses.dataclass
     class Params:
-        temperature: float = dataclasses.field(
-            default=2.0, metadata={"help": "softmax temperature T (the loss is scaled by T^2)"}
-        )
+        temperature: float = fld(2.0, "softmax temperature T (the loss is scaled by T^2)")
 
     _causal: bool | None = None
 
@@ -147,13 +146,8 @@ class LMKDTerm(DistillTerm):
 
     @dataclasses.dataclass
     class Params:
-        beta: float = dataclasses.field(
-            default=0.0,
-            metadata={"help": "0 = forward KL(teacher||student), 1 = reverse KL, between = JSD"},
-        )
-        temperature: float = dataclasses.field(
-            default=1.0, metadata={"help": "softmax temperature T (the loss is scaled by T^2)"}
-        )
+        beta: float = fld(0.0, "0 = forward KL(teacher||student), 1 = reverse KL, between = JSD")
+        temperature: float = fld(1.0, "softmax temperature T (the loss is scaled by T^2)")
 
     def loss(self, model, batch, outputs) -> torch.Tensor:
         return _lm_divergence(
@@ -201,15 +195,11 @@ class _HiddenTerm(DistillTerm):
 
     @dataclasses.dataclass
     class Params:
-        layers: list[int] | None = dataclasses.field(
-            default=None,
-            metadata={
-                "help": "student hidden-state indices (0 = embeddings, -1 = top); all blocks"
-            },
+        layers: list[int] | None = fld(
+            None, "student hidden-state indices (0 = embeddings, -1 = top); all blocks"
         )
-        teacher_layers: list[int] | None = dataclasses.field(
-            default=None,
-            metadata={"help": "teacher index per student layer; default: copied-from or uniform"},
+        teacher_layers: list[int] | None = fld(
+            None, "teacher index per student layer; default: copied-from or uniform"
         )
 
     def __init__(self, weight: float = 1.0, params: Any = None):
@@ -269,15 +259,11 @@ class AttentionTerm(DistillTerm):
 
     @dataclasses.dataclass
     class Params:
-        layers: list[int] | None = dataclasses.field(
-            default=None, metadata={"help": "student blocks (1..L, -1 = top); default all"}
+        layers: list[int] | None = fld(None, "student blocks (1..L, -1 = top); default all")
+        teacher_layers: list[int] | None = fld(
+            None, "teacher block per student block; default mapped"
         )
-        teacher_layers: list[int] | None = dataclasses.field(
-            default=None, metadata={"help": "teacher block per student block; default mapped"}
-        )
-        kind: Literal["kl", "mse"] = dataclasses.field(
-            default="kl", metadata={"help": "kl (MiniLM) or mse (TinyBERT) between the maps"}
-        )
+        kind: Literal["kl", "mse"] = fld("kl", "kl (MiniLM) or mse (TinyBERT) between the maps")
 
     def forward_kwargs(self) -> dict[str, Any]:
         return {"output_attentions": True}
@@ -304,18 +290,12 @@ class OnPolicyTerm(DistillTerm):
 
     @dataclasses.dataclass
     class Params:
-        lmbda: float = dataclasses.field(
-            default=0.5, metadata={"help": "probability of a student-generated batch (GKD lambda)"}
-        )
-        beta: float = dataclasses.field(default=0.5, metadata={"help": "JSD beta (0 = forward KL)"})
-        temperature: float = dataclasses.field(default=1.0, metadata={"help": "loss temperature"})
-        sampling_temperature: float = dataclasses.field(
-            default=1.0, metadata={"help": "temperature of the student's sampling"}
-        )
-        max_new_tokens: int = dataclasses.field(
-            default=64, metadata={"help": "length of sampled responses"}
-        )
-        seed: int = dataclasses.field(default=0, metadata={"help": "seed of the lambda draws"})
+        lmbda: float = fld(0.5, "probability of a student-generated batch (GKD lambda)")
+        beta: float = fld(0.5, "JSD beta (0 = forward KL)")
+        temperature: float = fld(1.0, "loss temperature")
+        sampling_temperature: float = fld(1.0, "temperature of the student's sampling")
+        max_new_tokens: int = fld(64, "length of sampled responses")
+        seed: int = fld(0, "seed of the lambda draws")
 
     def __init__(self, weight: float = 1.0, params: Any = None):
         super().__init__(weight, params)

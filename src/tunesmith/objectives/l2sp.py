@@ -11,6 +11,7 @@ import dataclasses
 
 import torch
 
+from tunesmith.configschema import fld
 from tunesmith.objectives.base import ObjectiveTerm, register
 
 
@@ -19,9 +20,9 @@ class L2SP(ObjectiveTerm):
 
     @dataclasses.dataclass
     class Params:
-        exclude: list[str] = dataclasses.field(
-            default_factory=lambda: ["classifier", "score", "qa_outputs"],
-            metadata={"help": "parameter-name substrings not anchored (new heads)"},
+        exclude: list[str] = fld(
+            ["classifier", "score", "qa_outputs"],
+            "parameter-name substrings not anchored (new heads)",
         )
 
     def setup(self, model: torch.nn.Module) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError
 from tunesmith.objectives.base import register
 from tunesmith.objectives.continual.base import (
@@ -40,7 +41,7 @@ class EWCTerm(ContinualTerm):
 
     @dataclasses.dataclass
     class Params:
-        state: str | None = dataclasses.field(default=None, metadata={"help": STATE_HELP})
+        state: str | None = fld(None, STATE_HELP)
 
     fisher: dict[str, torch.Tensor] | None = None
     anchor: dict[str, torch.Tensor]
@@ -113,12 +114,8 @@ class EWCMethod(ContinualMethod):
 
     @dataclasses.dataclass
     class Params:
-        weight: float = dataclasses.field(
-            default=1000.0, metadata={"help": "lambda, the ewc term's weight"}
-        )
-        fisher: FisherConfig = dataclasses.field(
-            default_factory=FisherConfig, metadata={"help": "diagonal Fisher estimation"}
-        )
+        weight: float = fld(1000.0, "lambda, the ewc term's weight")
+        fisher: FisherConfig = fld(FisherConfig(), "diagonal Fisher estimation")
 
         def validate(self, path: str) -> None:
             check_weight(self.weight, path)

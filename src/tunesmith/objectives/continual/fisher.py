@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError
 from tunesmith.objectives.continual.base import SequenceView
 from tunesmith.tasks import IGNORE_INDEX, model_inputs, task_kind, task_loss
@@ -56,19 +57,11 @@ FisherKind = Literal["empirical", "sampled"]
 class FisherConfig:
     """How the diagonal Fisher of a finished stage is estimated (EWC, online EWC)."""
 
-    kind: FisherKind = dataclasses.field(
-        default="empirical",
-        metadata={
-            "help": "empirical: true labels; sampled: labels drawn from the model (true Fisher)"
-        },
+    kind: FisherKind = fld(
+        "empirical", "empirical: true labels; sampled: labels drawn from the model (true Fisher)"
     )
-    n_samples: int = dataclasses.field(
-        default=1, metadata={"help": "sampled: labels drawn per example"}
-    )
-    max_examples: int = dataclasses.field(
-        default=512,
-        metadata={"help": "training examples of the finished task used (seeded subset)"},
-    )
+    n_samples: int = fld(1, "sampled: labels drawn per example")
+    max_examples: int = fld(512, "training examples of the finished task used (seeded subset)")
 
     def validate(self, path: str) -> None:
         if self.n_samples < 1 or self.max_examples < 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tunesmith.configschema import fld
 from tunesmith.objectives.base import register
 from tunesmith.objectives.continual.base import ContinualMethod, SequenceView, register_method
 from tunesmith.objectives.continual.ewc import EWCTerm, check_weight, stage_weights
@@ -33,9 +34,7 @@ class L2AnchorMethod(ContinualMethod):
 
     @dataclasses.dataclass
     class Params:
-        weight: float = dataclasses.field(
-            default=0.01, metadata={"help": "lambda, the l2_anchor term's weight"}
-        )
+        weight: float = fld(0.01, "lambda, the l2_anchor term's weight")
 
         def validate(self, path: str) -> None:
             check_weight(self.weight, path)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tunesmith.adapters import load_model_or_adapter
+from tunesmith.configschema import fld
 from tunesmith.distill.losses import generalized_jsd, hinton_kd_loss, lm_token_mask
 from tunesmith.errors import ConfigError
 from tunesmith.heads import logits_per_head
@@ -37,8 +38,8 @@ class LwFTerm(ContinualTerm):
 
     @dataclasses.dataclass
     class Params:
-        state: str | None = dataclasses.field(default=None, metadata={"help": STATE_HELP})
-        temperature: float = dataclasses.field(default=2.0, metadata={"help": _T_HELP})
+        state: str | None = fld(None, STATE_HELP)
+        temperature: float = fld(2.0, _T_HELP)
 
     previous: nn.Module | None = None
 
@@ -95,10 +96,8 @@ class LwFMethod(ContinualMethod):
 
     @dataclasses.dataclass
     class Params:
-        weight: float = dataclasses.field(
-            default=1.0, metadata={"help": "lambda, the lwf term's weight"}
-        )
-        temperature: float = dataclasses.field(default=2.0, metadata={"help": _T_HELP})
+        weight: float = fld(1.0, "lambda, the lwf term's weight")
+        temperature: float = fld(2.0, _T_HELP)
 
         def validate(self, path: str) -> None:
             check_weight(self.weight, path)

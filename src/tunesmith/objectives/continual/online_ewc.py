@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError
 from tunesmith.objectives.base import register
 from tunesmith.objectives.continual.base import (
@@ -40,8 +41,8 @@ class OnlineEWCTerm(EWCTerm):
 
     @dataclasses.dataclass
     class Params:
-        state: str | None = dataclasses.field(default=None, metadata={"help": STATE_HELP})
-        gamma: float = dataclasses.field(default=1.0, metadata={"help": _GAMMA_HELP})
+        state: str | None = fld(None, STATE_HELP)
+        gamma: float = fld(1.0, _GAMMA_HELP)
 
     def __init__(self, weight: float = 1.0, params: Any = None):
         super().__init__(weight, params)
@@ -62,15 +63,9 @@ class OnlineEWCMethod(ContinualMethod):
 
     @dataclasses.dataclass
     class Params:
-        weight: float = dataclasses.field(
-            default=1000.0, metadata={"help": "lambda, the online_ewc term's weight"}
-        )
-        gamma: float = dataclasses.field(
-            default=1.0, metadata={"help": "F* = gamma * F*_old + F_new (1: plain accumulation)"}
-        )
-        fisher: FisherConfig = dataclasses.field(
-            default_factory=FisherConfig, metadata={"help": "diagonal Fisher estimation"}
-        )
+        weight: float = fld(1000.0, "lambda, the online_ewc term's weight")
+        gamma: float = fld(1.0, "F* = gamma * F*_old + F_new (1: plain accumulation)")
+        fisher: FisherConfig = fld(FisherConfig(), "diagonal Fisher estimation")
 
         def validate(self, path: str) -> None:
             check_weight(self.weight, path)

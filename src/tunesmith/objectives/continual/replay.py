@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunesmith.configschema import fld
 from tunesmith.data.collate import Collator
 from tunesmith.errors import ConfigError
 from tunesmith.heads import logits_per_head
@@ -40,11 +41,9 @@ class ReplayTerm(ContinualTerm):
 
     @dataclasses.dataclass
     class Params:
-        state: str | None = dataclasses.field(default=None, metadata={"help": STATE_HELP})
-        ratio: float = dataclasses.field(
-            default=0.25, metadata={"help": "replayed examples per new example in each batch"}
-        )
-        seed: int = dataclasses.field(default=0, metadata={"help": "seed of the replay draws"})
+        state: str | None = fld(None, STATE_HELP)
+        ratio: float = fld(0.25, "replayed examples per new example in each batch")
+        seed: int = fld(0, "seed of the replay draws")
 
     def __init__(self, weight: float = 1.0, params: Any = None):
         super().__init__(weight, params)
@@ -119,12 +118,8 @@ class ReplayMethod(ContinualMethod):
 
     @dataclasses.dataclass
     class Params:
-        capacity: int = dataclasses.field(
-            default=1000, metadata={"help": "reservoir size (examples over all earlier tasks)"}
-        )
-        ratio: float = dataclasses.field(
-            default=0.25, metadata={"help": "replayed examples per new training example"}
-        )
+        capacity: int = fld(1000, "reservoir size (examples over all earlier tasks)")
+        ratio: float = fld(0.25, "replayed examples per new training example")
 
         def validate(self, path: str) -> None:
             if self.capacity < 1:
