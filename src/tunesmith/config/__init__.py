@@ -1,8 +1,8 @@
-"""Recipe dataclasses: the whole of a run, typed, with help text under every field.
+"""Recipes, typed and validated at the edge (the config layer; imports only core).
 
-A recipe is YAML; :func:`load_recipe` parses it, applies ``key.sub=value`` overrides, builds these
-dataclasses (unknown keys, wrong types and impossible combinations fail with the key path and a hint)
-and checks that every data file exists, all before any model loads.
+:mod:`.recipe` is the whole run (:class:`Recipe`, :func:`load_recipe`), :mod:`.sections` its
+sections as dataclasses with help text, :mod:`.checks` the checks that look methods up in the core
+registries. Everything is importable from here.
 """
 
 from tunesmith.config.checks import (
