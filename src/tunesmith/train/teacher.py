@@ -50,16 +50,14 @@ def setup_model_and_teacher(
 ) -> tuple[nn.Module, Collate]:
     """(model to train, collator to train with), the teacher set up around them (module doc)."""
     collator = Collator(pad_token_id=tokenizer.pad_token_id)
-    if recipe.distill is None:
-        model = mode.build_model()
-        mode.check_model(model)
-        return model, collator
-    teacher = load_run_teacher(recipe, tokenizer, mode.label_vocab)
-    if recipe.student and recipe.student.from_teacher:
+    teacher = load_run_teacher(recipe, tokenizer, mode.label_vocab) if recipe.distill else None
+    if teacher is not None and recipe.student and recipe.student.from_teacher:
         model = build_student(recipe, teacher, tokenizer)
     else:
         model = mode.build_model()
     mode.check_model(model)
+    if teacher is None:
+        return model, collator
     return model, use_teacher(recipe, teacher, terms, mode.train_examples, collator, accelerator)
 
 
