@@ -61,7 +61,21 @@ class DataConfig:
     text_key: str = fld("text", "field holding the input text (classification)")
     text_pair_key: str | None = fld(None, "second text field for pair tasks (RTE, MRPC)")
     label_key: str = fld("label", "field holding the label")
-    labels: list[str] | None = fld(None, "explicit label vocabulary (default: sorted train labels)")
+    labels: list[str | int] | None = fld(
+        None,
+        "the label set, in class-id order (default: the sorted training labels); any other "
+        "label in any split is then an error naming file:line",
+    )
+    label_names: dict[str, str] | None = fld(
+        None,
+        "display name per raw label, e.g. {'0': very negative, '4': very positive}; used by "
+        "predict, report.md and the saved model's id2label (unnamed labels show as themselves)",
+    )
+    allow_rare_labels: bool = fld(
+        False,
+        "accept classes seen only once or twice in a training file of >= 20 examples "
+        "(otherwise an error: usually a malformed line)",
+    )
     tokens_key: str = fld("tokens", "token classification: field with the word list")
     tags_key: str = fld("tags", "token classification: field with the tag list")
     template: Literal["chat", "alpaca", "plain"] = fld("chat", "causal LM prompt format")
@@ -105,6 +119,25 @@ class DataConfig:
                 )
         if self.max_length < 8:
             raise ConfigError(f"{path}.max_length", "must be >= 8")
+        self.validate_labels(path)
+
+    def validate_labels(self, path: str) -> None:
+        """``labels`` and ``label_names`` keys become strings (as labels in data files are);
+        duplicate labels, or names of labels outside a declared set, are errors."""
+        if self.labels is not None:
+            self.labels = [str(x) for x in self.labels]
+            twice = sorted({x for x in self.labels if self.labels.count(x) > 1})
+            if twice or not self.labels:
+                what = f"lists {twice} twice" if twice else "is empty"
+                raise ConfigError(f"{path}.labels", what, "list each label once")
+        if self.label_names is not None:
+            self.label_names = {str(k): v for k, v in self.label_names.items()}
+            unknown = sorted(set(self.label_names) - set(self.labels or self.label_names))
+            if unknown:
+                raise ConfigError(
+                    f"{path}.label_names",
+                    f"names {unknown}, which are not in {path}.labels {self.labels}",
+                )
 
     def root_path(self) -> Path:
         return Path(self.root).expanduser().resolve() if self.root else paths.data_root()

@@ -7,14 +7,24 @@ wires them in the order a run needs them.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.config import DataConfig, Recipe, SplitSource, TaskConfig, TextConfig
+from tunesmith.data.checks import (
+    check_file_labels,
+    check_in_vocab,
+    check_not_empty,
+    check_rare_labels,
+    log_label_counts,
+    record_labels,
+    where,
+)
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.mixing import concat_tasks
 from tunesmith.data.packing import pack_examples
-from tunesmith.data.readers import read_records, resolve_path
+from tunesmith.data.readers import Place, read_located, resolve_path
 from tunesmith.data.splits import stratified_split
 from tunesmith.data.textformat import TextFormat, verbaliser
 from tunesmith.errors import DataError
@@ -37,9 +47,22 @@ class Datasets:
     label_words: list[str] = field(default_factory=list)
 
 
-def read_split(cfg: DataConfig, src: SplitSource) -> list[dict]:
+class RawSplits(dict):
+    """``{split: records}`` as read, split and limited, plus where each record was read
+    (``places``: ``id(record)`` -> :class:`~tunesmith.data.readers.Place`) so that later checks
+    name ``file:line``."""
+
+    places: dict[int, Place]
+
+    def __init__(self, splits: dict[str, list[dict]], places: dict[int, Place]):
+        super().__init__(splits)
+        self.places = places
+
+
+def read_split(cfg: DataConfig, src: SplitSource) -> tuple[list[dict], list[Place]]:
+    """(records, their places) of one split's file."""
     path = resolve_path(src.path, cfg.root_path())
-    return read_records(
+    return read_located(
         path,
         src.format,
         encoding=src.encoding,
@@ -59,10 +82,14 @@ def label_field(recipe: Recipe) -> str | None:
     return TASKS.get(recipe.task, "task").label_field(recipe.data)
 
 
-def load_raw_splits(recipe: Recipe) -> dict[str, list[dict]]:
-    """Read train/dev/test; carve missing ones from train (seeded, stratified); apply limits."""
+def load_raw_splits(recipe: Recipe) -> RawSplits:
+    """Read train/dev/test and check their labels (:mod:`tunesmith.data.checks`); carve missing
+    splits from train (seeded, stratified); apply limits; refuse empty splits."""
     cfg = recipe.data
-    raw = {name: read_split(cfg, src) for name in SPLITS if (src := getattr(cfg, name))}
+    read = {name: read_split(cfg, src) for name in SPLITS if (src := getattr(cfg, name))}
+    places = {id(r): p for records, where in read.values() for r, p in zip(records, where)}
+    raw = {name: records for name, (records, _) in read.items()}
+    check_labels(recipe, raw, places)
     if cfg.split:
         fractions = dict(cfg.split)
         fractions["train"] = 1.0 - sum(fractions.values())
@@ -74,18 +101,48 @@ def load_raw_splits(recipe: Recipe) -> dict[str, list[dict]]:
         raw[name] = raw[name][:n]
     if not raw["train"]:
         raise DataError("data.train: no training examples were read")
-    return raw
+    check_not_empty(raw, {n: s.path for n in SPLITS if (s := getattr(cfg, n)) is not None})
+    return RawSplits(raw, places)
+
+
+def check_labels(recipe: Recipe, raw: dict[str, list[dict]], places: dict[int, Place]) -> None:
+    """The checks of :mod:`tunesmith.data.checks` on each file as read (before any split)."""
+    key = label_field(recipe)
+    if key is None:
+        return
+    cfg, per_token = recipe.data, TASKS.get(recipe.task, "task").per_token
+    for name, records in raw.items():
+        counts = check_file_labels(name, records, places, key, per_token, cfg.labels)
+        if name == "train" and cfg.labels is None and not cfg.allow_rare_labels:
+            check_rare_labels(records, places, key, per_token, counts)
 
 
 def build_vocab(recipe: Recipe, raw: dict[str, list[dict]], saved: list[str] | None = None):
+    """The label vocabulary (None for generative tasks): ``saved`` (a finished run's
+    ``labels.json``), else ``data.labels``, else the sorted training labels; named by
+    ``data.label_names``. Every split's labels must be in it (``file:line`` when not)."""
     key = label_field(recipe)
     if key is None:
+        log_label_counts(raw, Counter())
         return None
+    cfg = recipe.data
     if saved is not None:
-        return LabelVocab(list(saved))
-    if recipe.data.labels is not None:
-        return LabelVocab(list(recipe.data.labels))
-    return LabelVocab.from_records(raw["train"], key)
+        labels = list(saved)
+    elif cfg.labels is not None:
+        labels = list(cfg.labels)
+    else:
+        labels = LabelVocab.from_records(raw["train"], key).labels
+    vocab = LabelVocab(labels, names=cfg.label_names)
+    per_token = TASKS.get(recipe.task, "task").per_token
+    places = getattr(raw, "places", {})
+    check_in_vocab(raw, places, key, per_token, vocab.labels)
+    counts = Counter(
+        label
+        for i, rec in enumerate(raw["train"])
+        for label in record_labels(rec, key, per_token, where(places, rec, "train", i))
+    )
+    log_label_counts(raw, Counter({vocab.name(label): n for label, n in counts.items()}))
+    return vocab
 
 
 def encode_split(recipe: Recipe, records: list[dict], tokenizer, vocab, where: str) -> list[dict]:

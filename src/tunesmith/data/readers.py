@@ -27,9 +27,12 @@ __all__ = [
     "Bad",
     "DataFormat",
     "ReadOptions",
+    "Place",
     "Reader",
+    "Row",
     "infer_format",
     "read_lines",
+    "read_located",
     "read_records",
     "read_text",
     "resolve_path",
@@ -58,7 +61,31 @@ class Bad(NamedTuple):
     file: Path | None = None  # when not the path that was read (a file inside a folder)
 
 
-Reader = Callable[[Path, ReadOptions], Iterator["dict[str, Any] | Bad"]]
+class Row(NamedTuple):
+    """A record and where it was read (yielded by the built-in readers so that later checks, e.g.
+    of labels, can name ``file:line``; a reader may also yield a bare ``dict``)."""
+
+    record: dict[str, Any]
+    line: int | None = None  # 1-based; None when the format keeps no lines (a JSON list)
+    file: Path | None = None  # when not the path that was read (a file inside a folder)
+
+
+class Place(NamedTuple):
+    """Where a record was read: ``path:line`` (``path record N`` when the format keeps no lines)."""
+
+    file: Path
+    line: int | None
+    index: int  # position among the file's records
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else f"{self.file} record {self.index}"
+
+    def token(self, k: int) -> Place:
+        """The place of token ``k`` of a one-token-per-line record (CoNLL)."""
+        return self._replace(line=self.line + k) if self.line else self
+
+
+Reader = Callable[[Path, ReadOptions], Iterator["dict[str, Any] | Row | Bad"]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +97,13 @@ class DataFormat:
     extensions: tuple[str, ...] = ()
 
 
-def read_records(
+def read_records(path: str | Path, fmt: str | None = None, **options: Any) -> list[dict[str, Any]]:
+    """Read ``path`` (format ``fmt`` or inferred from the extension) into records; the options
+    are those of :func:`read_located`."""
+    return read_located(path, fmt, **options)[0]
+
+
+def read_located(
     path: str | Path,
     fmt: str | None = None,
     *,
@@ -83,8 +116,8 @@ def read_records(
     label_position: str = "first",
     label_sep: str | None = None,
     on_error: str = "raise",
-) -> list[dict[str, Any]]:
-    """Read ``path`` (format ``fmt`` or inferred from the extension) into records.
+) -> tuple[list[dict[str, Any]], list[Place]]:
+    """(records, the :class:`Place` each was read from).
 
     ``header=None`` means the format's default: the first row names the columns for csv/tsv,
     while for ``label_text`` every line is data (set ``header=True`` to skip a title line, as in
@@ -106,6 +139,7 @@ def read_records(
         encoding, delimiter, quoting, header, columns, separator, label_position, label_sep
     )
     records: list[dict[str, Any]] = []
+    places: list[Place] = []
     bad: list[Bad] = []
     for item in reader(path, opts):
         if isinstance(item, Bad):
@@ -115,16 +149,18 @@ def read_records(
                     "(fix the line, or set on_error: skip to drop malformed lines)"
                 )
             bad.append(item)
-        else:
-            records.append(item)
+            continue
+        row = item if isinstance(item, Row) else Row(item)
+        places.append(Place(row.file or path, row.line, len(records)))
+        records.append(row.record)
     if bad:
         first = bad[0]
         warnings.warn(
             f"{path}: skipped {len(bad)} malformed line(s); first: {first.file or path}:{first.line}: "
             f"{first.message}",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return records
+    return records, places
 
 
 def infer_format(path: Path) -> str:
@@ -155,8 +191,9 @@ def read_text(path: Path, encoding: str) -> str:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(
-            f"{path}:{line}: cannot decode byte {raw[e.start : e.start + 1]!r} as {encoding}; "
-            "set encoding to the file's real encoding (e.g. encoding: latin-1)"
+            f"{path}:{line}: cannot decode byte {raw[e.start : e.start + 1]!r} (byte offset "
+            f"{e.start}) as {encoding}; set encoding to the file's real encoding "
+            "(e.g. encoding: latin-1)"
         ) from None
     except LookupError:
         raise ConfigError("encoding", f"unknown text encoding {encoding!r}") from None
@@ -164,7 +201,16 @@ def read_text(path: Path, encoding: str) -> str:
 
 
 def read_lines(path: Path, opts: ReadOptions) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline); universal newlines only, so a tweet
-    containing e.g. U+2028 stays one line."""
-    for i, line in enumerate(io.StringIO(read_text(path, opts.encoding)), start=1):
-        yield i, line.rstrip("\r\n")
+    """(1-based line number, line without its newline); only ``\n`` (or ``\r\n``) ends a line,
+    so a tweet containing e.g. U+2028 stays one line. A carriage return that no ``\n`` follows
+    (classic Mac line endings) is an error: the lines would silently run together."""
+    text = read_text(path, opts.encoding)
+    for i, line in enumerate(io.StringIO(text), start=1):
+        line = line.rstrip("\n").removesuffix("\r")
+        if "\r" in line:
+            raise DataError(
+                f"{path}:{i}: a carriage return (\\r) that ends no \\n line: the file uses "
+                "CR-only (classic Mac) line endings, so its lines would be read as one; convert "
+                f"them to \\n, e.g. `tr '\\r' '\\n' < {path.name} > fixed_{path.name}`"
+            )
+        yield i, line

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import Bad, DataFormat, ReadOptions, read_text
+from tunesmith.data.readers import Bad, DataFormat, ReadOptions, Row, read_text
 from tunesmith.registry import FORMATS
 
 
@@ -37,7 +37,7 @@ def read_delimited(path: Path, opts: ReadOptions, default_delimiter: str) -> Ite
             if len(row) != len(names):
                 yield Bad(line, f"expected {len(names)} columns {names}, found {len(row)}")
                 continue
-            yield dict(zip(names, row, strict=True))
+            yield Row(dict(zip(names, row, strict=True)), line)
     except csv.Error as e:
         yield Bad(rows.line_num, f"unparseable row ({e}); try quoting: false")
 

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import Bad, DataFormat, ReadOptions
+from tunesmith.data.readers import Bad, DataFormat, ReadOptions, Row
 from tunesmith.errors import DataError
 from tunesmith.registry import FORMATS
 
 
-def read_folder(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
+def read_folder(path: Path, opts: ReadOptions) -> Iterator[Row | Bad]:
     """``{"id": "<label>/<file>", "label", "text"}`` per non-empty file; files that are not valid
     ``opts.encoding`` are read as latin-1 with one warning giving their count."""
     if not path.is_dir():
@@ -35,7 +35,7 @@ def read_folder(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]
             if not text:
                 yield Bad(1, "empty file", file)
             else:
-                yield {"id": item_id, "label": label_dir.name, "text": text}
+                yield Row({"id": item_id, "label": label_dir.name, "text": text}, 1, file)
     if fallback:
         warnings.warn(
             f"{path}: {fallback} file(s) were not valid {opts.encoding}; read them as latin-1",

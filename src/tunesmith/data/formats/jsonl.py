@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import Bad, DataFormat, ReadOptions, read_lines, read_text
+from tunesmith.data.readers import Bad, DataFormat, ReadOptions, Row, read_lines, read_text
 from tunesmith.registry import FORMATS
 
 
-def read_jsonl(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
+def read_jsonl(path: Path, opts: ReadOptions) -> Iterator[Row | Bad]:
     """One JSON object per non-blank line."""
     for i, line in read_lines(path, opts):
         if not line.strip():
@@ -21,7 +21,11 @@ def read_jsonl(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
         except json.JSONDecodeError as e:
             yield Bad(i, f"invalid JSON ({e.msg} at column {e.colno})")
             continue
-        yield obj if isinstance(obj, dict) else Bad(i, f"expected a JSON object, got {obj!r:.40}")
+        yield (
+            Row(obj, i)
+            if isinstance(obj, dict)
+            else Bad(i, f"expected a JSON object, got {obj!r:.40}")
+        )
 
 
 def read_json(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import Bad, DataFormat, ReadOptions, read_lines
+from tunesmith.data.readers import Bad, DataFormat, ReadOptions, Row, read_lines
 from tunesmith.errors import ConfigError
 from tunesmith.registry import FORMATS
 
 
-def read_label_text(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | Bad]:
+def read_label_text(path: Path, opts: ReadOptions) -> Iterator[Row | Bad]:
     """One ``{"label", "text"}`` record per non-blank line; no extension is inferred (``.txt``
     is too common), so recipes name this format."""
     sep = opts.separator
@@ -42,7 +42,7 @@ def read_label_text(path: Path, opts: ReadOptions) -> Iterator[dict[str, Any] | 
             where = "after" if opts.label_position == "first" else "before"
             yield Bad(i, f"empty text {where} the label (separator {sep or 'whitespace'!r})")
         else:
-            yield {"label": label, "text": text}
+            yield Row({"label": label, "text": text}, i)
 
 
 FORMATS.register(
