@@ -87,7 +87,7 @@ def load_raw_splits(recipe: Recipe) -> RawSplits:
     splits from train (seeded, stratified); apply limits; refuse empty splits."""
     cfg = recipe.data
     read = {name: read_split(cfg, src) for name in SPLITS if (src := getattr(cfg, name))}
-    places = {id(r): p for records, where in read.values() for r, p in zip(records, where)}
+    places = {id(r): p for recs, ps in read.values() for r, p in zip(recs, ps, strict=True)}
     raw = {name: records for name, (records, _) in read.items()}
     check_labels(recipe, raw, places)
     if cfg.split:

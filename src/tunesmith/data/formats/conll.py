@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tunesmith.data.readers import Bad, DataFormat, ReadOptions, Row, read_lines
 from tunesmith.registry import FORMATS

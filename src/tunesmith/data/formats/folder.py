@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tunesmith.data.readers import Bad, DataFormat, ReadOptions, Row
 from tunesmith.errors import DataError

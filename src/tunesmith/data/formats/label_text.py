@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tunesmith.data.readers import Bad, DataFormat, ReadOptions, Row, read_lines
 from tunesmith.errors import ConfigError
