@@ -18,6 +18,7 @@ import yaml
 from tunesmith.adapters import ADAPTERS
 from tunesmith.config import dump_recipe, load_recipe
 from tunesmith.continual import load_sequence, run_sequence
+from tunesmith.data.pipeline import check_data
 from tunesmith.data.readers import FORMATS
 from tunesmith.errors import TunesmithError
 from tunesmith.metrics import METRICS
@@ -91,6 +92,8 @@ def cmd_validate(args) -> None:
     recipe = load_recipe(args.recipe, args.overrides)
     if args.show:
         print(dump_recipe(recipe))
+    for line in check_data(recipe):  # every file read and checked as train will
+        print(line)
     print(f"ok: {args.recipe} is a valid {recipe.task} recipe for {recipe.model_source}")
 
 

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from tunesmith.adapters import list_adapters, load_model_or_adapter, merge_and_unload
 from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
+from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, build_task_datasets, text_format
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.heads import MultiHeadModel
@@ -42,7 +43,7 @@ def load_run(run_dir: str | Path):
     else:  # a plain HF folder, or an adapter run's best/ (base + adapter rebuilt)
         kwargs = {}
         if is_adapter_folder(best) and isinstance(labels, list):  # the head the adapter saved
-            kwargs = dict(id2label=dict(enumerate(labels)))
+            kwargs = dict(id2label=LabelVocab(labels, recipe.data.label_names).named_id2label)
         model = load_model_or_adapter(str(best), recipe.task, **kwargs)
     model.eval()
     return recipe, model, tokenizer, labels
@@ -161,7 +162,8 @@ def predict_texts(
     task: str | None = None,
 ):
     """Classification: [{"label", "score"}]; token classification: [[(word, tag)]];
-    causal LM / seq2seq: [{"generated"}] (greedy decoding). ``task`` picks a multi-task run's head."""
+    causal LM / seq2seq: [{"generated"}] (greedy decoding). ``task`` picks a multi-task run's head.
+    Labels show as their ``data.label_names`` (classification adds the ``raw_label`` then)."""
     recipe, model, tokenizer, labels = load_run(run_dir)
     if recipe.text_to_text:
         return classify_text_to_text(recipe, model, tokenizer, labels, texts, task)
@@ -171,8 +173,10 @@ def predict_texts(
     if kind.generative:
         new = max_new_tokens or recipe.train.generate_max_new_tokens
         return [{"generated": generate_one(model, tokenizer, recipe, text, new)} for text in texts]
+    names = recipe.data.label_names or {}
     if kind.per_token:
-        return [tag_words(model, tokenizer, text, labels, recipe.data.max_length) for text in texts]
+        shown = [names.get(tag, tag) for tag in labels]
+        return [tag_words(model, tokenizer, text, shown, recipe.data.max_length) for text in texts]
     firsts, seconds = split_pairs(texts, recipe.data.text_key, recipe.data.text_pair_key)
     enc = tokenizer(
         firsts,
@@ -183,7 +187,14 @@ def predict_texts(
         return_tensors="pt",
     )
     probs = model(**enc).logits.float().softmax(-1)
-    return [{"label": labels[int(p.argmax())], "score": round(float(p.max()), 4)} for p in probs]
+    return [
+        named(labels[int(p.argmax())], names) | {"score": round(float(p.max()), 4)} for p in probs
+    ]
+
+
+def named(label: str, names: dict[str, str]) -> dict[str, str]:
+    """``{"label": name}`` (and the ``raw_label``) for a named label, else ``{"label": label}``."""
+    return {"label": names[label], "raw_label": label} if label in names else {"label": label}
 
 
 def split_pairs(texts: list[str], key: str, pair_key: str | None):

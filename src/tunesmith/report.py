@@ -10,6 +10,8 @@ Inputs, all in the run directory:
   ``wall_s``, ``trainable_params``, ``total_params``, ...); nested objects are flattened to
   ``parent.child`` rows. When both parameter counts exist a ``trainable %`` row is added.
 * ``config.yaml`` (optional) — the resolved recipe, shown verbatim in a collapsed block.
+* ``labels.json`` (optional) — the label list (``{task: labels}`` for several tasks), shown as a
+  table of class ids and labels, with the recipe's ``data.label_names`` beside them.
 
 matplotlib is imported lazily and drawn with the Agg canvas (no display, no pyplot state); without
 it the report is still written and says why it has no curves.
@@ -24,6 +26,8 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tunesmith.errors import DataError
 
@@ -206,6 +210,54 @@ def _final_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _label_names(config: Path) -> dict[str, dict[str, str]]:
+    """``{task: {label: name}}`` from a run's ``config.yaml`` (task ``""``: a single-task run)."""
+    try:
+        recipe = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(recipe, dict):
+        return {}
+    datas = [("", recipe.get("data"))]
+    datas += [
+        (t.get("name", ""), t.get("data")) for t in recipe.get("tasks") or [] if isinstance(t, dict)
+    ]
+    return {
+        task: {str(k): str(v) for k, v in (d.get("label_names") or {}).items()}
+        for task, d in datas
+        if isinstance(d, dict)
+    }
+
+
+def _label_lines(run_dir: Path, limit: int = 100) -> list[str]:
+    """Class id | label (| name) rows per task from ``labels.json``; none without that file."""
+    path = run_dir / "labels.json"
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except json.JSONDecodeError:
+        return []
+    tables = labels.items() if isinstance(labels, dict) else [("", labels)]
+    names = _label_names(run_dir / "config.yaml")
+    lines: list[str] = []
+    for task, task_labels in tables:
+        if not isinstance(task_labels, list):
+            continue
+        named = names.get(task, {})
+        lines += ["", f"{task}:"] if task else []
+        lines += (
+            ["| id | label | name |", "|---|---|---|"] if named else ["| id | label |", "|---|---|"]
+        )
+        for i, label in enumerate(task_labels[:limit]):
+            lines.append(
+                f"| {i} | {label} | {named.get(str(label), label)} |"
+                if named
+                else f"| {i} | {label} |"
+            )
+        if len(task_labels) > limit:
+            lines.append(f"| ... | {len(task_labels) - limit} more |" + (" |" if named else ""))
+    return lines
+
+
 def write_report(run_dir: Path | str, title: str | None = None) -> Path:
     """Write ``run_dir/report.md`` (and ``run_dir/curves.png`` when there is something to plot).
 
@@ -225,6 +277,10 @@ def write_report(run_dir: Path | str, title: str | None = None) -> Path:
     final = _final_lines(records)
     if final:
         md += ["", "## Final metrics", "", *final]
+
+    labels = _label_lines(run_dir)
+    if labels:
+        md += ["", "## Labels", "", *labels]
 
     md += ["", "## Curves", ""]
     panels = _panels(records)

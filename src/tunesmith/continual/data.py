@@ -102,7 +102,8 @@ def stage_recipe(
     for split in SPLITS:
         d[split] = {"path": files[split], "format": "jsonl"} if split in files else None
     if task.recipe.task == "sequence_classification":
-        d.update(text_key="text", label_key="label", labels=labels)
+        # the labels are rewritten (task-prefixed); raw-label names would no longer match them
+        d.update(text_key="text", label_key="label", labels=labels, label_names=None)
         d["text_pair_key"] = "text_pair" if task.recipe.data.text_pair_key else None
     if model is not None:
         data["model"] = model

@@ -252,3 +252,20 @@ def build_text_datasets(
         text_eval=text_eval,
         label_words=words,
     )
+
+
+def check_data(recipe: Recipe) -> list[str]:
+    """Read every data file of ``recipe`` fully (each task's, for several tasks) and run the
+    checks ``train`` runs before loading a model: decoding with the given ``encoding`` (a
+    failure names ``file:line`` and the byte offset), malformed lines, labels, label names and
+    empty splits. Returns one summary line per task; ``tunesmith validate`` prints them."""
+    views = [recipe.task_recipe(i) for i in range(len(recipe.tasks))] or [recipe]
+    names = [t.name for t in recipe.tasks] or [""]
+    lines = []
+    for name, view in zip(names, views, strict=True):
+        raw = load_raw_splits(view)
+        vocab = build_vocab(view, raw)
+        sizes = ", ".join(f"{split} {len(records):,}" for split, records in raw.items())
+        labels = f"; {len(vocab)} labels" if vocab is not None else ""
+        lines.append(f"data{f' ({name})' if name else ''}: {sizes} examples{labels}")
+    return lines

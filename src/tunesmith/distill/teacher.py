@@ -94,11 +94,17 @@ def check_compatible(teacher_tok: Any, student_tok: Any) -> None:
     )
 
 
-def check_labels(teacher_id2label: Mapping[Any, str], student_id2label: Mapping[Any, str]) -> None:
-    """Raise :class:`ModelError` unless both classifiers use the same labels in the same order."""
+def check_labels(
+    teacher_id2label: Mapping[Any, str],
+    student_id2label: Mapping[Any, str],
+    student_names: Mapping[Any, str] | None = None,
+) -> None:
+    """Raise :class:`ModelError` unless both classifiers use the same labels in the same order
+    (the teacher's config may hold the student's raw labels or their ``data.label_names``)."""
     t = {int(k): str(v) for k, v in teacher_id2label.items()}
     s = {int(k): str(v) for k, v in student_id2label.items()}
-    if t == s:
+    named = {int(k): str(v) for k, v in (student_names or {}).items()}
+    if t in (s, named):
         return
     order = lambda d: [d[i] for i in sorted(d)]  # noqa: E731
     raise ModelError(

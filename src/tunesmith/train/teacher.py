@@ -69,7 +69,7 @@ def load_run_teacher(
     teacher = load_teacher(spec, recipe.task)
     check_compatible(load_tokenizer(resolve_teacher(spec)), tokenizer)
     if vocab is not None:
-        check_labels(teacher.config.id2label, vocab.id2label)
+        check_labels(teacher.config.id2label, vocab.id2label, vocab.named_id2label)
     return teacher
 
 

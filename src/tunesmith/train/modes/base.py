@@ -94,10 +94,13 @@ class RunMode(ABC):
 def load_hf_model(
     recipe: Recipe, tokenizer: PreTrainedTokenizerBase, vocab: LabelVocab | None
 ) -> nn.Module:
-    """A transformers model for ``recipe.task`` (a new head sized by ``vocab`` when given)."""
+    """A transformers model for ``recipe.task`` (a new head sized by ``vocab`` when given; its
+    config's ``id2label`` carries the ``data.label_names`` display names)."""
     kwargs = {}
     if vocab is not None:
-        kwargs = dict(num_labels=len(vocab), id2label=vocab.id2label, label2id=vocab.label2id)
+        kwargs = dict(
+            num_labels=len(vocab), id2label=vocab.named_id2label, label2id=vocab.named_label2id
+        )
     model = load_model_or_adapter(
         recipe.model_source,
         recipe.task,
