@@ -28,6 +28,12 @@ def test_label_sets_must_match():
     check_labels({0: "neg", 1: "pos"}, {"0": "neg", "1": "pos"})
     with pytest.raises(ModelError, match=r"\['pos', 'neg'\] differ"):
         check_labels({0: "pos", 1: "neg"}, {0: "neg", 1: "pos"})
+    # a teacher trained with data.label_names holds the names in its config: same label set
+    check_labels({0: "negative", 1: "positive"}, {0: "0", 1: "1"}, {0: "negative", 1: "positive"})
+    with pytest.raises(ModelError, match="differ"):
+        check_labels(
+            {0: "positive", 1: "negative"}, {0: "0", 1: "1"}, {0: "negative", 1: "positive"}
+        )
 
 
 def test_load_teacher_from_run_dir_folder_and_errors(tmp_path):

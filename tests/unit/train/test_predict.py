@@ -155,3 +155,31 @@ def test_seq2seq_prompt_matches_the_training_source(tiny_models, tiny_data, tmp_
     tok = load_tokenizer(str(model_dir))
     (ex,) = encode_seq2seq([{"source": "good dog", "target": "x"}], tok, prefix="copy : ")
     assert prompt_inputs(recipe, tok, "good dog")["input_ids"][0].tolist() == ex["input_ids"]
+
+
+def test_label_names_reach_predict_best_config_and_report(tiny_models, tiny_data, tmp_path):
+    # issue 18 item 4: predict printed "label": "4"; names are now declared in the recipe
+    from tunesmith.predict import evaluate_run
+    from tunesmith.report import write_report
+
+    model = tiny_models["bert", "sequence_classification"]
+    names = "{'0': negative, '1': positive}"
+    recipe = make_recipe(
+        model, "sequence_classification", tiny_data, tmp_path / "run", **{"data.label_names": names}
+    )
+    summary = train(recipe)
+    run = tmp_path / "run"
+    assert json.loads((run / "labels.json").read_text()) == ["0", "1"]  # data stays raw
+    config = json.loads((run / "best" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}  # an HF pipeline shows names
+    assert config["label2id"] == {"negative": 0, "positive": 1}
+    dev = load_raw_splits(recipe)["dev"]
+    preds = predict_texts(run, [r["text"] for r in dev])
+    assert {(p["label"], p["raw_label"]) for p in preds} <= {("negative", "0"), ("positive", "1")}
+    accuracy = sum(p["raw_label"] == r["label"] for p, r in zip(preds, dev, strict=True)) / len(dev)
+    assert accuracy == pytest.approx(summary["dev"]["accuracy"])
+    assert evaluate_run(run)["dev"]["accuracy"] == pytest.approx(summary["dev"]["accuracy"])
+    report = write_report(run).read_text()
+    assert (
+        "| id | label | name |\n|---|---|---|\n| 0 | 0 | negative |\n| 1 | 1 | positive |" in report
+    )
