@@ -90,11 +90,12 @@ def cmd_validate(args) -> None:
         )
         return
     recipe = load_recipe(args.recipe, args.overrides)
+    data = check_data(recipe)  # every data file read fully and checked as train will
     if args.show:
         print(dump_recipe(recipe))
-    for line in check_data(recipe):  # every file read and checked as train will
-        print(line)
     print(f"ok: {args.recipe} is a valid {recipe.task} recipe for {recipe.model_source}")
+    for line in data:
+        print(f"  {line}")
 
 
 def cmd_list(args) -> None:

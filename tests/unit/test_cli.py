@@ -109,6 +109,27 @@ def test_validate_ok_and_overrides_after_options(workdir, tmp_path, capsys):
     assert yaml.safe_load(out.split("\nok:")[0])["train"]["epochs"] == 7
 
 
+def test_validate_reads_the_data_as_train_will(workdir, tmp_path, capsys):
+    # issue 18 item 6: a file that cannot be decoded failed only in `train`
+    assert main(["validate", write_recipe(workdir, tmp_path)]) == 0
+    assert "  data: train 48, dev 16, test 16 examples; 2 labels" in capsys.readouterr().out
+    (tmp_path / "bad.txt").write_bytes(b"pos fine\nneg caf\xe9\n")
+    bad = {"path": str(tmp_path / "bad.txt"), "format": "label_text"}
+    err = one_line_error(
+        capsys,
+        ["validate", write_recipe(workdir, tmp_path, data__dev=bad, data__split={"test": 0.2})],
+    )
+    assert "bad.txt:2: cannot decode byte b'\\xe9' (byte offset 16) as utf-8" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    dev = {"path": str(empty), "format": "label_text"}
+    err = one_line_error(
+        capsys,
+        ["validate", write_recipe(workdir, tmp_path, data__dev=dev, data__split={"test": 0.2})],
+    )
+    assert "no examples" in err
+
+
 def test_list_shows_models_tasks_and_terms(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
