@@ -34,6 +34,7 @@ from tunesmith.tasks import TASKS, task_kind
 
 __all__ = [
     "EMBEDDED",
+    "PICKLE_SUFFIXES",
     "align_pad_token",
     "count_parameters",
     "load_model",
@@ -84,6 +85,27 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
             "save_pretrained"
         )
     return name
+
+
+# weights or state files that are Python pickles (loading one can run code): never loaded
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def refuse_pickled_weights(resolved: str, name: str) -> None:
+    """A model folder whose weights exist only as pickles (``pytorch_model.bin``) is refused with
+    a one-line error: tunesmith loads safetensors only. Hub ids are loaded with
+    ``use_safetensors=True``, which refuses them the same way."""
+    folder = Path(resolved)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelError(
+            f"model {name!r} ({resolved}) has its weights only as a pickle ({pickles[0]}), which "
+            "tunesmith never loads (it can run code); convert it to safetensors, e.g. "
+            "AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True) "
+            "in a trusted environment"
+        )
 
 
 # the files of an adapter-only folder: tunesmith's own meta, PEFT's config (adapters.io writes
@@ -171,6 +193,8 @@ def load_model(
             f"{resolved} holds an adapter, not a model; load it with "
             "tunesmith.adapters.load_model_or_adapter (its base model, then the adapter)"
         )
+    if not from_scratch:
+        refuse_pickled_weights(resolved, name)
     config, relabelled = _task_config(name, resolved, task, num_labels, id2label, label2id)
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
@@ -187,6 +211,7 @@ def load_model(
                         dtype=dtype,
                         ignore_mismatched_sizes=relabelled,
                         output_loading_info=True,
+                        use_safetensors=True,
                         **kw,
                     )
                 )

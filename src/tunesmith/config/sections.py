@@ -219,7 +219,11 @@ class TrainConfig:
         "(default: accuracy, entity_f1 or loss by task)",
     )
     early_stopping_patience: int | None = fld(None, "stop after N evaluations without improvement")
-    keep_checkpoints: int = fld(1, "resumable checkpoints to keep (besides best/)")
+    keep_checkpoints: int = fld(
+        1,
+        "checkpoints to keep (besides best/); only the newest two keep optimizer state, and "
+        "none once the run has finished",
+    )
     precision: Literal["fp32", "bf16"] = fld("fp32", "bf16 autocast (GPUs; slow on most CPUs)")
     length_grouping: bool = fld(True, "batch similar lengths together to cut padding")
     tensorboard: bool = fld(True, "also write TensorBoard scalars (when installed)")

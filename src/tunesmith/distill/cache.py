@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -54,6 +56,8 @@ __all__ = [
     "data_fingerprint",
     "weights_fingerprint",
 ]
+
+logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -154,13 +158,19 @@ class TeacherCache:
         meta_path = self.directory / "meta.json"
         if not meta_path.is_file():
             raise DataError(f"{self.directory} is not a complete teacher cache (no meta.json)")
-        self.meta = json.loads(meta_path.read_text())
-        self.key: str = self.meta["key"]
-        self.task: str = self.meta["description"]["task"]
-        self.top_k: int | None = self.meta["description"]["top_k"]
-        self.n_examples: int = self.meta["description"]["data"]["examples"]
-        self.shard_size: int = self.meta["shard_size"]
-        self.shards = [load_file(str(self.directory / name)) for name in self.meta["shards"]]
+        try:  # safetensors and JSON only: a damaged or planted file is an error, never code
+            self.meta = json.loads(meta_path.read_text())
+            self.key: str = self.meta["key"]
+            self.task: str = self.meta["description"]["task"]
+            self.top_k: int | None = self.meta["description"]["top_k"]
+            self.n_examples: int = self.meta["description"]["data"]["examples"]
+            self.shard_size: int = self.meta["shard_size"]
+            self.shards = [load_file(str(self.directory / n)) for n in self.meta["shards"]]
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise DataError(
+                f"teacher cache {self.directory} is damaged ({type(exc).__name__}); delete it "
+                "to have it computed again"
+            ) from None
         self.reused = True  # set to False by build() when it computed the outputs
 
     @classmethod
@@ -191,9 +201,13 @@ class TeacherCache:
         key, desc = cache_key(teacher, examples, task=task, top_k=top_k)
         final = Path(root) / key[:24]
         if (final / "meta.json").is_file():
-            cache = cls(final)
-            if cache.key == key:
-                return cache
+            try:
+                cache = cls(final)
+            except DataError as exc:  # damaged: computed again below
+                logger.warning("%s", exc)
+            else:
+                if cache.key == key:
+                    return cache
         rows = _teacher_rows(teacher, examples, task, top_k, batch_size)
         width = top_k or teacher.config.num_labels
         tmp = Path(root) / f".{key[:24]}.tmp-{uuid.uuid4().hex[:8]}"

@@ -1,90 +1,269 @@
-"""Checkpoints: resumable training state and the best model as a plain HF folder.
+"""Checkpoints: resumable training state, and the best model as a plain HF folder.
 
 Layout of a run directory::
 
+    run.lock               held by the training process (pid inside; see train.runfolder)
     config.yaml            resolved recipe
+    fingerprint.json       what the run depends on (recipe, data digests, labels, model digest,
+                           world size); --resume refuses when any of it changed
     labels.json            label vocabulary (classification tasks)
-    metrics.jsonl          one line per log/eval event
-    checkpoints/step-N/    accelerate state (model, optimizer, RNG) + scheduler + trainer_state.json
+    metrics.jsonl          one line per log/eval event (no step twice after a resume)
+    checkpoints/step-N/    model.safetensors        weights that can change (frozen base: not saved)
+                           optimizer.safetensors    AdamW state tensors   (newest checkpoints only)
+                           optimizer.json           parameter groups      (newest checkpoints only)
+                           scheduler.json           LR schedule state
+                           rng-<rank>.safetensors   torch CPU/CUDA generator states, one per process
+                           rng-<rank>.json          Python and NumPy RNG states, one per process
+                           objective_terms.safetensors  state of the loss terms (when any)
+                           trainer_state.json       position, best metric, counters + a manifest of
+                                                    every file's size and digest (written last)
     best/                  model.safetensors + config + tokenizer + tunesmith.json (usable by HF)
-    report.md, curves.png  written at the end
+    summary.json, report.md, curves.png   written at the end
 
-A checkpoint directory is written under a temporary name and renamed when complete, so a run
-killed while saving never leaves a half-written checkpoint that ``--resume`` would pick up.
+Nothing here is a pickle: tunesmith writes and reads every file itself (safetensors and JSON), and
+refuses a ``*.pkl`` / ``*.bin`` / ``*.pt`` file found in a checkpoint instead of loading it.
+
+A checkpoint is written under ``step-N.tmp`` and renamed when complete, so a run killed while
+saving never leaves a half-written checkpoint. On resume the newest checkpoint whose files match
+its manifest is used; a damaged newer one is skipped with a warning. Optimizer state (two thirds
+of a full fine-tuning checkpoint) is kept only in the newest :data:`OPTIMIZER_KEPT` checkpoints
+(the newest one and its fall-back) and dropped from all of them when the run finishes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.optim import Optimizer
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.adapters import save_adapter
+from tunesmith.fingerprint import file_digest
+from tunesmith.models import PICKLE_SUFFIXES
 from tunesmith.objectives import ObjectiveTerm
+from tunesmith.train import statefiles
+from tunesmith.train.runfolder import RunFolderError, atomic_write_json, atomic_write_text
 from tunesmith.train.state import TrainState
 
 STATE_FILE = "trainer_state.json"
 TERMS_FILE = "objective_terms.safetensors"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer.json")
+SCHEDULER_FILE = "scheduler.json"
+FORMAT = 1  # trainer_state.json "format": the layout above
+OPTIMIZER_KEPT = 2  # checkpoints that keep optimizer state: the newest and its fall-back
+
+
+def rng_files(rank: int) -> tuple[str, str]:
+    return f"rng-{rank}.safetensors", f"rng-{rank}.json"
+
+
+@dataclass
+class Resumable:
+    """The live objects a checkpoint saves and restores (besides :class:`TrainState`)."""
+
+    model: nn.Module  # the unwrapped model
+    optimizer: Optimizer
+    scheduler: Any
+    terms: list[ObjectiveTerm]
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Checkpoint folders (complete or damaged, not ``.tmp``), oldest first."""
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    found = [d for d in root.glob("step-*") if (d / STATE_FILE).is_file()]
-    return sorted(found, key=lambda d: int(d.name.split("-")[1]))
+    found = [d for d in root.glob("step-*") if d.is_dir() and d.name[5:].isdigit()]
+    return sorted(found, key=lambda d: int(d.name[5:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def _write_state(ckpt: Path, state: TrainState, world_size: int) -> None:
+    """``trainer_state.json`` with the manifest of every other file: written last."""
+    files = {
+        p.name: {"bytes": p.stat().st_size, "digest": file_digest(p)}
+        for p in sorted(ckpt.iterdir())
+        if p.is_file() and p.name != STATE_FILE
+    }
+    payload = {**dataclasses.asdict(state), "format": FORMAT, "world_size": world_size}
+    atomic_write_json(ckpt / STATE_FILE, {**payload, "files": files})
+
+
+def _save_main_process_files(tmp: Path, parts: Resumable) -> None:
+    trainable = {id(p) for g in parts.optimizer.param_groups for p in g["params"]}
+    statefiles.save_weights(parts.model, trainable, tmp / MODEL_FILE)
+    statefiles.save_optimizer(parts.optimizer, *(tmp / f for f in OPTIMIZER_FILES))
+    statefiles.save_scheduler(parts.scheduler, tmp / SCHEDULER_FILE)
+    term_state = {
+        f"{i}.{key}": t.contiguous().cpu()
+        for i, term in enumerate(parts.terms)
+        for key, t in term.state_dict().items()
+    }
+    if term_state:
+        save_file(term_state, str(tmp / TERMS_FILE))
 
 
 def save_checkpoint(
-    accelerator: Accelerator,
-    run_dir: Path,
-    state: TrainState,
-    terms: list[ObjectiveTerm],
-    keep: int,
+    accelerator: Accelerator, run_dir: Path, state: TrainState, parts: Resumable, keep: int
 ) -> Path:
     """Save everything needed to resume; prune to the newest ``keep`` checkpoints."""
     final = run_dir / "checkpoints" / f"step-{state.step}"
     tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    main = accelerator.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(output_dir=str(tmp))
+    statefiles.save_rng(*(tmp / f for f in rng_files(accelerator.process_index)))
+    if main:
+        _save_main_process_files(tmp, parts)
     accelerator.wait_for_everyone()  # every rank's RNG state is written before the rename
-    if accelerator.is_main_process:
-        term_state = {
-            f"{i}.{key}": t.contiguous().cpu()
-            for i, term in enumerate(terms)
-            for key, t in term.state_dict().items()
-        }
-        if term_state:
-            save_file(term_state, str(tmp / TERMS_FILE))
-        state.save(tmp / STATE_FILE)  # written last: marks the checkpoint complete
+    if main:
+        _write_state(tmp, state, accelerator.num_processes)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        for old in checkpoint_dirs(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune(run_dir, keep)
     accelerator.wait_for_everyone()
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, ckpt: Path, terms: list[ObjectiveTerm]) -> TrainState:
-    accelerator.load_state(str(ckpt))
-    if (ckpt / TERMS_FILE).is_file():
-        flat = load_file(str(ckpt / TERMS_FILE))
-        for i, term in enumerate(terms):
-            prefix = f"{i}."
-            term.load_state_dict(
-                {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+def drop_optimizer(ckpt: Path, finished: bool = False) -> None:
+    """Remove a checkpoint's optimizer state (manifest first, so a kill leaves it consistent)."""
+    data = json.loads((ckpt / STATE_FILE).read_text())
+    if not any(f in data["files"] for f in OPTIMIZER_FILES) and data.get("finished") == finished:
+        return
+    data["files"] = {k: v for k, v in data["files"].items() if k not in OPTIMIZER_FILES}
+    data["finished"] = data.get("finished", False) or finished
+    atomic_write_json(ckpt / STATE_FILE, data)
+    for name in OPTIMIZER_FILES:
+        (ckpt / name).unlink(missing_ok=True)
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Keep the newest ``keep`` checkpoints; only the newest OPTIMIZER_KEPT keep optimizer state."""
+    ckpts = [d for d in checkpoint_dirs(run_dir) if (d / STATE_FILE).is_file()]
+    for old in ckpts[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for old in ckpts[-keep:][:-OPTIMIZER_KEPT]:
+        drop_optimizer(old)
+
+
+def mark_finished(run_dir: Path, step: int) -> None:
+    """The run is over. When its newest checkpoint is of the last step it is marked finished (so
+    ``--resume`` goes straight to the end) and no checkpoint keeps optimizer state any more."""
+    ckpts = [d for d in checkpoint_dirs(run_dir) if (d / STATE_FILE).is_file()]
+    if not ckpts or ckpts[-1].name != f"step-{step}":
+        return  # the last steps are not checkpointed: a resume redoes them and needs the state
+    for ckpt in ckpts:
+        drop_optimizer(ckpt, finished=ckpt is ckpts[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing and loading
+
+
+def refuse_pickles(folder: Path) -> None:
+    """A pickle where tunesmith expects state is refused, never opened (it could run code)."""
+    for p in sorted(folder.iterdir()):
+        if p.suffix in PICKLE_SUFFIXES:
+            raise RunFolderError(
+                f"{p} is a pickle; tunesmith never loads pickled state (it can run code). A "
+                "checkpoint from tunesmith < 0.2 or a planted file: remove the file, or start "
+                "the run again in a new output_dir"
             )
-    return TrainState.load(ckpt / STATE_FILE)
+
+
+def _problem(ckpt: Path, world_size: int) -> str | None:
+    """Why ``ckpt`` cannot be resumed from (damaged, incomplete), or None."""
+    try:
+        data = json.loads((ckpt / STATE_FILE).read_text())
+        files, fmt = data["files"], data["format"]
+    except FileNotFoundError:
+        return f"no {STATE_FILE} (incomplete)"
+    except (ValueError, KeyError, TypeError):
+        return f"{STATE_FILE} is damaged"
+    if fmt != FORMAT:
+        return f"written in checkpoint format {fmt}, this tunesmith reads {FORMAT}"
+    needed = [MODEL_FILE, SCHEDULER_FILE, *(f for r in range(world_size) for f in rng_files(r))]
+    if not data.get("finished"):
+        needed += OPTIMIZER_FILES
+    for name in needed:
+        if name not in files:
+            if name in OPTIMIZER_FILES:
+                return "no optimizer state (only the newest checkpoints keep it)"
+            return f"{name} is missing"
+    for name, want in files.items():
+        path = ckpt / name
+        if not path.is_file() or path.stat().st_size != want["bytes"]:
+            return f"{name} is missing or truncated"
+        if file_digest(path) != want["digest"]:
+            return f"{name} is damaged (its digest changed)"
+    return None
+
+
+def find_checkpoint(run_dir: Path, world_size: int, warn: Callable[[str], None]) -> Path | None:
+    """The newest intact checkpoint (None when there is none at all). Damaged newer ones are
+    skipped with a warning; pickles anywhere are refused; only damaged ones is an error."""
+    ckpts = checkpoint_dirs(run_dir)
+    for ckpt in ckpts:
+        refuse_pickles(ckpt)
+    skipped = []
+    for ckpt in reversed(ckpts):
+        problem = _problem(ckpt, world_size)
+        if problem is None:
+            for bad, why in skipped:
+                warn(f"warning: checkpoint {bad} is not usable ({why}); resuming from {ckpt.name}")
+            return ckpt
+        skipped.append((ckpt, problem))
+    if skipped:
+        bad, why = skipped[0]
+        raise RunFolderError(
+            f"no intact checkpoint in {run_dir / 'checkpoints'} (newest: {bad.name}: {why}); "
+            "the run cannot be resumed exactly: start it again in a new output_dir"
+        )
+    return None
+
+
+def load_checkpoint(accelerator: Accelerator, ckpt: Path, parts: Resumable) -> TrainState:
+    """Restore every piece of state from ``ckpt``; anything that does not restore is an error."""
+    try:
+        state = TrainState.load(ckpt / STATE_FILE)
+        statefiles.load_weights(parts.model, ckpt / MODEL_FILE)
+        if not state.finished:
+            statefiles.load_optimizer(parts.optimizer, *(ckpt / f for f in OPTIMIZER_FILES))
+        statefiles.load_scheduler(parts.scheduler, ckpt / SCHEDULER_FILE)
+        statefiles.load_rng(*(ckpt / f for f in rng_files(accelerator.process_index)))
+        flat = load_file(str(ckpt / TERMS_FILE)) if (ckpt / TERMS_FILE).is_file() else {}
+        for i, term in enumerate(parts.terms):
+            prefix = f"{i}."
+            sub = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+            if sub or term.state_dict():
+                term.load_state_dict(sub)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise RunFolderError(
+            f"checkpoint {ckpt} cannot be restored ({type(exc).__name__}: {reason[:200]}); "
+            "remove it to resume from an earlier one, or start the run again"
+        ) from exc
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# best/
 
 
 def save_best(
@@ -105,8 +284,23 @@ def save_best(
     else:
         save_adapter(model, tmp, adapter[0], include_head=adapter[1])
     tokenizer.save_pretrained(str(tmp))
-    (tmp / "tunesmith.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_text(tmp / "tunesmith.json", json.dumps(meta, indent=2))  # last: complete
+    old = run_dir / "best.old"
+    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
-        shutil.rmtree(final)
+        final.rename(old)
     tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def recover_best(run_dir: Path) -> None:
+    """After a kill between the two renames of :func:`save_best`: put a complete ``best/`` back
+    (the new one when it was complete, else the previous one)."""
+    final, tmp, old = run_dir / "best", run_dir / "best.tmp", run_dir / "best.old"
+    if not final.exists():
+        if (tmp / "tunesmith.json").is_file():
+            tmp.rename(final)
+        elif old.is_dir():
+            old.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -12,7 +12,6 @@ of the run exports; the loop itself has no branch on it.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,16 @@ from tunesmith.objectives import combine
 from tunesmith.optim import clip_gradients
 from tunesmith.report import write_report
 from tunesmith.tasks import model_inputs, task_loss
-from tunesmith.train.checkpoint import checkpoint_dirs, load_checkpoint, save_best, save_checkpoint
-from tunesmith.train.setup import Run, setup_run
+from tunesmith.train.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    mark_finished,
+    save_best,
+    save_checkpoint,
+)
+from tunesmith.train.logging import MetricsLogger
+from tunesmith.train.runfolder import RunLock, atomic_write_json, disk_bytes, trim_metrics
+from tunesmith.train.setup import Run, make_accelerator, setup_run
 
 
 class Interrupted(Exception):
@@ -131,6 +138,12 @@ def train_epoch(run: Run, bar: tqdm, interrupt_at_step: int | None) -> bool:
     """Run the rest of the current epoch. Returns True when training should stop."""
     state, tr = run.state, run.recipe.train
     plan = run.mode.plan(state.epoch)
+    if state.step_in_epoch >= len(plan):  # never spin on an empty rest of the epoch
+        raise TrainingError(
+            f"the saved position (step {state.step_in_epoch} of epoch {state.epoch}) is past the "
+            f"end of the epoch's {len(plan)} steps: the training data changed since the "
+            "checkpoint; resume with the same data or start a new run"
+        )
     run.model.train()
     window, t0 = [], time.perf_counter()
     for micro_batches in plan[state.step_in_epoch :]:
@@ -178,19 +191,25 @@ def step_boundary(run: Run, end_of_epoch: bool) -> bool:
     if due_save or stop:
         if run.unfreezer:
             state.unfreezer = run.unfreezer.state_dict()
-        save_checkpoint(run.accelerator, run.run_dir, state, run.terms, tr.keep_checkpoints)
+        save_checkpoint(run.accelerator, run.run_dir, state, run.resumable, tr.keep_checkpoints)
     return stop
 
 
 def resume_from_checkpoint(run: Run) -> None:
-    ckpts = checkpoint_dirs(run.run_dir)
-    if not ckpts:
-        run.accelerator.print(f"no checkpoint in {run.run_dir}; starting from step 0")
-        return
-    run.state = load_checkpoint(run.accelerator, ckpts[-1], run.terms)
-    if run.unfreezer and run.state.unfreezer:
-        run.unfreezer.load_state_dict(run.state.unfreezer)
-    run.accelerator.print(f"resumed from {ckpts[-1]} (step {run.state.step})")
+    """Restore the newest intact checkpoint (a damaged newer one is skipped with a warning) and
+    trim ``metrics.jsonl`` to it, so no step is logged twice."""
+    acc = run.accelerator
+    ckpt = find_checkpoint(run.run_dir, acc.num_processes, acc.print)
+    if ckpt is None:
+        acc.print(f"no checkpoint in {run.run_dir}; starting from step 0")
+    else:
+        run.state = load_checkpoint(acc, ckpt, run.resumable)
+        if run.unfreezer and run.state.unfreezer:
+            run.unfreezer.load_state_dict(run.state.unfreezer)
+        acc.print(f"resumed from {ckpt} (step {run.state.step})")
+    if acc.is_main_process:
+        trim_metrics(run.run_dir, run.state.step if ckpt is not None else -1)
+    acc.wait_for_everyone()
 
 
 def reload_best(run: Run, best: Path) -> None:
@@ -234,8 +253,11 @@ def finish(run: Run) -> dict[str, Any]:
             if run.logger:
                 run.logger.log(state.step, f"final_{split}", summary[split])
     if acc.is_main_process:
-        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        mark_finished(run.run_dir, state.step)  # a finished run needs no optimizer state
+        summary["disk_bytes"] = disk_bytes(run.run_dir)
+        atomic_write_json(run.run_dir / "summary.json", summary)
         write_report(run.run_dir, title=f"tunesmith run: {run.run_dir.name}")
+        print(f"run folder: {summary['disk_bytes'] / 1e6:,.1f} MB on disk", flush=True)
     return summary
 
 
@@ -245,12 +267,29 @@ def train(
     resume: bool = False,
     interrupt_at_step: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``)."""
-    run = setup_run(recipe, Path(run_dir or recipe.output_dir), resume)
+    """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``).
+
+    The run folder is locked for the whole run (a second process on it stops at once)."""
+    run_dir = Path(run_dir or recipe.output_dir)
+    accelerator = make_accelerator(recipe)
+    lock = RunLock(run_dir)
+    if accelerator.is_main_process:
+        lock.acquire()
+    try:
+        return train_locked(
+            setup_run(recipe, run_dir, resume, accelerator), resume, interrupt_at_step
+        )
+    finally:
+        lock.release()
+
+
+def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[str, Any]:
+    """Resume (when asked), train to the end, finish."""
+    recipe, acc = run.recipe, run.accelerator
     if resume:
         resume_from_checkpoint(run)
-    acc = run.accelerator
     if acc.is_main_process:
+        run.logger = MetricsLogger(run.run_dir, tensorboard=recipe.train.tensorboard)
         t, n = run.trainable_params, run.total_params
         print(
             f"tunesmith: {recipe.task} on {recipe.model_source}: {t:,} / {n:,} trainable parameters "
@@ -271,7 +310,11 @@ def train(
         if run.logger:
             run.logger.log(0, "dev", run.dev_at_start, epoch=0)
     try:
-        while run.state.step < run.total_steps and not train_epoch(run, bar, interrupt_at_step):
+        while (
+            not run.state.finished
+            and run.state.step < run.total_steps
+            and not train_epoch(run, bar, interrupt_at_step)
+        ):
             pass
         bar.close()
         return finish(run)

@@ -6,7 +6,6 @@ Kept apart from the loop so the loop reads as "for each step: forward, loss, bac
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -32,13 +31,17 @@ from tunesmith.adapters import (
 from tunesmith.adapters.base import state_of
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.errors import ConfigError
+from tunesmith.fingerprint import weights_digest
 from tunesmith.metrics import greater_is_better
 from tunesmith.models import count_parameters, load_tokenizer
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
+from tunesmith.train.checkpoint import Resumable, recover_best
 from tunesmith.train.evaluation import Collate
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modes import Labels, RunMode, build_mode
+from tunesmith.train.runcheck import FINGERPRINT_FILE, RunCheck
+from tunesmith.train.runfolder import atomic_write_json, atomic_write_text, clear_for_fresh_start
 from tunesmith.train.state import TrainState
 from tunesmith.train.teacher import setup_model_and_teacher
 from tunesmith.transfer import (
@@ -78,6 +81,11 @@ class Run:
     adapter: tuple[str, bool] | None = None  # (adapter name, head saved with it)
     dev_at_start: dict[str, float] | None = None  # dev metrics before training (eval_at_start)
 
+    @property
+    def resumable(self) -> Resumable:
+        """What a checkpoint saves besides the loop state."""
+        return Resumable(self.raw_model, self.optimizer, self.scheduler, self.terms)
+
 
 def total_steps(recipe: Recipe, per_epoch: int) -> int:
     if recipe.train.max_steps:
@@ -99,30 +107,18 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     return Accelerator(cpu=multi_cpu, kwargs_handlers=[ddp])
 
 
-def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator) -> None:
-    """Create the run dir; refuse to overwrite a run unless resuming with the same recipe.
-
-    Every process checks before any process writes (else rank 1 would see rank 0's new file)."""
-    text = dump_recipe(recipe)
-    saved = run_dir / "config.yaml"
-    if saved.is_file():
-        if not resume:
-            raise ConfigError(
-                "output_dir",
-                f"run directory {run_dir} already holds a run",
-                "pass --resume to continue it, or choose another output_dir",
-            )
-        if saved.read_text() != text:
-            raise ConfigError(
-                "output_dir",
-                f"the recipe differs from the one {run_dir} was started with",
-                "resume with the same recipe and overrides",
-            )
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(text)
-    accelerator.wait_for_everyone()
+def write_run_files(check: RunCheck, recipe: Recipe, labels: Labels) -> None:
+    """After every check passed (main process): a fresh start clears what a run killed before
+    its first checkpoint left and writes ``config.yaml`` and ``fingerprint.json``; every start
+    writes ``labels.json``. All atomically."""
+    run_dir = check.run_dir
+    recover_best(run_dir)
+    if not check.resuming:
+        clear_for_fresh_start(run_dir)
+        atomic_write_text(run_dir / "config.yaml", dump_recipe(recipe))
+        atomic_write_json(run_dir / FINGERPRINT_FILE, check.current)
+    if labels is not None:  # the label list ({task: labels} for several tasks); none: generation
+        atomic_write_json(run_dir / "labels.json", labels)
 
 
 def attach_adapter(recipe: Recipe, model: nn.Module) -> tuple[str, bool] | None:
@@ -184,12 +180,6 @@ def configure_training(recipe: Recipe, model: nn.Module) -> tuple[list[dict], La
     return groups, layout
 
 
-def write_labels(run_dir: Path, labels: Labels, accelerator: Accelerator) -> None:
-    """``labels.json``: the label list ({task: labels} for several tasks); none for generation."""
-    if labels is not None and accelerator.is_main_process:
-        (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
-
-
 def setup_terms(recipe: Recipe, terms: list[ObjectiveTerm], model: nn.Module) -> list[dict]:
     """Let each term prepare on the frozen model (before the optimizer: terms may create
     trainable projections); returns the param groups of what they own."""
@@ -217,16 +207,21 @@ def build_optimization(
     return optimizer, scheduler
 
 
-def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
-    """Every live object of a run, in the order that keeps runs reproducible (seeded draws)."""
-    accelerator = make_accelerator(recipe)
-    prepare_run_dir(recipe, run_dir, resume, accelerator)
+def setup_run(recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator) -> Run:
+    """Every live object of a run, in the order that keeps runs reproducible (seeded draws).
+
+    Nothing in ``run_dir`` is written before the run's fingerprint is checked (when resuming)."""
+    check = RunCheck.start(recipe, run_dir, resume, accelerator.num_processes)
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(recipe.model_source)
     mode = build_mode(recipe, tokenizer, accelerator)
-    write_labels(run_dir, mode.labels(), accelerator)
+    check.add(examples=len(mode.train_examples), labels=mode.labels())
     terms = build_terms(recipe.objectives)
     model, collator = setup_model_and_teacher(recipe, tokenizer, mode, terms, accelerator)
+    check.add(model=weights_digest(model))
+    accelerator.wait_for_everyone()  # every process checked before the main one writes
+    if accelerator.is_main_process:
+        write_run_files(check, recipe, mode.labels())
     adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
     groups += setup_terms(recipe, terms, model)
@@ -234,10 +229,8 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
     n_steps = total_steps(recipe, mode.steps_per_epoch)
     optimizer, scheduler = build_optimization(recipe, groups, n_steps)
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     gradual = recipe.transfer.gradual_unfreeze
     metric = recipe.train.metric or mode.default_metric
-    main = accelerator.is_main_process
     return Run(
         recipe=recipe,
         run_dir=run_dir,
@@ -252,7 +245,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool) -> Run:
         scheduler=scheduler,
         terms=terms,
         unfreezer=GradualUnfreezer(model, layout, gradual.every) if gradual else None,
-        logger=MetricsLogger(run_dir, tensorboard=recipe.train.tensorboard) if main else None,
+        logger=None,  # opened by the loop once a resume has trimmed metrics.jsonl
         state=TrainState(),
         total_steps=n_steps,
         metric=metric,

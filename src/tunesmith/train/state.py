@@ -20,13 +20,13 @@ class TrainState:
     tokens: int = 0  # non-pad training tokens seen
     wall_s: float = 0.0  # training time accumulated over all sessions of the run
     unfreezer: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2))
+    finished: bool = False  # the run ended here (its checkpoint keeps no optimizer state)
 
     @classmethod
     def load(cls, path: Path) -> TrainState:
-        return cls(**json.loads(path.read_text()))
+        """Read the state from a checkpoint's ``trainer_state.json`` (other keys: its manifest)."""
+        data = json.loads(path.read_text())
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
     def improved(self, value: float, greater_is_better: bool) -> bool:
         if self.best_metric is None:

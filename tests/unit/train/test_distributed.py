@@ -158,7 +158,8 @@ def check_two_process_run(run: Path, one_process_steps: int) -> dict:
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == [f"step-{summary['steps']}"], f"{names}: a process wrote after the rename"
     ckpt = run / "checkpoints" / names[0]
-    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in ckpt.iterdir()}
+    rng = {f"rng-{i}.{ext}" for i in (0, 1) for ext in ("safetensors", "json")}
+    assert rng <= {p.name for p in ckpt.iterdir()}
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in logged if x["split"] == "dev"] == [4, 8]  # once per epoch
     return summary
