@@ -6,11 +6,12 @@ subprocesses (probes a, c, d) or in process (probe b). Each trial gets one verdi
 verdicts.py): exact, clear_error, traceback, silent_wrong, hang or code_executed.
 
     python benchmarks/reliability/run.py                 # everything (minutes on 2 cores)
-    python benchmarks/reliability/run.py --quick         # smoke test: few trials per probe
+    python benchmarks/reliability/run.py --quick         # smoke test -> results_quick.json
     python benchmarks/reliability/run.py --probes a,b    # some probes only
     python benchmarks/reliability/run.py --tables-only   # rebuild README.md from results.json
 
-Writes results.json ({"runs": [...]}, one object per probe) and the table in README.md.
+Writes results.json ({"runs": [...]}, one object per probe) and the table in this folder's
+README.md and in the project README (between the reliability-table markers).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from verdicts import markdown_table  # noqa: E402
 
 PROBES = ("a", "b", "c", "d")
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+BEGIN, END = "<!-- reliability-table:start -->", "<!-- reliability-table:end -->"
+READMES = (HERE / "README.md", HERE.parents[1] / "README.md")  # the benchmark's and the project's
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -47,12 +49,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--fuzz", type=int, default=None, help="inputs per format (default 200; quick 20)"
     )
     p.add_argument("--no-torchrun", action="store_true", help="skip the world-size change trial")
-    p.add_argument("--out", type=Path, default=HERE / "results.json")
-    p.add_argument("--readme", type=Path, default=HERE / "README.md")
+    p.add_argument("--out", type=Path, default=None, help="default results.json (quick: _quick)")
     p.add_argument("--tables-only", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = p.parse_args(argv)
     args.probes = [x.strip() for x in args.probes.split(",") if x.strip()]
+    args.out = args.out or HERE / ("results_quick.json" if args.quick else "results.json")
     if bad := sorted(set(args.probes) - set(PROBES)):
         p.error(f"unknown probes {bad}; choose from {list(PROBES)}")
     return args
@@ -90,7 +92,7 @@ def run_probes(args: argparse.Namespace, work: Path) -> list[dict]:
 
 
 def write_readme(path: Path, results: dict) -> None:
-    """Replace the table between the markers in ``path`` (created from the template if absent)."""
+    """Replace the table between the markers in ``path`` (a file without them is left alone)."""
     meta = results.get("meta", {})
     table = markdown_table(results["runs"])
     stamp = (
@@ -98,7 +100,9 @@ def write_readme(path: Path, results: dict) -> None:
         f" · {meta.get('date', '')}"
     )
     block = f"{BEGIN}\n{stamp}\n\n{table}\n{END}"
-    text = path.read_text() if path.is_file() else f"# Reliability benchmark\n\n{BEGIN}\n{END}\n"
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN not in text or END not in text:
+        return
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     path.write_text(head + block + tail)
@@ -107,7 +111,8 @@ def write_readme(path: Path, results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.tables_only:
-        write_readme(args.readme, json.loads(args.out.read_text()))
+        for readme in READMES:
+            write_readme(readme, json.loads(args.out.read_text()))
         return 0
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="tunesmith-reliability-") as tmp:
@@ -131,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    write_readme(args.readme, results)
+    if not args.quick:  # the READMEs show full runs only
+        for readme in READMES:
+            write_readme(readme, results)
     print(markdown_table(runs))
     return 0
 
