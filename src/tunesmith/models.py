@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from transformers import (
 
 from tunesmith.embedded import EMBEDDED
 from tunesmith.errors import ModelError
+from tunesmith.paths import looks_like_path
 from tunesmith.tasks import TASKS, task_kind
 
 __all__ = [
@@ -47,15 +47,6 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Resolving names
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2" or "org/name"
-
-
-def _looks_like_path(name: str) -> bool:
-    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")):
-        return True
-    has_sep = os.sep in name or (os.altsep is not None and os.altsep in name)
-    return has_sep and not _HUB_ID.match(name)
 
 
 def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
@@ -77,7 +68,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
         return str(path / "best")
     if path.exists():
         return str(path)
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ModelError(
             f"model folder {name!r} does not exist (resolved to {path.resolve()}); use an "
             f"embedded model ({', '.join(EMBEDDED.names())}) or a folder saved with "
