@@ -117,7 +117,8 @@ def reading(
     path: str | os.PathLike[str], error: type[TunesmithError] = DataError
 ) -> Iterator[None]:
     """Turn a failure to read or decode ``path`` (missing, unreadable, damaged JSON / YAML /
-    safetensors / text) into ``error`` naming the file."""
+    safetensors / text) into ``error`` (a one-message :class:`TunesmithError` such as
+    :class:`DataError` or :class:`ModelError`) naming the file."""
     try:
         yield
     except TunesmithError:

@@ -263,7 +263,8 @@ def train(
         initial=run.state.step,
         desc="train",
         unit="step",
-        disable=not (acc.is_main_process and recipe.train.progress),
+        # None: tqdm shows the bar on a terminal only (no bar lines in a redirected log)
+        disable=None if acc.is_main_process and recipe.train.progress else True,
         dynamic_ncols=True,
     )
     if recipe.train.eval_at_start and run.mode.has("dev") and run.state.step == 0:
