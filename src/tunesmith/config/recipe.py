@@ -7,6 +7,7 @@ and checks that every data file exists, all before any model loads.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -217,7 +218,7 @@ def check_model_sources(recipe: Recipe) -> None:
 
 
 def parse_recipe(data: dict, overrides: list[str] | None = None) -> Recipe:
-    data = apply_overrides(dict(data), overrides or [])
+    data = apply_overrides(copy.deepcopy(data), overrides or [])  # the caller's dict unchanged
     return build(Recipe, data)
 
 
