@@ -25,7 +25,7 @@ from tunesmith.config import dump_recipe, load_recipe
 from tunesmith.configschema import to_dict
 from tunesmith.continual import load_sequence, run_sequence
 from tunesmith.data.readers import FORMATS
-from tunesmith.errors import TunesmithError, describe_failure
+from tunesmith.errors import TunesmithError, describe_failure, reading
 from tunesmith.metrics import METRICS
 from tunesmith.models import EMBEDDED
 from tunesmith.objectives import OBJECTIVES
@@ -60,7 +60,9 @@ def cmd_eval(args) -> None:
 def cmd_predict(args) -> None:
     texts = list(args.texts)
     if args.file:
-        texts += [t for t in Path(args.file).read_text(encoding="utf-8").splitlines() if t.strip()]
+        with reading(args.file):
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        texts += [t for t in lines if t.strip()]
     if not texts:
         raise TunesmithError("give texts to predict on the command line or with --file")
     for text, result in zip(
