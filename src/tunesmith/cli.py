@@ -1,26 +1,32 @@
 """Command line: ``tunesmith train|continual|eval|predict|validate|list|merge|report``.
 
-Errors caused by the user print as one line (``error: ...``, exit 2); ``--debug`` shows the
-traceback.
+Every failure caused by the user's input or the environment (a bad recipe or file, a refused
+model, a full disk) prints as one line (``error: ...``, exit 2); ``--debug`` shows the traceback.
+Anything else is a bug: its traceback is shown with a request to report it (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
 from tunesmith.adapters import ADAPTERS
 from tunesmith.config import dump_recipe, load_recipe
+from tunesmith.configschema import to_dict
 from tunesmith.continual import load_sequence, run_sequence
 from tunesmith.data.pipeline import check_data
 from tunesmith.data.readers import FORMATS
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import TunesmithError, describe_failure, reading
 from tunesmith.metrics import METRICS
 from tunesmith.models import EMBEDDED
 from tunesmith.objectives import OBJECTIVES
@@ -34,6 +40,7 @@ from tunesmith.train.loop import train
 
 def cmd_train(args) -> None:
     recipe = load_recipe(args.recipe, args.overrides)
+    args.writes = str(args.output_dir or recipe.output_dir)  # named if the disk fills up
     summary = train(recipe, args.output_dir, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # torchrun / accelerate launch: print once
         print_summary(summary, Path(args.output_dir or recipe.output_dir))
@@ -54,7 +61,9 @@ def cmd_eval(args) -> None:
 def cmd_predict(args) -> None:
     texts = list(args.texts)
     if args.file:
-        texts += [t for t in Path(args.file).read_text(encoding="utf-8").splitlines() if t.strip()]
+        with reading(args.file):
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        texts += [t for t in lines if t.strip()]
     if not texts:
         raise TunesmithError("give texts to predict on the command line or with --file")
     for text, result in zip(
@@ -77,6 +86,7 @@ def cmd_continual(args) -> None:
     seq = load_sequence(args.recipe, args.overrides)
     if args.output_dir:
         seq.output_dir = Path(args.output_dir)
+    args.writes = str(seq.output_dir)
     report = run_sequence(seq, stop_after=args.stop_after)
     if "matrix" in report:
         print((Path(seq.output_dir) / "matrix.md").read_text())
@@ -85,6 +95,8 @@ def cmd_continual(args) -> None:
 def cmd_validate(args) -> None:
     if is_sequence(args.recipe):
         seq = load_sequence(args.recipe, args.overrides)
+        if args.show:
+            print(dump_stages(seq))
         print(
             f"ok: {args.recipe} is a valid continual-learning sequence ({len(seq.stages)} stages)"
         )
@@ -96,6 +108,21 @@ def cmd_validate(args) -> None:
     print(f"ok: {args.recipe} is a valid {recipe.task} recipe for {recipe.model_source}")
     for line in data:
         print(f"  {line}")
+
+
+def dump_stages(seq) -> str:
+    """The resolved continual settings and each stage's task, data and method, as YAML."""
+    stages = [
+        {"name": s.name, "task": s.recipe.task, "method": seq.continual.method}
+        | {
+            "data": to_dict(s.recipe.data)
+            if s.recipe.data
+            else [to_dict(t) for t in s.recipe.tasks]
+        }
+        for s in seq.stages
+    ]
+    shown = {"continual": seq.continual.resolved(), "stages": stages}
+    return yaml.safe_dump(shown, sort_keys=False, allow_unicode=True)
 
 
 def cmd_list(args) -> None:
@@ -209,17 +236,73 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     setup_logging(args.debug)
-    try:
-        args.func(args)
-    except TunesmithError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; continue with `tunesmith train RECIPE --resume`", file=sys.stderr)
-        return 130
+    with plain_output():
+        try:
+            args.func(args)
+        except KeyboardInterrupt:
+            print(f"interrupted{RESUME_HINT.get(args.command, '')}", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            if args.debug:
+                raise
+            message = describe_failure(exc, where=getattr(args, "writes", None))
+            if message is None:  # not a failure tunesmith expects: show where it happened
+                traceback.print_exc()
+                print(BUG_HINT, file=sys.stderr)
+                return 1
+            print(f"error: {message}", file=sys.stderr)
+            return 2
     return 0
+
+
+RESUME_HINT = {
+    "train": "; the last complete checkpoint is kept: continue with `tunesmith train RECIPE "
+    "--resume`",
+    "continual": "; finished stages and the last complete checkpoint are kept: run the same "
+    "`tunesmith continual RECIPE` again to continue",
+}
+BUG_HINT = (
+    "tunesmith: this looks like a bug in tunesmith, not in your input; please report it with the "
+    "traceback above and the command you ran"
+)
+
+
+@contextlib.contextmanager
+def plain_output() -> Iterator[None]:
+    """Output fit for a terminal or a log file: tunesmith's warnings as one ``tunesmith: warning:``
+    line (no Python source line); no per-load/per-save progress bars from transformers, and none
+    at all (hub downloads included) when stderr is not a terminal."""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hub_was_off, hf_was_on = are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # also turns off the hub's bars
+    if sys.stderr.isatty() and not hub_was_off:
+        enable_progress_bars()  # downloads keep their bar on a terminal
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+        if hf_was_on:
+            hf_logging.enable_progress_bar()
+        if hub_was_off:
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+
+
+_PACKAGE_DIR = str(Path(__file__).parent)
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """tunesmith's own warnings as one line; other packages' warnings as Python prints them."""
+    if not str(filename).startswith(_PACKAGE_DIR):
+        _python_show_warning(message, category, filename, lineno, file, line)
+        return
+    print(f"tunesmith: warning: {message}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":

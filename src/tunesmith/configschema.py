@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -77,14 +78,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         _, vt = get_args(tp) or (Any, Any)
         return {k: _coerce(vt, v, _join(path, k)) for k, v in value.items()}
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-            raise ConfigError(path, f"expected a number, got {value!r}")
-        return float(value)
+        return _coerce_float(value, path)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"expected an integer, got {value!r}")
@@ -100,6 +94,24 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     raise TypeError(
         f"unsupported config type {tp!r} at {path}"
     )  # a bug in tunesmith, not user input
+
+
+def _coerce_float(value: Any, path: str) -> float:
+    """A finite number: ``.nan`` / ``.inf`` are never meaningful settings (and NaN passes every
+    ``<`` / ``>`` check a section would make)."""
+    number = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None:
+        raise ConfigError(path, f"expected a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(path, f"must be a finite number, got {value!r}")
+    return number
 
 
 def _coerce_union(tp: Any, value: Any, path: str) -> Any:

@@ -14,8 +14,7 @@ import hashlib
 import json
 import logging
 import os
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from transformers import (
 
 from tunesmith.embedded import EMBEDDED
 from tunesmith.errors import ModelError
+from tunesmith.paths import looks_like_path
 from tunesmith.tasks import TASKS, task_kind
 
 __all__ = [
@@ -48,15 +48,6 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Resolving names
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2" or "org/name"
-
-
-def _looks_like_path(name: str) -> bool:
-    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")):
-        return True
-    has_sep = os.sep in name or (os.altsep is not None and os.altsep in name)
-    return has_sep and not _HUB_ID.match(name)
 
 
 def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
@@ -78,7 +69,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
         return str(path / "best")
     if path.exists():
         return str(path)
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ModelError(
             f"model folder {name!r} does not exist (resolved to {path.resolve()}); use an "
             f"embedded model ({', '.join(EMBEDDED.names())}) or a folder saved with "
@@ -131,10 +122,16 @@ def _load_errors(name: str, resolved: str) -> Iterator[None]:
                 f"cannot load model {name!r} from {resolved}: {reason} (is it a folder written "
                 "by save_pretrained, with config.json, weights and tokenizer files?)"
             ) from exc
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        hub = (
+            "HF_HUB_OFFLINE is set, so the model hub is not asked and it is not in the local cache"
+            if offline
+            else "the model hub is unreachable or has no such id"
+        )
         raise ModelError(
             f"cannot load model {name!r}: it is neither an embedded model nor a local folder, and "
-            f"the model hub is unreachable or has no such id ({reason}); use an embedded model "
-            f"({', '.join(EMBEDDED.names())}) or a local folder"
+            f"{hub} ({reason}); use an embedded model ({', '.join(EMBEDDED.names())}) or a local "
+            "folder"
         ) from exc
 
 
@@ -174,6 +171,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     from_scratch: bool = False,
     init_seed: int | None = None,
+    restored: Sequence[str] = (),
 ) -> PreTrainedModel:
     """Load ``name_or_path`` with the head for ``task`` (a :mod:`tunesmith.tasks` kind).
 
@@ -182,6 +180,8 @@ def load_model(
     architecture from its config with random weights. ``init_seed`` seeds every random init
     (new heads included) without touching the global RNG. ``model.config.name_or_path`` is set to
     ``name_or_path`` as given (e.g. ``"minilm"``), so saved adapters name a resolvable base.
+    ``restored`` names modules whose weights the caller loads next (an adapter's saved head):
+    they are not reported as randomly initialised.
     An adapter-only folder (an adapter run's ``best/``) is a :class:`ModelError`: the adapters
     layer loads those (``tunesmith.adapters.load_model_or_adapter``).
     """
@@ -215,7 +215,7 @@ def load_model(
                         **kw,
                     )
                 )
-            _log_new_weights(model, name, info)
+            _log_new_weights(model, name, info, restored)
     model.config.name_or_path = name
     return model
 
@@ -301,10 +301,13 @@ def _quiet_load_report() -> Iterator[None]:
         modeling_logger.removeFilter(report_filter)
 
 
-def _log_new_weights(model: PreTrainedModel, name: str, info: dict[str, Any]) -> None:
+def _log_new_weights(
+    model: PreTrainedModel, name: str, info: dict[str, Any], restored: Sequence[str] = ()
+) -> None:
     params = dict(model.named_parameters(remove_duplicate=False))
     new = sorted(set(info.get("missing_keys", ())) | set(info.get("mismatched_keys", ())))
     new = [key if isinstance(key, str) else key[0] for key in new]
+    new = [key for key in new if not any(key.startswith(f"{m}.") for m in restored)]
     n_new = sum(params[key].numel() for key in new if key in params)
     total = sum(p.numel() for p in model.parameters())
     shown = ", ".join(new[:4]) + (", ..." if len(new) > 4 else "")
@@ -325,8 +328,15 @@ def _log_new_weights(model: PreTrainedModel, name: str, info: dict[str, Any]) ->
         )
     unexpected = info.get("unexpected_keys") or ()
     if unexpected:
+        prefix = f"{getattr(model, 'base_model_prefix', '')}."
+        parts = sorted({k.removeprefix(prefix).split(".")[0] for k in unexpected})
         logger.info(
-            "ignored %d checkpoint tensors of %r not used by the model", len(unexpected), name
+            "%r: left out %d checkpoint tensors of parts %s has no use for (%s): normal when a "
+            "pretrained model gets a task head (e.g. its pretraining heads or pooler)",
+            name,
+            len(unexpected),
+            type(model).__name__,
+            ", ".join(parts[:4]) + (", ..." if len(parts) > 4 else ""),
         )
 
 

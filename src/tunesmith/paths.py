@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from tunesmith.errors import DataError
@@ -61,3 +62,16 @@ def resolve_path(path: str, root: Path) -> Path:
         return found
     p = Path(path).expanduser()
     return p if p.is_absolute() else root / p
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2" or "org/name"
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a ``model:`` / ``distill.teacher:`` value is meant as a local path rather than an
+    embedded name or a hub id: it starts with ``./``, ``../``, ``/`` or ``~``, or has a path
+    separator and is not shaped like a hub id (``org/name``)."""
+    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")):
+        return True
+    has_sep = os.sep in name or (os.altsep is not None and os.altsep in name)
+    return has_sep and not _HUB_ID.match(name)

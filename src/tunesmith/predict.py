@@ -13,7 +13,7 @@ from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, build_task_datasets, text_format
-from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.errors import ConfigError, ModelError, TunesmithError, reading
 from tunesmith.heads import MultiHeadModel
 from tunesmith.models import is_adapter_folder, load_tokenizer
 from tunesmith.tasks import task_kind
@@ -36,7 +36,8 @@ def load_run(run_dir: str | Path):
     recipe = load_recipe(run_dir / "config.yaml", check_paths=False)
     labels = None
     if (run_dir / "labels.json").is_file():
-        labels = json.loads((run_dir / "labels.json").read_text())
+        with reading(run_dir / "labels.json", ModelError):
+            labels = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(str(best))
     if (best / "multitask.json").is_file():  # shared encoder + one head per task
         model = MultiHeadModel.from_pretrained(best)

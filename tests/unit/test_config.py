@@ -103,3 +103,58 @@ def test_objective_params_validated():
     r = parse_recipe(BASE, ["objectives=[{name: l2_sp, params: {exclud: []}}]"])
     with pytest.raises(ConfigError, match=r"objectives\[0\].params.exclud: unknown key"):
         build_terms(r.objectives)
+
+
+def test_duplicate_keys_name_the_key_and_line(tmp_path):
+    from tunesmith.config import read_yaml_mapping
+
+    path = tmp_path / "r.yaml"
+    path.write_text("model: minilm\ntrain:\n  epochs: 1\n  batch_size: 8\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"r.yaml:5: .*duplicate key 'epochs'.*line 3"):
+        read_yaml_mapping(path)
+    path.write_text("base: &b {lr: 0.1, eps: 1.0e-6}\noptim:\n  <<: *b\n  lr: 0.2\n")
+    assert read_yaml_mapping(path)["optim"] == {
+        "lr": 0.2,
+        "eps": 1e-6,
+    }  # merge keys may be overridden
+    path.write_text("a: 1\nb: {x: 1}\nc: {x: 2}\n")  # the same key in different mappings is fine
+    assert read_yaml_mapping(path)["c"] == {"x": 2}
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.lr=.nan", "optim.lr"),
+        ("optim.betas=[0.9, .nan]", "optim.betas[1]"),
+        ("optim.eps=0", "optim.eps"),
+        ("train.epochs=.inf", "train.epochs"),
+        ("train.max_steps=0", "train.max_steps"),
+        ("train.num_workers=-1", "train.num_workers"),
+        ("data.max_target_length=0", "data.max_target_length"),
+    ],
+)
+def test_non_finite_numbers_and_non_positive_counts(override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        parse_recipe(BASE, [override])
+    assert BASE["data"] == {"train": "x.txt"}  # overrides never change the caller's dict
+
+
+def test_model_sources_checked_without_loading(tmp_path, monkeypatch):
+    from tunesmith.config import check_model_sources
+    from tunesmith.paths import looks_like_path
+
+    assert looks_like_path("./m") and looks_like_path("~/m") and looks_like_path("a/b/c")
+    assert not looks_like_path("minilm") and not looks_like_path("org/name")
+    monkeypatch.chdir(tmp_path)
+    check_model_sources(recipe(model="org/not-local"))  # a hub id: checked when it loads
+    with pytest.raises(ConfigError, match="model: folder not found"):
+        check_model_sources(recipe(model="models/bert/v2"))
+    run = tmp_path / "run"  # a run folder's best/ holding only a pickle
+    (run / "best").mkdir(parents=True)
+    (run / "config.yaml").write_text("{}")
+    (run / "best" / "config.json").write_text("{}")
+    (run / "best" / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ConfigError, match=r"model: .*best holds only pickle weights"):
+        check_model_sources(recipe(model=str(run)))
+    (run / "best" / "model.safetensors").write_bytes(b"")
+    check_model_sources(recipe(model=str(run)))  # safetensors beside it: fine

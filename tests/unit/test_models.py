@@ -154,10 +154,26 @@ def test_resolve_model(tmp_path, monkeypatch):
     assert resolve_model("gpt2") == "gpt2"
 
 
-def test_unreachable_hub_id_is_a_model_error():
-    with pytest.raises(ModelError, match="hub is unreachable or has no such id") as err:
+def test_unreachable_hub_id_is_a_model_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the message says why the hub was not asked
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE is set, so the model hub is not") as err:
         load_tokenizer("tunesmith-test/does-not-exist")
-    assert "minilm" in str(err.value)
+    assert "minilm" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ignored_checkpoint_tensors_are_explained(tiny_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="tunesmith.models"):
+        load_model(tiny_dir[("bert", "sequence_classification")], "token_classification")
+    (line,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert "BertForTokenClassification has no use for (pooler)" in line
+    assert "pretraining heads or pooler" in line
+
+
+def test_restored_modules_are_not_reported_as_random(tiny_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="tunesmith.models"):
+        path = tiny_dir[("llama", "causal_lm")]
+        load_model(path, "sequence_classification", num_labels=2, restored=["score"])
+    assert not any("randomly initialised" in r.getMessage() for r in caplog.records)
 
 
 def test_folder_without_model_is_a_model_error(tmp_path):

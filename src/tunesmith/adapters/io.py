@@ -5,13 +5,14 @@ A saved adapter is a folder with
 * ``adapter_model.safetensors``: the adapter's tensors (and the task head's, if included);
 * ``tunesmith_adapter.json``: the adapter name, its full config (``type`` + fields), the modules
   it hooks, the head modules saved, and the base model's identity
-  (:func:`tunesmith.models.model_identity` of the model without its adapters);
+  (:func:`tunesmith.models.model_identity` of the model without its adapters) and weights digest
+  (:func:`base_weights_digest`);
 * for methods with a PEFT format (LoRA, IA3) also PEFT's ``adapter_config.json``, with tensors under PEFT's key names
   (``base_model.model.<module>.lora_A.weight``; head as ``modules_to_save``), so
   ``peft.PeftModel.from_pretrained(base, folder)`` loads it unchanged.
 
 :func:`load_adapter` reads such a folder -- or a folder written by PEFT (LoRA or IA3) -- onto a
-base model, refusing a base whose identity differs from the saved one.
+base model, refusing a base whose identity or weights differ from the saved ones.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from tunesmith.adapters.model import (
 from tunesmith.adapters.peft_format import PEFT_PREFIX, from_peft_config, to_peft_config
 from tunesmith.adapters.targets import SLOT, head_modules
 from tunesmith.configschema import to_dict
-from tunesmith.errors import ModelError
+from tunesmith.errors import ModelError, reading
+from tunesmith.fingerprint import weights_digest
 from tunesmith.models import ADAPTER_FILES, model_identity
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "adapter_size_bytes",
     "base_identity",
+    "base_weights_digest",
     "load_adapter",
     "read_adapter_meta",
     "save_adapter",
@@ -64,6 +67,18 @@ def base_identity(model: nn.Module) -> dict[str, Any]:
     extra = sum(p.numel() for n, p in model.named_parameters() if f".{SLOT}." in f".{n}")
     identity["num_parameters"] -= extra
     return identity
+
+
+def base_weights_digest(model: nn.Module) -> str:
+    """:func:`~tunesmith.fingerprint.weights_digest` of ``model``'s base weights: every tensor but
+    the adapters' (any adapter slot) and the task head's (saved with the adapter, or new)."""
+    skip = [f".{SLOT}."] + [f"{h}." for h in head_modules(model)]
+    tensors = {f".{k}": v for k, v in model.state_dict().items()}  # so ".adapter_slot." matches
+    return weights_digest(tensors, skip=skip)
+
+
+def _base_dtype(model: nn.Module) -> str:
+    return str(next((p.dtype for p in model.parameters()), "none"))
 
 
 def save_adapter(
@@ -91,6 +106,10 @@ def save_adapter(
         "head": heads,
         "peft_format": peft_format,
         "base": base_identity(model),
+        # the base's weights, not only its config: the same architecture with other weights
+        # (a replaced base folder) would give silently wrong predictions
+        "base_weights_digest": base_weights_digest(model),
+        "base_dtype": _base_dtype(model),
         "base_config": _config_summary(model),
         # the head's labels, so the base can be rebuilt with the same head (load_model)
         "id2label": {str(k): v for k, v in (model.config.id2label or {}).items()}
@@ -117,6 +136,7 @@ def _check_base(model: nn.Module, meta: dict[str, Any], where: Path) -> None:
         keys.append("num_parameters")
     differs = [k for k in keys if saved.get(k) != current.get(k)]
     if not differs:
+        _check_base_weights(model, meta, where)
         if saved.get("name_or_path") != current.get("name_or_path"):
             logger.info(
                 "adapter in %s was saved from %r; loading onto %r (same config)",
@@ -140,6 +160,24 @@ def _check_base(model: nn.Module, meta: dict[str, Any], where: Path) -> None:
         + (f" (config fields: {', '.join(fields[:8])})" if fields else "")
         + "; load the base model the adapter was trained on"
     )
+
+
+def _check_base_weights(model: nn.Module, meta: dict[str, Any], where: Path) -> None:
+    """Same config, other weights: a :class:`ModelError` naming both digests. Adapters saved
+    before the digest was recorded (or onto a base in another dtype) keep the config check."""
+    saved = meta.get("base_weights_digest")
+    if saved is None or meta.get("base_dtype") != _base_dtype(model):
+        return
+    current = base_weights_digest(model)
+    if current != saved:
+        raise ModelError(
+            f"the adapter in {where} was trained on a base model "
+            f"{meta['base'].get('name_or_path')!r} whose weights differ from the model it is being "
+            f"loaded onto ({model.config.name_or_path!r}): same architecture and config, but "
+            f"weights digest {current} instead of {saved}; the predictions would be wrong "
+            "(was the base model folder replaced or retrained?); load the base the adapter was "
+            "trained on"
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -172,7 +210,8 @@ def load_adapter(
         raise ModelError(f"{folder} holds no adapter: no {META_FILE} or {PEFT_CONFIG_FILE}")
     if not (folder / WEIGHTS_FILE).is_file():
         raise ModelError(f"{folder} has no {WEIGHTS_FILE}")
-    tensors = load_file(folder / WEIGHTS_FILE)
+    with reading(folder / WEIGHTS_FILE, ModelError):
+        tensors = load_file(folder / WEIGHTS_FILE)
     if strip:
         tensors = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items()}
     add_adapter(model, name, config)

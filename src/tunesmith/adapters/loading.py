@@ -10,6 +10,7 @@ distillation teachers, continual stages -- use this; the layer below never impor
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -33,11 +34,12 @@ def load_model_or_adapter(
     dtype: torch.dtype = torch.float32,
     from_scratch: bool = False,
     init_seed: int | None = None,
+    restored: Sequence[str] = (),
 ) -> PreTrainedModel:
     """:func:`~tunesmith.models.load_model`, or for an adapter folder (a run's adapter-only
     ``best/``, a folder PEFT wrote) its base model with the adapter loaded and active.
 
-    The arguments are ``load_model``'s. For an adapter folder, a classification head takes the
+    The arguments are ``load_model``'s (``restored``: modules whose weights the caller restores). For an adapter folder, a classification head takes the
     saved head's labels unless labels are given, and ``from_scratch`` is a :class:`ModelError`.
     """
     resolved = resolve_model(os.fspath(name_or_path))
@@ -51,6 +53,7 @@ def load_model_or_adapter(
             dtype=dtype,
             from_scratch=from_scratch,
             init_seed=init_seed,
+            restored=restored,
         )
     folder = Path(resolved)
     if from_scratch:
@@ -73,6 +76,7 @@ def load_model_or_adapter(
         label2id=label2id,
         dtype=dtype,
         init_seed=init_seed,
+        restored=meta.get("head") or (),  # the saved head: loaded below, not random
     )
     load_adapter(model, folder)  # restores the saved head too
     return model

@@ -2,7 +2,8 @@
 
 :mod:`.recipe` is the whole run (:class:`Recipe`, :func:`load_recipe`), :mod:`.sections` its
 sections as dataclasses with help text, :mod:`.checks` the checks that look methods up in the core
-registries. Everything is importable from here.
+registries, :mod:`.sources` the checks of ``model`` / ``distill.teacher`` paths (no model loads).
+Everything is importable from here.
 """
 
 from tunesmith.config.checks import (
@@ -16,6 +17,7 @@ from tunesmith.config.recipe import (
     MULTI_HEAD,
     Recipe,
     check_files,
+    check_model_sources,
     dump_recipe,
     load_recipe,
     parse_recipe,
@@ -58,6 +60,7 @@ __all__ = [
     "adapter_config_from_dict",
     "check_choice",
     "check_files",
+    "check_model_sources",
     "check_mixing",
     "check_weights",
     "dump_recipe",

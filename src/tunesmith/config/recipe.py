@@ -7,7 +7,9 @@ and checks that every data file exists, all before any model loads.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from tunesmith.config.sections import (
     TrainConfig,
     TransferConfig,
 )
+from tunesmith.config.sources import check_model_source
 from tunesmith.configschema import apply_overrides, build, fld, to_dict
 from tunesmith.errors import ConfigError
 from tunesmith.paths import resolve_path
@@ -207,17 +210,52 @@ def check_files(recipe: Recipe) -> None:
             raise ConfigError(f"data.{split}.path", f"file not found: {resolved}", hint)
 
 
+def check_model_sources(recipe: Recipe) -> None:
+    """``model`` and ``distill.teacher`` name something loadable (see
+    :func:`~tunesmith.config.sources.check_model_source`); checked before any model loads."""
+    check_model_source("model", recipe.model)
+    check_model_source("distill.teacher", recipe.distill.teacher if recipe.distill else None)
+
+
 def parse_recipe(data: dict, overrides: list[str] | None = None) -> Recipe:
-    data = apply_overrides(dict(data), overrides or [])
+    data = apply_overrides(copy.deepcopy(data), overrides or [])  # the caller's dict unchanged
     return build(Recipe, data)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently, so ``lr`` set twice would train with whichever came second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the constructor below reports it
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {first[key]})",
+                    key_node.start_mark,
+                )
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: Path) -> dict:
-    """A recipe file's top-level mapping; missing files and bad YAML name the file (and line)."""
+    """A recipe file's top-level mapping; missing files, bad YAML and keys given twice name the
+    file and line."""
     if not path.is_file():
         raise ConfigError("", f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "", f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -239,6 +277,7 @@ def load_recipe(
         raise ConfigError("", f"{path}: {exc}") from None
     if check_paths:
         check_files(recipe)
+        check_model_sources(recipe)
     return recipe
 
 

@@ -30,7 +30,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from tunesmith.config import Recipe, check_files, fld, parse_recipe, read_yaml_mapping
+from tunesmith.config import (
+    Recipe,
+    check_files,
+    check_model_sources,
+    fld,
+    parse_recipe,
+    read_yaml_mapping,
+)
 from tunesmith.configschema import apply_overrides, build, deep_merge, to_dict
 from tunesmith.errors import ConfigError
 from tunesmith.objectives.continual import METHODS, ContinualMethod, check_task_name, method_class
@@ -230,6 +237,7 @@ def load_sequence(
     try:
         seq = parse_sequence(data, overrides)
         if check_paths:
+            check_model_sources(seq.stages[0].recipe)  # the stages share model and teacher
             for i, stage in enumerate(seq.stages):
                 try:
                     check_files(stage.recipe)

@@ -41,7 +41,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
-from tunesmith.errors import ModelError
+from tunesmith.errors import ModelError, reading
 from tunesmith.heads.swap import init_head_
 from tunesmith.heads.view import TaskView
 from tunesmith.models import resolve_model
@@ -299,7 +299,8 @@ class MultiHeadModel(nn.Module):
             raise ModelError(
                 f"{path} has no {CONFIG_FILE}; it is not a multi-head model saved by tunesmith"
             )
-        meta = json.loads(meta_file.read_text())
+        with reading(meta_file, ModelError):
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
         if meta.get("format") != _FORMAT:
             raise ModelError(f"{meta_file}: not a {_FORMAT} file (format {meta.get('format')!r})")
         config = config_from_dict(meta["backbone"]["config"])

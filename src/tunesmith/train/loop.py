@@ -302,7 +302,8 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
         initial=run.state.step,
         desc="train",
         unit="step",
-        disable=not (acc.is_main_process and recipe.train.progress),
+        # None: tqdm shows the bar on a terminal only (no bar lines in a redirected log)
+        disable=None if acc.is_main_process and recipe.train.progress else True,
         dynamic_ncols=True,
     )
     if recipe.train.eval_at_start and run.mode.has("dev") and run.state.step == 0:
