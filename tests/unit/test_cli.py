@@ -61,10 +61,13 @@ def write_recipe(workdir, tmp_path, **changes) -> str:
 
 
 def one_line_error(capsys, argv) -> str:
+    """The one ``error: ...`` line of a failed command (log lines, all ``tunesmith: ...``, may
+    come before it; nothing else may)."""
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    return err
+    lines = capsys.readouterr().err.strip().splitlines()
+    rest = [line for line in lines if not line.startswith("tunesmith: ")]
+    assert len(rest) == 1 and rest[0].startswith("error: ") and lines[-1] == rest[0], lines
+    return rest[0]
 
 
 def test_unknown_key_names_the_key_path(workdir, tmp_path, capsys):

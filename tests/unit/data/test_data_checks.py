@@ -103,7 +103,9 @@ def test_empty_dev_or_test_file_is_an_error(tmp_path: Path, split: str) -> None:
     with pytest.raises(DataError, match=rf"data\.{split} \(empty\.txt\): no examples"):
         load_raw_splits(r)
     with pytest.raises(DataError, match=r"data\.dev: no examples"):
-        load_raw_splits(recipe(tmp_path, split={"dev": 0.2}, limit={"dev": 0}))
+        load_raw_splits(recipe(tmp_path, split={"dev": 0.01}))
+    with pytest.raises(ConfigError, match=r"data\.limit\.dev: must be >= 1"):
+        recipe(tmp_path, split={"dev": 0.2}, limit={"dev": 0})
 
 
 def test_jsonl_record_without_label_key_names_file_and_line(tmp_path: Path, bert_tok) -> None:
