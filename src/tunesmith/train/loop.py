@@ -26,6 +26,7 @@ from tunesmith.config import Recipe
 from tunesmith.errors import TrainingError
 from tunesmith.objectives import combine
 from tunesmith.optim import clip_gradients
+from tunesmith.pooling import current_pooling
 from tunesmith.report import write_report
 from tunesmith.tasks import model_inputs, task_loss
 from tunesmith.train.checkpoint import checkpoint_dirs, load_checkpoint, save_best, save_checkpoint
@@ -86,6 +87,7 @@ def best_meta(run: Run, metrics: dict[str, float]) -> dict[str, Any]:
         "metric": run.metric,
         "dev": metrics,
         "labels": run.mode.labels(),
+        "pooling": current_pooling(run.raw_model),  # sequence head input (tunesmith.pooling)
     }
 
 
