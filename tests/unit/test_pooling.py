@@ -25,7 +25,7 @@ from tunesmith.pooling import (
     current_pooling,
     resolve_pooling,
 )
-from tunesmith.testing import save_tiny_model
+from tunesmith.testing import save_tiny_model, write_st_pooling
 from tunesmith.transfer import apply_freezing
 
 TASK = "sequence_classification"
@@ -34,29 +34,6 @@ TASK = "sequence_classification"
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("pool") / "bert", "bert", TASK, num_labels=3)
-
-
-def st_folder(path, mode="mean"):
-    """Write sentence-transformers' pooling files into ``path`` (as all-MiniLM-L6-v2 has)."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-    ]
-    (path / "modules.json").write_text(json.dumps(modules))
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    flags = {f"pooling_mode_{m}": False for m in ("cls_token", "mean_tokens", "max_tokens")}
-    flags[{"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}.get(mode, mode)] = (
-        True
-    )
-    (path / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, **flags})
-    )
-    return path
 
 
 def batch():
@@ -142,7 +119,7 @@ def test_adapter_run_reloads_with_its_pooling(bert_dir, tmp_path):
     model = load_model(bert_dir, TASK).eval()
     add_adapter(model, "default", adapter_config_from_dict({"type": "lora", "r": 4}))
     mark_trainable(model, "default", train_head=True)
-    mode, _ = configure_pooling(model, "auto", st_folder(tmp_path))
+    mode, _ = configure_pooling(model, "auto", write_st_pooling(tmp_path))
     assert mode == "mean"  # the pooler is not trained under an adapter
     with torch.no_grad():
         for p in model.parameters():
@@ -187,9 +164,9 @@ def test_explicit_pooling_on_a_model_without_pooler_is_a_config_error():
 def test_checkpoint_pooling_reads_sentence_transformers_config(tmp_path):
     assert checkpoint_pooling(tmp_path) is None
     assert checkpoint_pooling(None) is None
-    assert checkpoint_pooling(st_folder(tmp_path, "mean")) == "mean"
-    assert checkpoint_pooling(st_folder(tmp_path, "cls")) == "cls"
-    assert checkpoint_pooling(st_folder(tmp_path, "pooling_mode_max_tokens")) is None
+    assert checkpoint_pooling(write_st_pooling(tmp_path, "mean")) == "mean"
+    assert checkpoint_pooling(write_st_pooling(tmp_path, "cls")) == "cls"
+    assert checkpoint_pooling(write_st_pooling(tmp_path, "pooling_mode_max_tokens")) is None
 
 
 def test_embedded_minilm_is_mean_pooled():
@@ -200,7 +177,7 @@ def test_embedded_minilm_is_mean_pooled():
 
 
 def test_configure_follows_freezing(bert_dir, tmp_path):
-    folder = st_folder(tmp_path)
+    folder = write_st_pooling(tmp_path)
     full = load_model(bert_dir, TASK)
     assert configure_pooling(full, "auto", folder)[0] == "pooler"
     probe = load_model(bert_dir, TASK)
