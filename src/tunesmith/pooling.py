@@ -190,13 +190,13 @@ def resolve_pooling(
     if requested != "auto":
         return requested, "set by head.pooling"
     if recorded in POOLINGS[1:]:
-        return recorded, "recorded by the starting checkpoint (config tunesmith_pooling)"
+        return recorded, "recorded by the starting checkpoint, config tunesmith_pooling"
     if pooler_trains:
-        return "pooler", "the pooler trains with this run (transformers' default)"
+        return "pooler", "the pooler trains with this run, as transformers does by default"
     if checkpoint is not None:
         return checkpoint, (
-            f"the pooler stays frozen and the checkpoint was trained with {checkpoint} pooling "
-            "(its sentence-transformers pooling config)"
+            f"the pooler stays frozen and the checkpoint was trained with {checkpoint} pooling, "
+            "says its sentence-transformers pooling config"
         )
     return "pooler", "the pooler stays frozen; the checkpoint names no other pooling"
 
