@@ -92,14 +92,16 @@ def run_one(method: str, runs_dir: Path, keep: bool = False) -> dict:
 
 def table(runs: list[dict]) -> str:
     lines = [
-        "| method | head pooling | test acc | dev acc | trainable params | steps | train s | wall s |",
+        "| method | head pooling | test acc | dev acc | trainable params | steps | train s "
+        "| wall s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         if "test_accuracy" in r:
             pct = 100 * r["trainable_params"] / r["total_params"]
             lines.append(
-                f"| {r['method']} | {r.get('pooling', 'pooler')} | {100 * r['test_accuracy']:.2f} | "
+                f"| {r['method']} | {r.get('pooling', 'pooler')} "
+                f"| {100 * r['test_accuracy']:.2f} | "
                 f"{100 * r['dev_accuracy']:.2f} | {r['trainable_params']:,} ({pct:.1f}%) "
                 f"| {r['steps']} | {r['train_wall_s']:.0f} | {r['wall_s']:.0f} |"
             )

@@ -214,7 +214,8 @@ def _distill_lines(d: dict[str, Any]) -> list[str]:
     lines.append(f"| parameters | {_fmt(t)} | {_fmt(s)} | {_fmt(d.get('params_pct'))}% |")
     if "speedup" in d:
         lines.append(
-            f"| inference s ({_fmt(d.get('timed_examples'))} dev examples) "
+            f"| inference s ({_fmt(d.get('timed_examples'))} "
+            f"{d.get('timed_split', 'dev')} examples) "
             f"| {_fmt(d['teacher_s'])} | {_fmt(d['student_s'])} "
             f"| {d['speedup']:.2f}x faster |"
         )

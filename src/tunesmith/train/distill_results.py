@@ -9,15 +9,16 @@ works when the run trained on cached teacher outputs and never kept a live teach
 Share kept: ``100 * student / teacher`` for a metric where higher is better (accuracy, F1), and
 ``100 * teacher / student`` where lower is (loss, perplexity), so 100% means "as good as the
 teacher" either way. Speed-up: ``teacher seconds / student seconds`` for forward passes over the
-same dev batches (up to ``max_batches``, eval batch size, sorted by length as evaluation does),
-after one untimed warm-up batch per model.
+same dev batches (test when there is no dev set; up to ``max_batches``, eval batch size, sorted
+by length as evaluation does), after one untimed warm-up batch per model, the two models taking
+turns batch by batch.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,6 +28,9 @@ from tunesmith.metrics import greater_is_better
 from tunesmith.models import count_parameters
 from tunesmith.tasks import model_inputs
 from tunesmith.train.evaluation import Collate, eval_batches
+
+if TYPE_CHECKING:
+    from tunesmith.train.setup import Run
 
 __all__ = ["distill_results", "describe_results", "kept_pct", "time_forward"]
 
@@ -39,27 +43,31 @@ def kept_pct(student: float, teacher: float, metric: str) -> float | None:
 
 @torch.no_grad()
 def time_forward(
-    model: nn.Module,
+    models: Sequence[nn.Module],
     batches: Sequence[dict[str, torch.Tensor]],
     task: str,
     device: torch.device,
-) -> float:
-    """Seconds for ``model``'s forward passes over ``batches`` (eval mode), after one untimed
-    warm-up pass on the first batch."""
-    model.eval()
+) -> list[float]:
+    """Seconds each of ``models`` spends in forward passes over ``batches`` (eval mode).
 
-    def run(batch: dict[str, torch.Tensor]) -> None:
+    Each model first runs the first batch untimed (warm-up: allocator, kernels, lazy init); then
+    the models take turns batch by batch, so a change in machine load hits them alike."""
+    totals = [0.0] * len(models)
+
+    def run(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
         model(**model_inputs(task, {k: v.to(device) for k, v in batch.items()}))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
-    run(batches[0])  # warm-up: allocator, kernels, lazy init
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    for model in models:
+        model.eval()
+        run(model, batches[0])
     for batch in batches:
-        run(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+        for i, model in enumerate(models):
+            start = time.perf_counter()
+            run(model, batch)
+            totals[i] += time.perf_counter() - start
+    return totals
 
 
 def speed(
@@ -75,8 +83,7 @@ def speed(
     """Teacher and student timed on the same batches of ``examples``; speed-up = t / s."""
     index = eval_batches(examples, batch_size)[:max_batches]
     batches = [collator([examples[i] for i in idx]) for idx in index]
-    t_student = time_forward(student, batches, task, device)
-    t_teacher = time_forward(teacher, batches, task, device)
+    t_student, t_teacher = time_forward([student, teacher], batches, task, device)
     return {
         "timed_batches": len(batches),
         "timed_examples": sum(len(idx) for idx in index),
@@ -86,14 +93,14 @@ def speed(
     }
 
 
-def _load_run_teacher(run: Any) -> nn.Module:
+def _load_run_teacher(run: Run) -> nn.Module:
     """The run's teacher, loaded again as the run loaded it: a live teacher bound to the terms
     may have been switched to eager attention (attention KD), which would skew the timing."""
     teacher = load_teacher(run.recipe.distill.teacher, run.recipe.task)
     return teacher.to(run.accelerator.device)
 
 
-def distill_results(run: Any, summary: dict[str, Any]) -> dict[str, Any]:
+def distill_results(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     """The ``distill`` entry of ``summary.json`` for a finished distillation ``run`` (a
     :class:`~tunesmith.train.setup.Run` with the best student loaded; ``summary`` holds the
     student's ``dev`` / ``test`` metrics)."""
@@ -110,8 +117,10 @@ def distill_results(run: Any, summary: dict[str, Any]) -> dict[str, Any]:
     out["teacher_params"] = count_parameters(teacher)[1]
     out["student_params"] = count_parameters(run.raw_model)[1]
     out["params_pct"] = round(100.0 * out["student_params"] / max(out["teacher_params"], 1), 2)
-    examples = mode.split_examples("dev") or mode.split_examples("test")
+    timed = "dev" if mode.split_examples("dev") else "test"
+    examples = mode.split_examples(timed)
     if examples:
+        out["timed_split"] = timed
         out |= speed(
             run.raw_model,
             teacher,
@@ -124,6 +133,10 @@ def distill_results(run: Any, summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
 def describe_results(d: dict[str, Any]) -> list[str]:
     """Log lines for the ``distill`` entry: scores, share kept, size and speed."""
     metric, lines = d["metric"], []
@@ -131,7 +144,8 @@ def describe_results(d: dict[str, Any]) -> list[str]:
         if metric in teacher and metric in d["student"][split]:
             lines.append(
                 f"distill {split} {metric}: teacher {teacher[metric]:.4f}, student "
-                f"{d['student'][split][metric]:.4f} ({d['kept_pct'][split]}% of the teacher kept)"
+                f"{d['student'][split][metric]:.4f} ({_pct(d['kept_pct'].get(split))} of the "
+                "teacher's score kept)"
             )
     lines.append(
         f"distill parameters: teacher {d['teacher_params']:,}, student {d['student_params']:,} "
@@ -140,7 +154,8 @@ def describe_results(d: dict[str, Any]) -> list[str]:
     if "speedup" in d:
         lines.append(
             f"distill inference: {d['speedup']:.2f}x faster than the teacher on "
-            f"{d['timed_examples']:,} dev examples ({d['timed_batches']} batches: teacher "
+            f"{d['timed_examples']:,} {d['timed_split']} examples ({d['timed_batches']} "
+            f"batches: teacher "
             f"{d['teacher_s']:.3f} s, student {d['student_s']:.3f} s, warm-up excluded)"
         )
     return lines
