@@ -2,8 +2,9 @@
 
 SST-2 sentences (train 6,920 / dev 872 / labelled test 1,821), same budget (3 epochs, batch 32)
 and seed for: (a) MiniLM fully fine-tuned, (b) the same architecture randomly initialised,
-(c) linear probe, (d) gradual unfreezing + layer-wise LR decay. Plus a short SmolLM2 instruction
-tuning run on alpaca_2k with the lower layers frozen: held-out loss before/after, 3 generations.
+(c) linear probe (head.pooling auto: MiniLM's mean pooling; ``linear_probe_pooler`` reads BERT's
+untrained pooler instead), (d) gradual unfreezing + layer-wise LR decay. Plus a short SmolLM2
+instruction tuning run on alpaca_2k with the lower layers frozen: held-out loss before/after, 3 generations.
 
     python benchmarks/transfer/run.py                 # everything (~25 min on 2 CPU cores)
     python benchmarks/transfer/run.py --only finetune linear_probe
@@ -31,7 +32,13 @@ from tunesmith.train.loop import train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CLASSIFIERS = ["finetune", "scratch", "linear_probe", "gradual_unfreeze_llrd"]
+CLASSIFIERS = [
+    "finetune",
+    "scratch",
+    "linear_probe",
+    "linear_probe_pooler",
+    "gradual_unfreeze_llrd",
+]
 PROMPTS = [
     "Give three tips for staying healthy.",
     "Rewrite this sentence in the passive voice: The cat chased the mouse.",
@@ -39,7 +46,7 @@ PROMPTS = [
 ]
 
 
-def run_one(method: str, runs_dir: Path) -> dict:
+def run_one(method: str, runs_dir: Path, keep: bool = False) -> dict:
     recipe = load_recipe(HERE / "configs" / f"{method}.yaml")
     run_dir = runs_dir / method
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -62,6 +69,7 @@ def run_one(method: str, runs_dir: Path) -> dict:
             "test_accuracy": round(summary["test"]["accuracy"], 4),
             "dev_accuracy": round(summary["dev"]["accuracy"], 4),
             "best_step": summary["best_step"],
+            "pooling": json.loads((run_dir / "best" / "tunesmith.json").read_text())["pooling"],
         }
     else:
         result |= {
@@ -75,19 +83,25 @@ def run_one(method: str, runs_dir: Path) -> dict:
             ],
         }
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}), flush=True)
+    if not keep:
+        # resumable checkpoints: hundreds of MB per run; best/ stays (the distill benchmark's
+        # teacher is the finetune run's)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result
 
 
 def table(runs: list[dict]) -> str:
     lines = [
-        "| method | test acc | dev acc | trainable params | steps | train s | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| method | head pooling | test acc | dev acc | trainable params | steps | train s "
+        "| wall s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         if "test_accuracy" in r:
             pct = 100 * r["trainable_params"] / r["total_params"]
             lines.append(
-                f"| {r['method']} | {100 * r['test_accuracy']:.2f} | "
+                f"| {r['method']} | {r.get('pooling', 'pooler')} "
+                f"| {100 * r['test_accuracy']:.2f} | "
                 f"{100 * r['dev_accuracy']:.2f} | {r['trainable_params']:,} ({pct:.1f}%) "
                 f"| {r['steps']} | {r['train_wall_s']:.0f} | {r['wall_s']:.0f} |"
             )
@@ -113,6 +127,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=CLASSIFIERS + ["smollm2_sft"])
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_transfer"))
+    p.add_argument("--keep-runs", action="store_true", help="keep the runs' resumable checkpoints")
     p.add_argument(
         "--tables-only",
         action="store_true",
@@ -129,7 +144,7 @@ def main() -> None:
     previous = json.loads(out.read_text())["runs"] if out.is_file() else []
     runs = {r["method"]: r for r in previous}
     for method in methods:
-        runs[method] = run_one(method, Path(args.runs_dir))
+        runs[method] = run_one(method, Path(args.runs_dir), args.keep_runs)
         ordered = [runs[m] for m in CLASSIFIERS + ["smollm2_sft"] if m in runs]
         meta = {
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",

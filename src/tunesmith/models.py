@@ -30,6 +30,7 @@ from transformers import (
 from tunesmith.embedded import EMBEDDED
 from tunesmith.errors import ModelError
 from tunesmith.paths import looks_like_path
+from tunesmith.pooling import CONFIG_KEY, apply_pooling, current_pooling
 from tunesmith.tasks import TASKS, task_kind
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "load_tokenizer",
     "model_identity",
     "resolve_model",
+    "restore_pooling",
     "supported_tasks",
 ]
 
@@ -217,7 +219,16 @@ def load_model(
                 )
             _log_new_weights(model, name, info, restored)
     model.config.name_or_path = name
+    restore_pooling(model)
     return model
+
+
+def restore_pooling(model: PreTrainedModel) -> None:
+    """Rebuild the head input a tunesmith run recorded (``config.tunesmith_pooling``: ``cls`` or
+    ``mean``, see :mod:`tunesmith.pooling`); plain transformers loading would use the pooler."""
+    recorded = getattr(model.config, CONFIG_KEY, None)
+    if recorded in ("cls", "mean") and current_pooling(model) is not None:
+        apply_pooling(model, recorded)
 
 
 def _task_config(

@@ -8,7 +8,8 @@ Inputs, all in the run directory:
   numeric metrics gets a panel, and its last values fill the "Final metrics" table.
 * ``summary.json`` (optional) — any JSON object (``best_step``, ``best_metric``, ``test``,
   ``wall_s``, ``trainable_params``, ``total_params``, ...); nested objects are flattened to
-  ``parent.child`` rows. When both parameter counts exist a ``trainable %`` row is added.
+  ``parent.child`` rows. When both parameter counts exist a ``trainable %`` row is added. A
+  ``distill`` object (distillation runs) gets its own teacher-vs-student table instead.
 * ``config.yaml`` (optional) — the resolved recipe, shown verbatim in a collapsed block.
 * ``labels.json`` (optional) — the label list (``{task: labels}`` for several tasks), shown as a
   table of class ids and labels, with the recipe's ``data.label_names`` beside them.
@@ -184,7 +185,7 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
 
 
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
-    rows = _flatten(summary)
+    rows = _flatten({k: v for k, v in summary.items() if k != "distill"})  # own section
     trainable, total = rows.get("trainable_params"), rows.get("total_params")
     if _is_number(trainable) and _is_number(total) and total:
         rows["trainable %"] = 100.0 * trainable / total
@@ -193,7 +194,39 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _final_lines(records: list[dict[str, Any]]) -> list[str]:
+def _column(split: str, step: Any, summary: dict[str, Any] | None) -> str:
+    """A column header: the split and its step; ``final_*`` splits score the best checkpoint
+    (reloaded at the end of a run with dev data), so they name the best step."""
+    best = (summary or {}).get("best_step")
+    if split.startswith("final_") and _is_number(best):
+        return f"{split} (best checkpoint, step {_fmt(best)})"
+    return f"{split} (step {_fmt(step)})"
+
+
+def _distill_lines(d: dict[str, Any]) -> list[str]:
+    """Teacher vs student: the run metric per split, parameters, measured inference time."""
+    metric = d.get("metric")
+    lines = ["| | teacher | student | student / teacher |", "|---|---|---|---|"]
+    for split, teacher in d.get("teacher", {}).items():
+        student = d.get("student", {}).get(split, {})
+        kept = d.get("kept_pct", {}).get(split)
+        lines.append(
+            f"| {split} {metric} | {_fmt(teacher.get(metric))} | {_fmt(student.get(metric))} "
+            f"| {'—' if kept is None else f'{kept:.2f}% kept'} |"
+        )
+    t, s = d.get("teacher_params"), d.get("student_params")
+    lines.append(f"| parameters | {_fmt(t)} | {_fmt(s)} | {_fmt(d.get('params_pct'))}% |")
+    if "speedup" in d:
+        lines.append(
+            f"| inference s ({_fmt(d.get('timed_examples'))} "
+            f"{d.get('timed_split', 'dev')} examples) "
+            f"| {_fmt(d['teacher_s'])} | {_fmt(d['student_s'])} "
+            f"| {d['speedup']:.2f}x faster |"
+        )
+    return lines
+
+
+def _final_lines(records: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> list[str]:
     """Metric rows x evaluation-split columns, each cell the split's last logged value."""
     splits = _eval_splits(records)
     if not splits:
@@ -203,7 +236,7 @@ def _final_lines(records: list[dict[str, Any]]) -> list[str]:
         if r.get("split") in last:
             last[r["split"]].update({k: v for k, v in r.items() if k not in {"split", "time"}})
     metrics = list(dict.fromkeys(m for s in splits for m in _metric_names(records, s)))
-    header = [f"{s} (step {_fmt(last[s].get('step'))})" for s in splits]
+    header = [_column(s, last[s].get("step"), summary) for s in splits]
     lines = ["| metric | " + " | ".join(header) + " |", "|---" * (len(splits) + 1) + "|"]
     for m in metrics:
         lines.append(f"| {m} | " + " | ".join(_fmt(last[s].get(m)) for s in splits) + " |")
@@ -274,7 +307,9 @@ def write_report(run_dir: Path | str, title: str | None = None) -> Path:
     md[-1] += f", last step {_fmt(max(steps))}." if steps else "."
     if summary:
         md += ["", "## Summary", "", *_summary_lines(summary)]
-    final = _final_lines(records)
+    if summary and isinstance(summary.get("distill"), dict):
+        md += ["", "## Distillation", "", *_distill_lines(summary["distill"])]
+    final = _final_lines(records, summary)
     if final:
         md += ["", "## Final metrics", "", *final]
 

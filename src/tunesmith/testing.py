@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "tiny_bert_backbone",
     "tiny_config",
     "tiny_tokenizer",
+    "write_st_pooling",
 ]
 
 # Fixed ids: the special tokens come first, in this order, in every tiny vocabulary.
@@ -244,4 +246,27 @@ def save_tiny_model(
     path = Path(path)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+def write_st_pooling(path: str | Path, mode: str = "mean") -> Path:
+    """Make ``path`` look like a sentence-transformers checkpoint pooled by ``mode`` (``mean``,
+    ``cls`` or another ``pooling_mode_*`` flag): ``modules.json`` + ``1_Pooling/config.json``, as
+    the embedded all-MiniLM-L6-v2 folder has them. Returns ``path``."""
+    path = Path(path)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    flags = {f"pooling_mode_{m}": False for m in ("cls_token", "mean_tokens", "max_tokens")}
+    named = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}
+    flags[named.get(mode, mode)] = True
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(flags))
     return path

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("config", {"config"}),
     ("data", {"data"}),
     ("tasks", {"tasks"}),
-    ("models", {"models", "embedded", "testing", "transfer", "optim", "heads"}),
+    ("models", {"models", "embedded", "testing", "transfer", "optim", "heads", "pooling"}),
     ("adapters", {"adapters"}),
     ("objectives", {"objectives", "distill"}),
     ("train", {"train", "report"}),

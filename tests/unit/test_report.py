@@ -155,3 +155,14 @@ def test_report_rejects_bad_summary(tmp_path):
     (tmp_path / "summary.json").write_text("[1, 2]")
     with pytest.raises(DataError, match="JSON object"):
         write_report(tmp_path)
+
+
+def test_final_columns_name_the_best_checkpoints_step(tmp_path):
+    """Issue 18.7: final_* metrics score the reloaded best checkpoint, not the last step."""
+    _synthetic_run(tmp_path)
+    with MetricsLogger(tmp_path, tensorboard=False) as logger:
+        logger.log(100, "final_dev", {"accuracy": 0.4})  # as runs before the fix logged it
+    (tmp_path / "summary.json").write_text(json.dumps({"best_step": 50}))
+    md = write_report(tmp_path).read_text()
+    assert "final_dev (best checkpoint, step 50)" in md
+    assert "final_dev (step 100)" not in md

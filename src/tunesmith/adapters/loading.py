@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from tunesmith.adapters.io import load_adapter, read_adapter_meta
 from tunesmith.errors import ModelError
 from tunesmith.models import is_adapter_folder, load_model, resolve_model
+from tunesmith.pooling import CONFIG_KEY, apply_pooling
 from tunesmith.tasks import task_kind
 
 __all__ = ["load_model_or_adapter"]
@@ -78,5 +79,8 @@ def load_model_or_adapter(
         init_seed=init_seed,
         restored=meta.get("head") or (),  # the saved head: loaded below, not random
     )
+    pooling = (meta.get("base_config") or {}).get(CONFIG_KEY)
+    if pooling in ("pooler", "cls", "mean"):  # the run's head read this (tunesmith.pooling);
+        apply_pooling(model, pooling)  # the base must match it before the adapter's base check
     load_adapter(model, folder)  # restores the saved head too
     return model

@@ -20,6 +20,7 @@ from tunesmith.config.checks import adapter_config_from_dict, check_choice, chec
 from tunesmith.config.sections import (
     DataConfig,
     DistillConfig,
+    HeadConfig,
     MixingConfig,
     ObjectiveConfig,
     OptimConfig,
@@ -53,6 +54,7 @@ class Recipe:
     seed: int = fld(42, "seed for data order, splits, head init and dropout")
     from_scratch: bool = fld(False, "random init of the same architecture (baseline)")
     transfer: TransferConfig = fld(TransferConfig(), "freezing, unfreezing, discriminative LRs")
+    head: HeadConfig = fld(HeadConfig(), "sequence classification head: its pooling")
     optim: OptimConfig = fld(OptimConfig(), "optimiser and schedule")
     train: TrainConfig = fld(TrainConfig(), "loop settings")
     objectives: list[ObjectiveConfig] = fld([], "extra loss terms added to the task loss")
@@ -117,6 +119,12 @@ class Recipe:
             )
         if self.task_weight < 0:
             raise ConfigError("task_weight", "must be >= 0")
+        if self.head.pooling != "auto" and self.task != "sequence_classification":
+            raise ConfigError(
+                "head.pooling",
+                f"applies to task: sequence_classification, not {self.task}",
+                "multi_head recipes set tasks[].pooling" if self.task == MULTI_HEAD else None,
+            )
         if self.adapter is not None:
             self.adapter_settings()  # validates the method's keys with their key paths
             if self.transfer.linear_probe:

@@ -185,6 +185,19 @@ class TransferConfig:
 
 
 @dataclass
+class HeadConfig:
+    """The task head of a single-task sequence classifier (``task: sequence_classification``)."""
+
+    pooling: Literal["auto", "cls", "mean", "pooler"] = fld(
+        "auto",
+        "what the head reads: pooler (BERT's tanh over [CLS], transformers' default), cls (the "
+        "first token state) or mean (masked mean of the token states); auto = the checkpoint's "
+        "own pooling (mean for sentence-transformers models) when the pooler stays frozen "
+        "(linear probe, adapters), else pooler",
+    )
+
+
+@dataclass
 class OptimConfig:
     lr: float = fld(5e-5, "peak learning rate (AdamW)")
     weight_decay: float = fld(0.01, "decoupled weight decay; never applied to biases and norms")

@@ -25,6 +25,7 @@ from tunesmith.config import Recipe
 from tunesmith.errors import TrainingError
 from tunesmith.objectives import combine
 from tunesmith.optim import clip_gradients
+from tunesmith.pooling import current_pooling
 from tunesmith.report import write_report
 from tunesmith.tasks import model_inputs, task_loss
 from tunesmith.train.checkpoint import (
@@ -34,6 +35,7 @@ from tunesmith.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
+from tunesmith.train.distill_results import describe_results, distill_results
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.runfolder import RunLock, atomic_write_json, disk_bytes, trim_metrics
 from tunesmith.train.setup import Run, make_accelerator, setup_run
@@ -93,6 +95,7 @@ def best_meta(run: Run, metrics: dict[str, float]) -> dict[str, Any]:
         "metric": run.metric,
         "dev": metrics,
         "labels": run.mode.labels(),
+        "pooling": current_pooling(run.raw_model),  # sequence head input (tunesmith.pooling)
     }
 
 
@@ -226,8 +229,10 @@ def finish(run: Run) -> dict[str, Any]:
     """Reload the best weights, evaluate dev and test, write summary.json and the report."""
     acc, state = run.accelerator, run.state
     best = run.run_dir / "best"
+    scored_step = state.step  # the step whose weights the final metrics score
     if run.mode.has("dev") and (best / "tunesmith.json").is_file():
         reload_best(run, best)
+        scored_step = state.best_step if state.best_step is not None else state.step
     elif acc.is_main_process:  # no dev set: the final model is the result
         save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, {}), run.adapter)
     acc.wait_for_everyone()
@@ -251,7 +256,11 @@ def finish(run: Run) -> dict[str, Any]:
         if run.mode.has(split):
             summary[split] = run.mode.evaluate(run.raw_model, split)
             if run.logger:
-                run.logger.log(state.step, f"final_{split}", summary[split])
+                run.logger.log(scored_step, f"final_{split}", summary[split])
+    if run.recipe.distill is not None:  # how the student compares with its teacher
+        summary["distill"] = distill_results(run, summary)
+        for line in describe_results(summary["distill"]):
+            acc.print(line)
     if acc.is_main_process:
         mark_finished(run.run_dir, state.step)  # a finished run needs no optimizer state
         summary["disk_bytes"] = disk_bytes(run.run_dir)

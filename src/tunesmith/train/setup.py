@@ -33,9 +33,10 @@ from tunesmith.config import Recipe, dump_recipe
 from tunesmith.errors import ConfigError
 from tunesmith.fingerprint import weights_digest
 from tunesmith.metrics import greater_is_better
-from tunesmith.models import count_parameters, load_tokenizer
+from tunesmith.models import count_parameters, load_tokenizer, resolve_model
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
+from tunesmith.pooling import configure_pooling, describe
 from tunesmith.train.checkpoint import Resumable, recover_best
 from tunesmith.train.evaluation import Collate
 from tunesmith.train.logging import MetricsLogger
@@ -180,6 +181,16 @@ def configure_training(recipe: Recipe, model: nn.Module) -> tuple[list[dict], La
     return groups, layout
 
 
+def setup_pooling(recipe: Recipe, model: nn.Module, accelerator: Accelerator) -> None:
+    """Resolve and apply ``head.pooling`` once freezing and adapters say whether the pooler
+    trains (:mod:`tunesmith.pooling`); print the choice and why."""
+    if recipe.task != "sequence_classification":
+        return
+    folder = resolve_model(recipe.model_source)
+    mode, why = configure_pooling(model, recipe.head.pooling, folder)
+    accelerator.print(describe(mode, why))
+
+
 def setup_terms(recipe: Recipe, terms: list[ObjectiveTerm], model: nn.Module) -> list[dict]:
     """Let each term prepare on the frozen model (before the optimizer: terms may create
     trainable projections); returns the param groups of what they own."""
@@ -224,6 +235,7 @@ def setup_run(recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelera
         write_run_files(check, recipe, mode.labels())
     adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
+    setup_pooling(recipe, model, accelerator)
     groups += setup_terms(recipe, terms, model)
     trainable, total = count_parameters(model)
     n_steps = total_steps(recipe, mode.steps_per_epoch)

@@ -87,6 +87,11 @@ class RunMode(ABC):
         and return what it adds to ``summary.json``."""
         return {}
 
+    def split_examples(self, split: str) -> list[dict[str, Any]] | None:
+        """The encoded examples of ``split`` when the run has one model input format (a single
+        task; used to time models on the same batches), else None."""
+        return None
+
     def eval_collator(self) -> Collator:
         return Collator(pad_token_id=self.tokenizer.pad_token_id)
 

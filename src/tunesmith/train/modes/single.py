@@ -85,6 +85,9 @@ class SingleTask(RunMode):
     def has(self, split: str) -> bool:
         return bool(getattr(self.data, split))
 
+    def split_examples(self, split: str) -> list[dict[str, Any]] | None:
+        return getattr(self.data, split) or None
+
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         return evaluate(
             model,
