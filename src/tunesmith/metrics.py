@@ -29,6 +29,7 @@ __all__ = [
     "accuracy",
     "classification_metrics",
     "compute_metrics",
+    "confusion_matrix",
     "entity_f1",
     "entity_spans",
     "exact_match",
@@ -267,6 +268,17 @@ def classification_metrics(preds: Any, labels: Any) -> dict[str, float]:
         num_labels = p.shape[1]
         p = p.argmax(axis=-1)
     return {"accuracy": accuracy(p, labels), "macro_f1": macro_f1(p, labels, num_labels)}
+
+
+def confusion_matrix(
+    preds: Sequence[int], labels: Sequence[int], num_labels: int
+) -> list[list[int]]:
+    """``m[i][j]`` = how many examples of gold label id ``i`` were predicted as ``j``
+    (rows: gold, columns: predicted; every row sums to that label's support)."""
+    m = [[0] * num_labels for _ in range(num_labels)]
+    for p, y in zip(preds, labels, strict=True):
+        m[int(y)][int(p)] += 1
+    return m
 
 
 def generation_metrics(

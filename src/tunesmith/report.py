@@ -185,7 +185,8 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
 
 
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
-    rows = _flatten({k: v for k, v in summary.items() if k != "distill"})  # own section
+    own_section = {"distill", "confusion"}
+    rows = _flatten({k: v for k, v in summary.items() if k not in own_section})
     trainable, total = rows.get("trainable_params"), rows.get("total_params")
     if _is_number(trainable) and _is_number(total) and total:
         rows["trainable %"] = 100.0 * trainable / total
@@ -223,6 +224,26 @@ def _distill_lines(d: dict[str, Any]) -> list[str]:
             f"| {_fmt(d['teacher_s'])} | {_fmt(d['student_s'])} "
             f"| {d['speedup']:.2f}x faster |"
         )
+    return lines
+
+
+def _confusion_lines(confusion: dict[str, Any], limit: int = 20) -> list[str]:
+    """One table per split: rows are gold labels, columns predicted labels (label names)."""
+    lines: list[str] = []
+    for split, c in confusion.items():
+        names, matrix = c.get("labels") or [], c.get("matrix") or []
+        if not matrix or len(names) != len(matrix):
+            continue
+        if len(names) > limit:
+            lines += ["", f"{split}: {len(names)} labels (more than {limit}; see summary.json)"]
+            continue
+        lines += ["", f"{split} (rows: gold, columns: predicted):", ""]
+        lines += ["| gold \\ predicted | " + " | ".join(map(str, names)) + " |"]
+        lines += ["|---" * (len(names) + 1) + "|"]
+        lines += [
+            f"| {n} | " + " | ".join(map(str, row)) + " |"
+            for n, row in zip(names, matrix, strict=True)
+        ]
     return lines
 
 
@@ -312,6 +333,11 @@ def write_report(run_dir: Path | str, title: str | None = None) -> Path:
     final = _final_lines(records, summary)
     if final:
         md += ["", "## Final metrics", "", *final]
+
+    if summary and isinstance(summary.get("confusion"), dict):
+        confusion = _confusion_lines(summary["confusion"])
+        if confusion:
+            md += ["", "## Confusion matrix", *confusion]
 
     labels = _label_lines(run_dir)
     if labels:

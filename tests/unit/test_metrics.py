@@ -14,6 +14,7 @@ from tunesmith.metrics import (
     METRICS,
     accuracy,
     compute_metrics,
+    confusion_matrix,
     entity_f1,
     entity_spans,
     exact_match,
@@ -222,3 +223,12 @@ def test_compute_metrics_generation_tasks():
 def test_compute_metrics_unknown_task_is_a_config_error():
     with pytest.raises(ConfigError, match="sequence_classification"):
         compute_metrics("regression", preds=[1.0], labels=[1.0])
+
+
+def test_confusion_matrix_by_hand():
+    # gold 0,0,1,2,2,2 predicted 0,1,1,2,0,2 -> rows gold, columns predicted
+    m = confusion_matrix([0, 1, 1, 2, 0, 2], [0, 0, 1, 2, 2, 2], 3)
+    assert m == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert confusion_matrix([], [], 2) == [[0, 0], [0, 0]]
+    with pytest.raises(ValueError):
+        confusion_matrix([0], [0, 1], 2)

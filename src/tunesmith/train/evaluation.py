@@ -25,7 +25,7 @@ from torch import nn
 
 from tunesmith.data.labels import LabelVocab
 from tunesmith.errors import ConfigError
-from tunesmith.metrics import LOWER_IS_BETTER, compute_metrics
+from tunesmith.metrics import LOWER_IS_BETTER, compute_metrics, confusion_matrix
 from tunesmith.tasks import IGNORE_INDEX, task_kind
 
 
@@ -97,6 +97,49 @@ def _local_results(model, examples, collator, task, batch_size, accelerator):
     return {"preds": preds, "labels": labels, "nll": nll, "count": count}
 
 
+@dataclass
+class Evaluation:
+    """Metrics of one split, and for single-label classification the confusion matrix
+    (``confusion[gold][predicted]`` over label ids, :func:`~tunesmith.metrics.confusion_matrix`)."""
+
+    metrics: dict[str, float]
+    confusion: list[list[int]] | None = None
+    labels: list[str] | None = None  # the confusion matrix's label names, in id order
+
+
+def evaluate_detailed(
+    model: nn.Module,
+    examples: list[dict],
+    collator: Collate,
+    task: str,
+    vocab: LabelVocab | None,
+    accelerator: Accelerator,
+    batch_size: int,
+) -> Evaluation:
+    """:func:`evaluate`, with the confusion matrix where the task has one (all processes call it)."""
+    if any("labels" not in ex for ex in examples[:1]):
+        raise ValueError("evaluation needs labelled examples")
+    was_training = model.training
+    parts = gather_object(
+        [_local_results(model, examples, collator, task, batch_size, accelerator)]
+    )
+    model.train(was_training)
+    preds = [p for part in parts for p in part["preds"]]
+    labels = [y for part in parts for y in part["labels"]]
+    kind = task_kind(task)
+    if kind.generative:
+        count = sum(part["count"] for part in parts)
+        mean_nll = sum(part["nll"] for part in parts) / max(count, 1)
+        return Evaluation(compute_metrics(task, preds=None, labels=None, mean_nll=mean_nll))
+    id2label = vocab.id2label if vocab is not None else None
+    metrics = compute_metrics(task, preds=preds, labels=labels, id2label=id2label)
+    metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+    if kind.per_token or vocab is None:
+        return Evaluation(metrics)
+    names = list(vocab.named_id2label.values())
+    return Evaluation(metrics, confusion_matrix(preds, labels, len(names)), names)
+
+
 def evaluate(
     model: nn.Module,
     examples: list[dict],
@@ -107,22 +150,9 @@ def evaluate(
     batch_size: int,
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``examples`` (all processes take part; every process gets them)."""
-    if any("labels" not in ex for ex in examples[:1]):
-        raise ValueError("evaluation needs labelled examples")
-    was_training = model.training
-    parts = gather_object(
-        [_local_results(model, examples, collator, task, batch_size, accelerator)]
-    )
-    model.train(was_training)
-    preds = [p for part in parts for p in part["preds"]]
-    labels = [y for part in parts for y in part["labels"]]
-    if task_kind(task).generative:
-        count = sum(part["count"] for part in parts)
-        mean_nll = sum(part["nll"] for part in parts) / max(count, 1)
-        return compute_metrics(task, preds=None, labels=None, mean_nll=mean_nll)
-    id2label = vocab.id2label if vocab is not None else None
-    metrics = compute_metrics(task, preds=preds, labels=labels, id2label=id2label)
-    return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+    return evaluate_detailed(
+        model, examples, collator, task, vocab, accelerator, batch_size
+    ).metrics
 
 
 MEAN_KEY = "mean"

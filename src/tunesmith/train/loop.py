@@ -252,11 +252,17 @@ def finish(run: Run) -> dict[str, Any]:
     if run.dev_at_start is not None:
         summary["dev_at_start"] = run.dev_at_start
     summary.update(run.mode.finish(run.raw_model, best))
+    confusion = {}
     for split in ("dev", "test"):
         if run.mode.has(split):
-            summary[split] = run.mode.evaluate(run.raw_model, split)
+            result = run.mode.evaluate_detailed(run.raw_model, split)
+            summary[split] = result.metrics
+            if result.confusion is not None:  # rows: gold label, columns: predicted
+                confusion[split] = {"labels": result.labels, "matrix": result.confusion}
             if run.logger:
                 run.logger.log(scored_step, f"final_{split}", summary[split])
+    if confusion:
+        summary["confusion"] = confusion
     if run.recipe.distill is not None:  # how the student compares with its teacher
         summary["distill"] = distill_results(run, summary)
         for line in describe_results(summary["distill"]):

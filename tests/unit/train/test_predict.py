@@ -183,3 +183,13 @@ def test_label_names_reach_predict_best_config_and_report(tiny_models, tiny_data
     assert (
         "| id | label | name |\n|---|---|---|\n| 0 | 0 | negative |\n| 1 | 1 | positive |" in report
     )
+    # ... and the confusion matrix (summary.json and report.md), rows gold, columns predicted
+    dev_matrix = summary["confusion"]["dev"]
+    assert dev_matrix["labels"] == ["negative", "positive"]
+    m = dev_matrix["matrix"]
+    assert sum(map(sum, m)) == len(dev)
+    assert [sum(row) for row in m] == [sum(r["label"] == y for r in dev) for y in ("0", "1")]
+    assert (m[0][0] + m[1][1]) / len(dev) == pytest.approx(summary["dev"]["accuracy"])
+    assert "## Confusion matrix" in report
+    assert "| gold \\ predicted | negative | positive |" in report
+    assert f"| negative | {m[0][0]} | {m[0][1]} |" in report

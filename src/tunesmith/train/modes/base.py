@@ -26,6 +26,7 @@ from tunesmith.config import Recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.models import align_pad_token
+from tunesmith.train.evaluation import Evaluation
 
 Plan = list[list[list[int]]]
 """One epoch of this process's optimiser steps: steps -> micro-batches -> example indices."""
@@ -86,6 +87,11 @@ class RunMode(ABC):
         """At the end of training, with the best weights loaded: export what the mode exports
         and return what it adds to ``summary.json``."""
         return {}
+
+    def evaluate_detailed(self, model: nn.Module, split: str) -> Evaluation:
+        """:meth:`evaluate` plus what the report shows beyond the metrics (a confusion matrix
+        where the mode has one label set); by default the metrics only."""
+        return Evaluation(self.evaluate(model, split))
 
     def split_examples(self, split: str) -> list[dict[str, Any]] | None:
         """The encoded examples of ``split`` when the run has one model input format (a single

@@ -19,7 +19,7 @@ from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import Datasets, build_datasets
 from tunesmith.errors import ConfigError
 from tunesmith.tasks.causal_lm import attends_within_examples
-from tunesmith.train.evaluation import default_metric, evaluate
+from tunesmith.train.evaluation import Evaluation, default_metric, evaluate_detailed
 from tunesmith.train.modes.base import Labels, Plan, RunMode, load_hf_model
 
 
@@ -89,7 +89,10 @@ class SingleTask(RunMode):
         return getattr(self.data, split) or None
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        return evaluate(
+        return self.evaluate_detailed(model, split).metrics
+
+    def evaluate_detailed(self, model: nn.Module, split: str) -> Evaluation:
+        return evaluate_detailed(
             model,
             getattr(self.data, split),
             self.eval_collator(),
