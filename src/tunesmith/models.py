@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tunesmith.embedded import EMBEDDED
+from tunesmith.embedded import EMBEDDED, embedded_name
 from tunesmith.errors import ModelError
 from tunesmith.paths import looks_like_path
 from tunesmith.pooling import CONFIG_KEY, apply_pooling, current_pooling
@@ -77,7 +77,25 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
             f"embedded model ({', '.join(EMBEDDED.names())}) or a folder saved with "
             "save_pretrained"
         )
+    embedded = embedded_name(name)
+    if embedded in EMBEDDED and hub_offline() and not _in_hub_cache(name):
+        logger.info("model %r: the hub is offline; using the embedded copy %r", name, embedded)
+        return EMBEDDED.get(embedded)()
     return name
+
+
+def hub_offline() -> bool:
+    """Whether the model hub is switched off (``HF_HUB_OFFLINE``, now or at import)."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def _in_hub_cache(model_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
 
 
 # weights or state files that are Python pickles (loading one can run code): never loaded
@@ -124,10 +142,9 @@ def _load_errors(name: str, resolved: str) -> Iterator[None]:
                 f"cannot load model {name!r} from {resolved}: {reason} (is it a folder written "
                 "by save_pretrained, with config.json, weights and tokenizer files?)"
             ) from exc
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         hub = (
             "HF_HUB_OFFLINE is set, so the model hub is not asked and it is not in the local cache"
-            if offline
+            if hub_offline()
             else "the model hub is unreachable or has no such id"
         )
         raise ModelError(

@@ -34,6 +34,7 @@ from tunesmith.tasks import task_kind
 
 __all__ = [
     "ARCHS",
+    "mirror_in_hub_cache",
     "NER_TAGS",
     "SENT_LABELS",
     "SPECIAL_TOKENS",
@@ -270,3 +271,20 @@ def write_st_pooling(path: str | Path, mode: str = "mean") -> Path:
     flags[named.get(mode, mode)] = True
     (path / "1_Pooling" / "config.json").write_text(json.dumps(flags))
     return path
+
+
+def mirror_in_hub_cache(cache: str | Path, repo_id: str, folder: str | Path) -> Path:
+    """Make model folder ``folder`` look like hub model ``repo_id`` downloaded into the hub cache
+    ``cache`` (``models--owner--name/refs/main`` + ``snapshots/<rev>/`` with links to the files),
+    so ``from_pretrained(repo_id, cache_dir=cache)`` -- or ``HF_HUB_CACHE=cache`` -- finds it
+    offline. Returns the snapshot folder."""
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    revision = "0" * 40
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    for file in Path(folder).iterdir():
+        if not (snapshot / file.name).exists():
+            (snapshot / file.name).symlink_to(file.resolve())
+    return snapshot

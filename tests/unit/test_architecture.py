@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("adapters", {"adapters"}),
     ("objectives", {"objectives", "distill"}),
     ("train", {"train", "report"}),
-    ("drivers", {"continual", "predict"}),
+    ("drivers", {"continual", "predict", "push"}),
     ("api", {"cli", "__main__", "__init__"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}

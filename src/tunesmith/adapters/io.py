@@ -4,7 +4,8 @@ A saved adapter is a folder with
 
 * ``adapter_model.safetensors``: the adapter's tensors (and the task head's, if included);
 * ``tunesmith_adapter.json``: the adapter name, its full config (``type`` + fields), the modules
-  it hooks, the head modules saved, and the base model's identity
+  it hooks, the head modules saved, the base's hub id (``base_model``; an embedded model's
+  :data:`~tunesmith.embedded.HUB_IDS` entry) and the base model's identity
   (:func:`tunesmith.models.model_identity` of the model without its adapters) and weights digest
   (:func:`base_weights_digest`);
 * for methods with a PEFT format (LoRA, IA3) also PEFT's ``adapter_config.json``, with tensors under PEFT's key names
@@ -34,7 +35,12 @@ from tunesmith.adapters.model import (
     delete_adapter,
     load_adapter_state_dict,
 )
-from tunesmith.adapters.peft_format import PEFT_PREFIX, from_peft_config, to_peft_config
+from tunesmith.adapters.peft_format import (
+    PEFT_PREFIX,
+    base_model_id,
+    from_peft_config,
+    to_peft_config,
+)
 from tunesmith.adapters.targets import SLOT, head_modules
 from tunesmith.configschema import to_dict
 from tunesmith.errors import ModelError, reading
@@ -105,7 +111,10 @@ def save_adapter(
         "modules": info.modules,
         "head": heads,
         "peft_format": peft_format,
+        # ``base.name_or_path`` is what tunesmith loads (an embedded name stays one, so the
+        # weights digest below matches offline); ``base_model`` what the hub and PEFT call it
         "base": base_identity(model),
+        "base_model": base_model_id(model),
         # the base's weights, not only its config: the same architecture with other weights
         # (a replaced base folder) would give silently wrong predictions
         "base_weights_digest": base_weights_digest(model),

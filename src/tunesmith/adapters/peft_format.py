@@ -21,9 +21,17 @@ from transformers.pytorch_utils import Conv1D
 
 from tunesmith.adapters.base import AdapterInfo
 from tunesmith.adapters.methods import METHODS, AdapterMethod, PeftMapping, method_of
+from tunesmith.embedded import hub_id
 from tunesmith.errors import ModelError
 
-__all__ = ["PEFT_PREFIX", "from_peft_config", "peft_methods", "peft_task_type", "to_peft_config"]
+__all__ = [
+    "PEFT_PREFIX",
+    "base_model_id",
+    "from_peft_config",
+    "peft_methods",
+    "peft_task_type",
+    "to_peft_config",
+]
 
 PEFT_PREFIX = "base_model.model."
 
@@ -47,6 +55,13 @@ def peft_task_type(model: nn.Module) -> str | None:
     return next((task for suffix, task in _TASKS if name.endswith(suffix)), None)
 
 
+def base_model_id(model: nn.Module) -> str | None:
+    """What PEFT and the model hub call ``model``'s base: the hub id of an embedded model
+    (``minilm`` -> ``sentence-transformers/all-MiniLM-L6-v2``), else its ``name_or_path``."""
+    name = getattr(model.config, "name_or_path", None) or None
+    return (hub_id(name) or name) if name else None
+
+
 def to_peft_config(model: nn.Module, info: AdapterInfo, heads: list[str]) -> dict[str, Any]:
     """``adapter_config.json`` content for an adapter of a PEFT-format method, in PEFT's format."""
     mapping = method_of(info.config).peft
@@ -57,7 +72,7 @@ def to_peft_config(model: nn.Module, info: AdapterInfo, heads: list[str]) -> dic
     return {
         "peft_type": mapping.peft_type,
         "task_type": peft_task_type(model),
-        "base_model_name_or_path": getattr(model.config, "name_or_path", None) or None,
+        "base_model_name_or_path": base_model_id(model),
         "revision": None,
         "inference_mode": True,
         "target_modules": sorted(info.modules),

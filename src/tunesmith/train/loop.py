@@ -37,6 +37,7 @@ from tunesmith.train.checkpoint import (
 )
 from tunesmith.train.distill_results import describe_results, distill_results
 from tunesmith.train.logging import MetricsLogger
+from tunesmith.train.modelcard import write_model_card
 from tunesmith.train.runfolder import RunLock, atomic_write_json, disk_bytes, trim_metrics
 from tunesmith.train.setup import Run, make_accelerator, setup_run
 
@@ -272,6 +273,7 @@ def finish(run: Run) -> dict[str, Any]:
         summary["disk_bytes"] = disk_bytes(run.run_dir)
         atomic_write_json(run.run_dir / "summary.json", summary)
         write_report(run.run_dir, title=f"tunesmith run: {run.run_dir.name}")
+        write_model_card(run.run_dir, run.recipe)  # best/README.md
         print(f"run folder: {summary['disk_bytes'] / 1e6:,.1f} MB on disk", flush=True)
     return summary
 
