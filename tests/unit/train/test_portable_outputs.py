@@ -172,3 +172,26 @@ def test_card_tags_name_distillation_and_continual_methods(tmp_path):
     assert meta["tags"] == ["tunesmith", CLS, "houlsby", "adapter", "distillation"]
     ewc = parse_recipe(base, ["objectives=[{name: ewc, params: {state: s.safetensors}}]"])
     assert "continual" in card_metadata(read_facts(tmp_path, ewc))["tags"]
+
+
+@pytest.mark.parametrize(
+    "name,hub",
+    [
+        ("minilm", "sentence-transformers/all-MiniLM-L6-v2"),
+        ("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+        ("./some/folder", "./some/folder"),  # not embedded: named as it was given
+    ],
+)
+def test_peft_config_names_an_embedded_base_by_its_hub_id(name, hub):
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.adapters import LoraConfig, add_adapter
+    from tunesmith.adapters.base import state_of
+    from tunesmith.adapters.peft_format import to_peft_config
+    from tunesmith.testing import tiny_config
+
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", 64))
+    model.config.name_or_path = name
+    add_adapter(model, "a", LoraConfig(r=2))
+    assert to_peft_config(model, state_of(model).get("a"), [])["base_model_name_or_path"] == hub
+    assert embedded.embedded_name(hub) == (name if name in embedded.HUB_IDS else None)
