@@ -38,6 +38,7 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "align_pad_token",
     "count_parameters",
+    "hub_offline",
     "load_model",
     "load_tokenizer",
     "model_identity",

@@ -232,11 +232,15 @@ def _summary_lines(facts: RunFacts) -> list[str]:
         f"tunesmith through {_method(facts)}."
     ]
     if s.get("steps") is not None:
-        best = f"; the kept weights are from step {s['best_step']}" if s.get("best_step") else ""
+        best = (
+            f"; the kept weights are from step {s['best_step']}, chosen by dev "
+            f"`{s.get('metric', '?')}`"
+            if s.get("best_step")
+            else "; the kept weights are the last step's"
+        )
         lines.append(
             f"Trained {s['steps']:,} steps ({s.get('epochs', '?')} epochs) on "
-            f"{s.get('train_examples', 0):,} examples{best}, chosen by dev "
-            f"`{s.get('metric', '?')}`."
+            f"{s.get('train_examples', 0):,} examples{best}."
         )
     if recipe.distill is not None:
         lines.append(f"Distilled from the teacher `{recipe.distill.teacher}`.")
