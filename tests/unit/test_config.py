@@ -119,6 +119,10 @@ def test_duplicate_keys_name_the_key_and_line(tmp_path):
     }  # merge keys may be overridden
     path.write_text("a: 1\nb: {x: 1}\nc: {x: 2}\n")  # the same key in different mappings is fine
     assert read_yaml_mapping(path)["c"] == {"x": 2}
+    path.write_bytes(b"model: minilm\ntrain: {epochs: 1}\x00\n")  # reliability fuzz: NUL byte
+    with pytest.raises(ConfigError, match=r"r\.yaml: invalid YAML") as err:
+        read_yaml_mapping(path)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -131,6 +135,8 @@ def test_duplicate_keys_name_the_key_and_line(tmp_path):
         ("train.max_steps=0", "train.max_steps"),
         ("train.num_workers=-1", "train.num_workers"),
         ("data.max_target_length=0", "data.max_target_length"),
+        ("train.epochs=0", "train.epochs"),  # also beside max_steps (reliability fuzz)
+        ("model=''", "model: is empty"),
     ],
 )
 def test_non_finite_numbers_and_non_positive_counts(override, key):

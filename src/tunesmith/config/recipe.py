@@ -70,6 +70,10 @@ class Recipe:
 
     def validate(self, path: str) -> None:
         check_choice("task", self.task, [*TASKS.names(), MULTI_HEAD])
+        if self.model is not None and not str(self.model).strip():
+            raise ConfigError(
+                "model", "is empty", "give an embedded model name, a hub id or a folder"
+            )
         kind = TASKS.get(self.task) if self.task in TASKS else None
         if self.task == MULTI_HEAD or self.text_to_text:
             self.validate_tasks()
@@ -267,7 +271,8 @@ def read_yaml_mapping(path: Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError("", f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
+        raise ConfigError("", f"{where}: invalid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path}: a recipe must be a YAML mapping")
     return data

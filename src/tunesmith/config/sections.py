@@ -265,8 +265,8 @@ class TrainConfig:
                 raise ConfigError(f"{path}.{name}", f"must be >= 1, got {value}", hint)
         if self.num_workers < 0:
             raise ConfigError(f"{path}.num_workers", f"must be >= 0, got {self.num_workers}")
-        if self.epochs <= 0 and not self.max_steps:
-            raise ConfigError(f"{path}.epochs", "must be > 0 (or set max_steps)")
+        if not self.epochs > 0:  # also when max_steps overrides it: 0 passes is never meant
+            raise ConfigError(f"{path}.epochs", f"must be > 0, got {self.epochs}")
 
 
 @dataclass

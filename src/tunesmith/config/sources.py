@@ -31,6 +31,8 @@ def check_model_source(key: str, name: str | None) -> None:
     exist, or names a folder (or a run folder's ``best/``) with only pickle weights."""
     if name is None:
         return
+    if not str(name).strip():
+        raise ConfigError(key, "is empty", "give an embedded model name, a hub id or a folder")
     path = Path(name).expanduser()
     if not path.exists():
         if looks_like_path(name):

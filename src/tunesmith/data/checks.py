@@ -10,7 +10,8 @@ records as read, before any model loads (``tunesmith validate`` runs them too):
 * with ``data.labels`` declared, any other label is an error;
 * without it, a label with non-printable characters (a BOM, a tab, a control character) is an
   error, and so is a class seen only :data:`RARE_MAX` times or fewer in a training file of at
-  least :data:`RARE_MIN_EXAMPLES` examples (``data.allow_rare_labels: true`` accepts them);
+  least :data:`RARE_MIN_EXAMPLES` examples (tags, for token tasks; ``data.allow_rare_labels: true``
+  accepts them);
 * a dev/test label the training split lacks, and an empty split, are errors.
 """
 
@@ -99,7 +100,8 @@ def check_rare_labels(
 ) -> None:
     """A class seen at most :data:`RARE_MAX` times in a training file of at least
     :data:`RARE_MIN_EXAMPLES` examples is an error naming where it occurs."""
-    if len(records) < RARE_MIN_EXAMPLES:
+    examples = sum(counts.values()) if per_token else len(records)  # token tasks: tags
+    if examples < RARE_MIN_EXAMPLES:
         return
     rare = sorted((n, label) for label, n in counts.items() if n <= RARE_MAX)
     if not rare:
@@ -113,7 +115,8 @@ def check_rare_labels(
     shown = ", ".join(f"{label!r} ({n}x, first at {seen[label]})" for n, label in rare[:5])
     more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
     raise DataError(
-        f"rare label(s) in the training data: {shown}{more}, among {len(records)} examples; a "
+        f"rare label(s) in the training data: {shown}{more}, among {examples} "
+        f"{'tags' if per_token else 'examples'}; a "
         "class seen once or twice is usually a malformed line (a missing label, a wrong "
         "separator); fix those lines, or, if they are real classes, list the label set in "
         "data.labels or set data.allow_rare_labels: true"

@@ -204,3 +204,20 @@ def test_label_names_name_labels_and_refuse_unknown_keys(tmp_path: Path) -> None
     bad = recipe(tmp_path, label_names={"neutral": "meh"})
     with pytest.raises(ConfigError, match=r"names labels \['neutral'\] .* are \['neg', 'pos'\]"):
         build_vocab(bad, load_raw_splits(bad))
+
+
+def test_a_truncated_tag_in_a_small_conll_file_is_an_error(tmp_path: Path) -> None:
+    # reliability fuzz: a CoNLL file cut mid-tag ('B-PO' from 'B-PER') in a file of few sentences
+    sentence = "John\tB-PER\nlives\tO\nin\tO\nParis\tB-LOC\n"
+    write(tmp_path / "train.conll", (sentence + "\n") * 6 + "Mary\tB-PO")
+    with pytest.raises(DataError, match=r"rare label.*'B-PO' \(1x, first at .*train\.conll:31"):
+        load_raw_splits(recipe(tmp_path, "train.conll", "conll", task="token_classification"))
+    write(tmp_path / "train.conll", (sentence + "\n") * 6)  # the same file whole reads
+    assert (
+        len(
+            load_raw_splits(recipe(tmp_path, "train.conll", "conll", task="token_classification"))[
+                "train"
+            ]
+        )
+        == 6
+    )
