@@ -66,7 +66,7 @@ def kill_moment(kind: str, rng: random.Random, ref: Reference, run: Path):
             return time.monotonic() - t0 >= delay and _tmp_exists(run, pattern)
 
         return cond, f"inside a {kind} write after +{delay:.2f}s"
-    delay = rng.uniform(0.0, 1.1) * ref.wall_s
+    delay = rng.uniform(0.0, 0.95) * ref.wall_s  # before the reference run ends
     return (lambda: time.monotonic() - t0 >= delay), f"random +{delay:.2f}s"
 
 
