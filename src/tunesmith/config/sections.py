@@ -34,7 +34,7 @@ class SplitSource:
     split: str | None = fld(
         None,
         "dataset: which split to read (default: this split's name; dev also finds "
-        "validation; a dataset with one split gives it to data.train)",
+        "validation; a dataset with one split, e.g. one data file, gives that split)",
     )
     revision: str | None = fld(None, "dataset: hub revision (branch, tag or commit)")
     format: str | None = fld(

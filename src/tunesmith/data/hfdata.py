@@ -128,7 +128,7 @@ def _local(name: str, root: Path) -> Path | None:
 
 def _pick_split(obj, wanted: str | None, split: str, key: str):
     """The Dataset of ``split`` in a DatasetDict (by ``wanted``, else the split's usual names;
-    a single-split dataset gives it to train)."""
+    a single-split dataset, e.g. one data file, gives its only split)."""
     if not hasattr(obj, "keys"):
         return obj, wanted or split
     names = list(obj.keys())
@@ -139,7 +139,7 @@ def _pick_split(obj, wanted: str | None, split: str, key: str):
     for candidate in SPLIT_NAMES[split]:
         if candidate in obj:
             return obj[candidate], candidate
-    if split == "train" and len(names) == 1:
+    if len(names) == 1:
         return obj[names[0]], names[0]
     raise DataError(
         f"{key}: the dataset has splits {names} and none is called "

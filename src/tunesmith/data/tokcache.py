@@ -41,7 +41,11 @@ def tokenizer_digest(tokenizer: Any) -> str:
     h = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        state = json.loads(backend.to_str())
+        # truncation / padding are set per call by the encoders (the tokenizer keeps the last
+        # call's), so they say nothing about the output: max_length is in the data settings
+        state.pop("truncation", None), state.pop("padding", None)
+        h.update(json.dumps(state, sort_keys=True).encode())
     else:  # a slow tokenizer: datasets' own hashing (dill) of the object
         from datasets.fingerprint import Hasher
 
