@@ -36,16 +36,25 @@ class Uncacheable(Exception):
     """The records or their encodings do not fit one Arrow table (mixed types, varying keys)."""
 
 
+def _stable_state(serialised: str) -> str:
+    """A fast tokenizer's JSON without its ``truncation`` / ``padding`` state: the encoders set
+    them per call (the tokenizer keeps the last call's), so they say nothing about the output
+    (max_length is in the data settings). They come first in the serialisation, before
+    ``added_tokens``; cutting there avoids re-serialising a large vocabulary."""
+    cut = serialised.find('"added_tokens":')
+    if cut >= 0:
+        return serialised[cut:]
+    state = json.loads(serialised)
+    state.pop("truncation", None), state.pop("padding", None)
+    return json.dumps(state, sort_keys=True)
+
+
 def tokenizer_digest(tokenizer: Any) -> str:
     """A digest of everything about ``tokenizer`` that changes its output."""
     h = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        state = json.loads(backend.to_str())
-        # truncation / padding are set per call by the encoders (the tokenizer keeps the last
-        # call's), so they say nothing about the output: max_length is in the data settings
-        state.pop("truncation", None), state.pop("padding", None)
-        h.update(json.dumps(state, sort_keys=True).encode())
+        h.update(_stable_state(backend.to_str()).encode())
     else:  # a slow tokenizer: datasets' own hashing (dill) of the object
         from datasets.fingerprint import Hasher
 
