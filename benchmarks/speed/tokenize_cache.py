@@ -98,7 +98,7 @@ def main() -> None:
     imports = statistics.median(r["import_datasets_seconds"] for r in runs["dataset warm"])
     result = {
         "recipe": str(RECIPE.relative_to(ROOT)),
-        "examples": runs["file"][0],
+        "examples": {k: runs["file"][0][k] for k in ("train", "dev")},
         "repeats": args.repeats,
         "median_seconds": medians,  # build_datasets: read, check, split, tokenise
         "median_import_datasets_seconds": imports,  # paid once per process by dataset sources
