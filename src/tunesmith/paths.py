@@ -1,7 +1,10 @@
 """Where tunesmith looks for data and caches, and where a recipe's data path points.
 
 * Data root: ``$TUNESMITH_DATA`` if set, else ``../shared/data`` beside the project (the workplace's
-  real datasets). Relative data paths in recipes resolve against it.
+  real datasets).
+* One path rule for a recipe's relative paths (data files, ``dataset:`` folders, ``model:`` and
+  ``distill.teacher:`` folders): the recipe file's folder first, then the data root
+  (:func:`locate`); model folders, as before, also the current directory.
 * Cache: ``$TUNESMITH_CACHE`` if set, else ``~/.cache/tunesmith`` (converted models, tokenised data).
 """
 
@@ -62,6 +65,20 @@ def resolve_path(path: str, root: Path) -> Path:
         return found
     p = Path(path).expanduser()
     return p if p.is_absolute() else root / p
+
+
+def locate(path: str, bases: list[Path]) -> Path | None:
+    """The first ``base / path`` that exists (``path`` itself when absolute or ``~``), else None.
+
+    Why: a recipe's relative path means "beside the recipe" for a user's own project and "under the
+    data root" for the shipped recipes; trying both in that order serves both without a flag."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p if p.exists() else None
+    for base in bases:
+        if (base / p).exists():
+            return (base / p).resolve()
+    return None
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2" or "org/name"

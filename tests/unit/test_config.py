@@ -52,7 +52,6 @@ def test_overrides_apply_with_yaml_types():
             "data.split.dev",
             "explicitly",
         ),
-        ({"data": {"dev": "y"}}, "data.train", "required"),
         ({"objectives": [{"weight": 1.0}]}, "objectives[0].name", "required"),
         ({"train": {"batch_size": True}}, "train.batch_size", "integer"),
     ],
@@ -62,6 +61,21 @@ def test_errors_name_the_key_and_hint(over, key, words):
         recipe(**over)
     assert str(err.value).startswith(key + ":")
     assert words in str(err.value)
+
+
+def test_missing_train_is_an_error_when_the_data_is_read():
+    """``data.train`` may be left out of a recipe when the training examples are passed in from
+    Python (issue 15); without them reading the data (``train``, ``validate``) refuses, naming
+    the key and both ways to give it. (This was a parse-time error before.)"""
+    from tunesmith.data.pipeline import check_data, load_raw_splits
+
+    r = recipe(data={"dev": "y"})
+    assert r.data.train is None
+    for read in (check_data, load_raw_splits):
+        with pytest.raises(ConfigError) as err:
+            read(r)
+        assert str(err.value).startswith("data.train: required key is missing")
+        assert "datasets=" in str(err.value)
 
 
 def test_missing_model_key():

@@ -22,6 +22,7 @@ from tunesmith.config.recipe import (
     load_recipe,
     parse_recipe,
     read_yaml_mapping,
+    resolve_recipe_paths,
 )
 from tunesmith.config.sections import (
     DataConfig,
@@ -70,4 +71,5 @@ __all__ = [
     "load_recipe",
     "parse_recipe",
     "read_yaml_mapping",
+    "resolve_recipe_paths",
 ]

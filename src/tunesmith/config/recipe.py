@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,10 @@ from tunesmith.config.sections import (
 from tunesmith.config.sources import check_model_source
 from tunesmith.configschema import apply_overrides, build, fld, to_dict
 from tunesmith.errors import ConfigError
-from tunesmith.paths import resolve_path
+from tunesmith.paths import locate, looks_like_path, resolve_path
 from tunesmith.registry import OBJECTIVES, TASKS
+
+logger = logging.getLogger(__name__)
 
 MULTI_HEAD = "multi_head"
 """``task: multi_head``: several tasks, one head each on a shared encoder (not a task kind)."""
@@ -201,6 +204,44 @@ class Recipe:
         return self.model if self.model is not None else self.distill.teacher
 
 
+def _beside(value: str | None, bases: list[Path], key: str) -> str | None:
+    """``value`` made absolute when it is a relative path found under one of ``bases`` (the
+    recipe's folder first); unchanged otherwise (then it resolves as before: data paths against
+    the data root, model paths against the current directory)."""
+    if value is None or value.startswith("embedded:") or Path(value).expanduser().is_absolute():
+        return value
+    found = locate(value, bases)
+    if found is None:
+        return value
+    logger.info("%s: %s resolves to %s", key, value, found)
+    return str(found)
+
+
+def resolve_recipe_paths(recipe: Recipe, folder: Path) -> Recipe:
+    """Apply the one path rule to a recipe read from ``folder``: a relative data path, dataset
+    folder or ``data.root`` found beside the recipe file becomes that absolute path (others keep
+    resolving under the data root); a ``model`` / ``distill.teacher`` path (``./x``, ``../x``,
+    ``a/b/c``) is looked up beside the recipe, then under the data root, then (as before) in the
+    current directory. The saved ``config.yaml`` then names what the run really read."""
+    folder = folder.resolve()
+    datas = [("data", recipe.data)] if recipe.data is not None else []
+    datas += [(f"tasks[{i}].data", t.data) for i, t in enumerate(recipe.tasks)]
+    for key, data in datas:
+        if data.root is not None:
+            data.root = _beside(data.root, [folder], f"{key}.root")
+        for split in ("train", "dev", "test"):
+            src = getattr(data, split)
+            if src is not None:
+                src.path = _beside(src.path, [folder], f"{key}.{split}.path")
+                src.dataset = _beside(src.dataset, [folder], f"{key}.{split}.dataset")
+    root = (recipe.data or DataConfig()).root_path()
+    for key, owner in (("model", recipe), ("teacher", recipe.distill)):
+        value = getattr(owner, key, None) if owner is not None else None
+        if value is not None and looks_like_path(value):
+            setattr(owner, key, _beside(value, [folder, root], key))
+    return recipe
+
+
 def check_files(recipe: Recipe) -> None:
     """Every data file the recipe names must exist (fails before any model loads)."""
     if recipe.tasks:
@@ -210,11 +251,12 @@ def check_files(recipe: Recipe) -> None:
     root = recipe.data.root_path()
     for split in ("train", "dev", "test"):
         src = getattr(recipe.data, split)
-        if src is None:
+        if src is None or src.path is None:  # dataset sources are checked when read
             continue
         resolved = resolve_path(src.path, root)
         if not resolved.exists():
             hint = (
+                "relative paths are looked up beside the recipe file, then under the data root: "
                 "set TUNESMITH_DATA or data.root to the folder holding the datasets"
                 if not Path(src.path).is_absolute()
                 else "check the path"
@@ -288,6 +330,7 @@ def load_recipe(
         recipe = parse_recipe(data, overrides)
     except ConfigError as exc:
         raise ConfigError("", f"{path}: {exc}") from None
+    resolve_recipe_paths(recipe, path.parent)
     if check_paths:
         check_files(recipe)
         check_model_sources(recipe)

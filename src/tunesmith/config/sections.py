@@ -16,12 +16,27 @@ from tunesmith.registry import FORMATS
 
 @dataclass
 class SplitSource:
-    """Where one split's examples come from and how to read them."""
+    """Where one split's examples come from and how to read them: a file or folder read by
+    tunesmith's readers (``path``), or a 🤗 dataset (``dataset``)."""
 
-    path: str = fld(
-        help="file or folder; relative paths resolve against data.root; "
-        "`embedded:bbc_news` is the demo corpus"
+    path: str | None = fld(
+        None,
+        "file or folder; a relative path is looked up beside the recipe file, then under "
+        "data.root / $TUNESMITH_DATA; `embedded:bbc_news` is the demo corpus",
     )
+    dataset: str | None = fld(
+        None,
+        "instead of path: a 🤗 dataset, read with the `datasets` library: a local data file "
+        "(parquet, arrow, csv, json, jsonl), a folder of them or a save_to_disk folder (relative "
+        "paths as for path), else a hub name (needs the hub: not with HF_HUB_OFFLINE)",
+    )
+    config: str | None = fld(None, "dataset: the dataset's configuration (subset), e.g. sst2")
+    split: str | None = fld(
+        None,
+        "dataset: which split to read (default: this split's name; dev also finds "
+        "validation; a dataset with one split, e.g. one data file, gives that split)",
+    )
+    revision: str | None = fld(None, "dataset: hub revision (branch, tag or commit)")
     format: str | None = fld(
         None, "reader (see `tunesmith list`); inferred from the extension when null"
     )
@@ -31,7 +46,11 @@ class SplitSource:
     header: bool | None = fld(
         None, "first row is a header (default: yes for CSV/TSV, no otherwise)"
     )
-    columns: list[str] | None = fld(None, "CSV/TSV column names when header is false")
+    columns: list[str] | dict[str, str] | None = fld(
+        None,
+        "a list: CSV/TSV column names when header is false; a mapping: rename fields as read, "
+        "{tunesmith field: field in the data}, e.g. {text: sentence, label: label}",
+    )
     separator: str | None = fld(None, "label_text: label/text separator (default whitespace)")
     label_position: Literal["first", "last"] = fld("first", "label_text: label before or after")
     label_sep: str | None = fld(None, "label_text: keep the label part before this, e.g. ':'")
@@ -42,15 +61,48 @@ class SplitSource:
         """``train: some/file.jsonl`` is short for ``train: {path: some/file.jsonl}``."""
         return cls(path=path)
 
+    @property
+    def location(self) -> str:
+        """The path or the dataset name (for messages)."""
+        return self.path if self.path is not None else self.dataset
+
     def validate(self, path: str) -> None:
+        if (self.path is None) == (self.dataset is None):
+            raise ConfigError(
+                path,
+                "give either path (a file read by tunesmith) or dataset (a 🤗 dataset)",
+                "e.g. {path: train.jsonl} or {dataset: train.parquet}",
+            )
+        if self.dataset is None:
+            for key in ("config", "split", "revision"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"{path}.{key}", "only for dataset sources", "set dataset:")
+        elif self.format is not None:
+            raise ConfigError(
+                f"{path}.format", "not for dataset sources (datasets infers it)", "remove it"
+            )
         if self.format is not None:  # the names the data formats registered (registry.FORMATS)
             check_choice(f"{path}.format", self.format, FORMATS.names())
+        if isinstance(self.columns, dict) and not all(
+            isinstance(v, str) for v in self.columns.values()
+        ):
+            raise ConfigError(f"{path}.columns", "map each field to a column name (a string)")
+
+    def renames(self) -> dict[str, str]:
+        """{field in the data: tunesmith field} from a ``columns`` mapping (empty for a list)."""
+        return {v: k for k, v in self.columns.items()} if isinstance(self.columns, dict) else {}
+
+    def header_columns(self) -> list[str] | None:
+        """The CSV/TSV column names (a ``columns`` list), else None."""
+        return self.columns if isinstance(self.columns, list) else None
 
 
 @dataclass
 class DataConfig:
     root: str | None = fld(None, "data root; default $TUNESMITH_DATA or ../shared/data")
-    train: SplitSource | None = fld(None, "training examples")
+    train: SplitSource | None = fld(
+        None, "training examples (may be left out when datasets are passed in from Python)"
+    )
     dev: SplitSource | None = fld(None, "dev examples (carved from train by `split` when null)")
     test: SplitSource | None = fld(None, "test examples (carved from train by `split` when null)")
     split: dict[str, float] = fld(
@@ -97,12 +149,8 @@ class DataConfig:
     limit: dict[str, int] = fld({}, "cap examples per split after splitting, e.g. {train: 500}")
 
     def validate(self, path: str) -> None:
-        if self.train is None:
-            raise ConfigError(
-                f"{path}.train",
-                "required key is missing",
-                "give data.train: {path: ..., format: ...}",
-            )
+        # data.train may be missing here: datasets passed in from Python replace it; without
+        # them the data pipeline refuses (pipeline.load_raw_splits), so `validate` does too
         bad = set(self.split) - {"dev", "test"}
         if bad:
             raise ConfigError(

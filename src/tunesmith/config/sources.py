@@ -39,7 +39,8 @@ def check_model_source(key: str, name: str | None) -> None:
             raise ConfigError(
                 key,
                 f"folder not found: {path.resolve()}",
-                "give an existing folder (relative paths start from the current directory), "
+                "give an existing folder (a relative path is looked up beside the recipe file, "
+                "then under the data root, then in the current directory), "
                 "a tunesmith run folder, an embedded model name or a hub id",
             )
         return  # an embedded name or a hub id: resolved when the model loads

@@ -37,6 +37,7 @@ from tunesmith.config import (
     fld,
     parse_recipe,
     read_yaml_mapping,
+    resolve_recipe_paths,
 )
 from tunesmith.configschema import apply_overrides, build, deep_merge, to_dict
 from tunesmith.errors import ConfigError
@@ -236,6 +237,8 @@ def load_sequence(
     data = read_yaml_mapping(path)
     try:
         seq = parse_sequence(data, overrides)
+        for stage in seq.stages:  # the one path rule: beside the recipe, then the data root
+            resolve_recipe_paths(stage.recipe, path.parent)
         if check_paths:
             check_model_sources(seq.stages[0].recipe)  # the stages share model and teacher
             for i, stage in enumerate(seq.stages):

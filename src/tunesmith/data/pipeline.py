@@ -7,6 +7,8 @@ wires them in the order a run needs them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,14 +23,18 @@ from tunesmith.data.checks import (
     record_labels,
     where,
 )
+from tunesmith.data.hfdata import Loaded, given_splits, load_dataset_source, read_given
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.mixing import concat_tasks
 from tunesmith.data.packing import pack_examples
 from tunesmith.data.readers import Place, read_located, resolve_path
 from tunesmith.data.splits import stratified_split
 from tunesmith.data.textformat import TextFormat, verbaliser
-from tunesmith.errors import DataError
+from tunesmith.data.tokcache import cache_key, encode_cached
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.registry import TASKS
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 
@@ -49,32 +55,64 @@ class Datasets:
 
 class RawSplits(dict):
     """``{split: records}`` as read, split and limited, plus where each record was read
-    (``places``: ``id(record)`` -> :class:`~tunesmith.data.readers.Place`) so that later checks
-    name ``file:line``."""
+    (``places``: ``id(record)`` -> :class:`~tunesmith.data.readers.Place` or a dataset's
+    :class:`~tunesmith.data.hfdata.RowPlace`) so that later checks name ``file:line``, and the
+    data fingerprint of each split that has one (``fingerprints``: the encoding cache key)."""
 
     places: dict[int, Place]
+    fingerprints: dict[str, str]
 
-    def __init__(self, splits: dict[str, list[dict]], places: dict[int, Place]):
+    def __init__(
+        self,
+        splits: dict[str, list[dict]],
+        places: dict[int, Place],
+        fingerprints: dict[str, str] | None = None,
+    ):
         super().__init__(splits)
         self.places = places
+        self.fingerprints = fingerprints or {}
 
 
-def read_split(cfg: DataConfig, src: SplitSource) -> tuple[list[dict], list[Place]]:
-    """(records, their places) of one split's file."""
+def _derived(fingerprint: str | None, *how: object) -> str | None:
+    """The fingerprint of records derived from fingerprinted ones (a carved split, a limit)."""
+    if fingerprint is None:
+        return None
+    return hashlib.sha256(repr((fingerprint, *how)).encode()).hexdigest()
+
+
+def read_split(cfg: DataConfig, src: SplitSource, split: str = "train") -> Loaded:
+    """(records, their places, data fingerprint or None) of one split's file or dataset."""
+    key = f"data.{split}"
+    if src.dataset is not None:
+        loaded = load_dataset_source(src, split, cfg.root_path(), key)
+        logger.info("%s: %s examples from dataset %s", key, len(loaded.records), src.dataset)
+        return loaded
     path = resolve_path(src.path, cfg.root_path())
-    return read_located(
+    logger.info("%s: reading %s", key, path)
+    records, places = read_located(
         path,
         src.format,
         encoding=src.encoding,
         delimiter=src.delimiter,
         quoting=src.quoting,
         header=src.header,
-        columns=src.columns,
+        columns=src.header_columns(),
         separator=src.separator,
         label_position=src.label_position,
         label_sep=src.label_sep,
         on_error=src.on_error,
     )
+    renames = src.renames()
+    for i, rec in enumerate(records):  # in place: places are keyed by the record's identity
+        missing = [c for c in renames if c not in rec]
+        if missing:
+            raise DataError(
+                f"{places[i]}: no field {missing[0]!r} (named in {key}.columns); "
+                f"fields: {sorted(rec)}"
+            )
+        values = {new: rec.pop(old) for old, new in renames.items()}
+        rec.update(values)
+    return Loaded(records, places, None)
 
 
 def label_field(recipe: Recipe) -> str | None:
@@ -82,27 +120,55 @@ def label_field(recipe: Recipe) -> str | None:
     return TASKS.get(recipe.task, "task").label_field(recipe.data)
 
 
-def load_raw_splits(recipe: Recipe) -> RawSplits:
-    """Read train/dev/test and check their labels (:mod:`tunesmith.data.checks`); carve missing
-    splits from train (seeded, stratified); apply limits; refuse empty splits."""
+def _read_all(recipe: Recipe, given: dict | None) -> dict[str, Loaded]:
+    """Each split's :class:`Loaded`: passed in from Python, else the recipe's source."""
+    cfg, objects = recipe.data, given_splits(given)
+    if "train" not in objects and cfg.train is None:
+        raise ConfigError(
+            "data.train",
+            "required key is missing",
+            "give data.train: {path: ...} or {dataset: ...}, or pass the training examples "
+            "from Python (datasets={'train': ...})",
+        )
+    read = {}
+    for name in SPLITS:
+        if name in objects:
+            read[name] = read_given(objects[name], name)
+        elif (src := getattr(cfg, name)) is not None:
+            read[name] = read_split(cfg, src, name)
+    return read
+
+
+def load_raw_splits(recipe: Recipe, given: dict | None = None) -> RawSplits:
+    """Read train/dev/test (``given``: splits passed in from Python, which replace the recipe's)
+    and check their labels (:mod:`tunesmith.data.checks`); carve missing splits from train
+    (seeded, stratified); apply limits; refuse empty splits."""
     cfg = recipe.data
-    read = {name: read_split(cfg, src) for name in SPLITS if (src := getattr(cfg, name))}
-    places = {id(r): p for recs, ps in read.values() for r, p in zip(recs, ps, strict=True)}
-    raw = {name: records for name, (records, _) in read.items()}
+    read = _read_all(recipe, given)
+    places = {id(r): p for ld in read.values() for r, p in zip(ld.records, ld.places, strict=True)}
+    raw = {name: ld.records for name, ld in read.items()}
+    prints = {name: ld.fingerprint for name, ld in read.items()}
     check_labels(recipe, raw, places)
     if cfg.split:
         fractions = dict(cfg.split)
         fractions["train"] = 1.0 - sum(fractions.values())
         key = TASKS.get(recipe.task, "task").stratify_field(cfg)
         raw.update(stratified_split(raw["train"], fractions, seed=recipe.seed, label_key=key))
+        base = prints["train"]
+        prints.update(
+            {n: _derived(base, recipe.seed, sorted(fractions.items()), n) for n in fractions}
+        )
     for name, n in cfg.limit.items():
         if name not in raw:
             raise DataError(f"data.limit.{name}: there is no {name} split")
-        raw[name] = raw[name][:n]
+        if n < len(raw[name]):
+            raw[name] = raw[name][:n]
+            prints[name] = _derived(prints[name], "limit", n)
     if not raw["train"]:
         raise DataError("data.train: no training examples were read")
-    check_not_empty(raw, {n: s.path for n in SPLITS if (s := getattr(cfg, n)) is not None})
-    return RawSplits(raw, places)
+    sources = {n: s.location for n in SPLITS if (s := getattr(cfg, n)) is not None}
+    check_not_empty(raw, {**sources, **{n: f"datasets[{n}]" for n in given_splits(given)}})
+    return RawSplits(raw, places, {n: f for n, f in prints.items() if f is not None})
 
 
 def check_labels(recipe: Recipe, raw: dict[str, list[dict]], places: dict[int, Place]) -> None:
@@ -145,16 +211,40 @@ def build_vocab(recipe: Recipe, raw: dict[str, list[dict]], saved: list[str] | N
     return vocab
 
 
-def encode_split(recipe: Recipe, records: list[dict], tokenizer, vocab, where: str) -> list[dict]:
-    """Token ids of one split, by the recipe's task kind (its ``encode`` in the task table)."""
-    return TASKS.get(recipe.task, "task").encode(recipe.data, records, tokenizer, vocab, where)
+def encode_split(
+    recipe: Recipe,
+    records: list[dict],
+    tokenizer,
+    vocab,
+    where: str,
+    fingerprint: str | None = None,
+) -> list[dict]:
+    """Token ids of one split, by the recipe's task kind (its ``encode`` in the task table);
+    with a data ``fingerprint`` (a dataset source, a Dataset passed in) through ``datasets.map``
+    and the tokenisation cache (:mod:`tunesmith.data.tokcache`)."""
+    kind = TASKS.get(recipe.task, "task")
+
+    def encode(recs: list[dict]) -> list[dict]:
+        return kind.encode(recipe.data, recs, tokenizer, vocab, where)
+
+    if fingerprint is None:
+        return encode(records)
+    labels = vocab.labels if vocab is not None else None
+    key = cache_key(fingerprint, tokenizer, task=recipe.task, data=recipe.data, labels=labels)
+    return encode_cached(records, encode, key, where)
 
 
-def build_datasets(recipe: Recipe, tokenizer, saved_labels: list[str] | None = None) -> Datasets:
-    raw = load_raw_splits(recipe)
+def build_datasets(
+    recipe: Recipe, tokenizer, saved_labels: list[str] | None = None, given: dict | None = None
+) -> Datasets:
+    """Encoded splits of a single-task recipe; ``given`` (split -> Dataset | list of dicts, or a
+    DatasetDict) replaces the recipe's sources for the splits it has."""
+    raw = load_raw_splits(recipe, given)
     vocab = build_vocab(recipe, raw, saved_labels)
     encoded = {
-        name: encode_split(recipe, records, tokenizer, vocab, where=f"data.{name}")
+        name: encode_split(
+            recipe, records, tokenizer, vocab, f"data.{name}", raw.fingerprints.get(name)
+        )
         for name, records in raw.items()
     }
     if recipe.data.packing:  # training rows only: dev/test keep one example per row

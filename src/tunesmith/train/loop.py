@@ -283,8 +283,10 @@ def train(
     run_dir: str | Path | None = None,
     resume: bool = False,
     interrupt_at_step: int | None = None,
+    datasets: Any = None,
 ) -> dict[str, Any]:
-    """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``).
+    """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``). ``datasets``:
+    splits passed in from Python instead of the recipe's (see ``train.modes.build_mode``).
 
     The run folder is locked for the whole run (a second process on it stops at once)."""
     run_dir = Path(run_dir or recipe.output_dir)
@@ -294,7 +296,7 @@ def train(
         lock.acquire()
     try:
         return train_locked(
-            setup_run(recipe, run_dir, resume, accelerator), resume, interrupt_at_step
+            setup_run(recipe, run_dir, resume, accelerator, datasets), resume, interrupt_at_step
         )
     finally:
         lock.release()

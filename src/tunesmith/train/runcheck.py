@@ -5,6 +5,8 @@
 * ``recipe`` — the resolved recipe;
 * ``world_size`` — the number of processes (each one's data shard and RNG stream depend on it);
 * ``data`` — each data file's path and content digest (``data.train``, ``tasks.<name>.data.dev``);
+  a hub dataset's name, config, split and revision; a split passed in from Python, its
+  ``datasets.Dataset`` fingerprint or a digest of its records;
 * ``teacher`` — the distillation teacher's files digest (or its hub id);
 * ``examples`` — the training example count; ``labels`` — the label set;
 * ``model`` — the digest of the starting weights (base model + new head, or base + adapter).
@@ -25,11 +27,12 @@ from typing import Any
 import yaml
 
 from tunesmith.config import Recipe, dump_recipe
+from tunesmith.data.hfdata import given_splits, records_digest
 from tunesmith.distill.teacher import resolve_teacher
 from tunesmith.errors import ConfigError
 from tunesmith.fingerprint import file_digest
 from tunesmith.models import resolve_model
-from tunesmith.paths import resolve_path
+from tunesmith.paths import locate, resolve_path
 from tunesmith.train.runfolder import RunFolderError, holds_run
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -48,9 +51,30 @@ def data_files(recipe: Recipe) -> dict[str, Path]:
     found = {}
     for split in ("train", "dev", "test"):
         src = getattr(recipe.data, split)
-        if src is not None:
+        if src is None:
+            continue
+        if src.dataset is None:
             found[f"data.{split}"] = resolve_path(src.path, root)
+        elif (local := locate(src.dataset, [root, Path.cwd()])) is not None:
+            found[f"data.{split}"] = local
     return found
+
+
+def _other_inputs(recipe: Recipe, given: Any) -> dict[str, dict[str, str]]:
+    """The inputs that are not local files: hub datasets (by name, config, split, revision) and
+    splits passed in from Python (by fingerprint), which replace the recipe's."""
+    out = {}
+    data = recipe.data if not recipe.tasks else None
+    for split in ("train", "dev", "test"):
+        src = getattr(data, split, None) if data is not None else None
+        if src is not None and src.dataset is not None:
+            if locate(src.dataset, [data.root_path(), Path.cwd()]) is None:
+                what = [src.dataset, src.config, src.split, src.revision]
+                out[f"data.{split}"] = {"path": src.dataset, "digest": repr(what)}
+    for split, obj in given_splits(given).items():
+        digest = getattr(obj, "_fingerprint", None) or records_digest(list(obj))
+        out[f"data.{split}"] = {"path": f"datasets[{split}]", "digest": digest}
+    return out
 
 
 def _teacher(recipe: Recipe) -> str | None:
@@ -60,16 +84,18 @@ def _teacher(recipe: Recipe) -> str | None:
     return file_digest(resolved) if Path(resolved).exists() else resolved
 
 
-def input_fingerprint(recipe: Recipe, world_size: int) -> dict[str, Any]:
-    """The parts known before any data is read or model loaded."""
+def input_fingerprint(recipe: Recipe, world_size: int, datasets: Any = None) -> dict[str, Any]:
+    """The parts known before any data is read or model loaded (``datasets``: splits passed in
+    from Python, see :func:`~tunesmith.train.modes.build_mode`)."""
+    files = {
+        key: {"path": str(path), "digest": file_digest(path)}
+        for key, path in data_files(recipe).items()
+    }
     return {
         "format": FORMAT,
         "recipe": yaml.safe_load(dump_recipe(recipe)),
         "world_size": world_size,
-        "data": {
-            key: {"path": str(path), "digest": file_digest(path)}
-            for key, path in data_files(recipe).items()
-        },
+        "data": {**files, **_other_inputs(recipe, datasets)},
         "teacher": _teacher(recipe),
     }
 
@@ -131,9 +157,12 @@ class RunCheck:
     saved: dict[str, Any] | None = None  # None: a fresh start, or a folder from before fingerprints
 
     @classmethod
-    def start(cls, recipe: Recipe, run_dir: Path, resume: bool, world_size: int) -> RunCheck:
-        """Check what can be checked before reading data: the folder's state, recipe, data files,
-        teacher, world size. Raises when a plain run would overwrite a run."""
+    def start(
+        cls, recipe: Recipe, run_dir: Path, resume: bool, world_size: int, datasets: Any = None
+    ) -> RunCheck:
+        """Check what can be checked before reading data: the folder's state, recipe, data files
+        (and ``datasets`` passed in from Python), teacher, world size. Raises when a plain run
+        would overwrite a run."""
         resuming = holds_run(run_dir)
         if resuming and not resume:
             raise ConfigError(
@@ -141,7 +170,7 @@ class RunCheck:
                 f"run directory {run_dir} already holds a run",
                 "pass --resume to continue it, or choose another output_dir",
             )
-        check = cls(run_dir, input_fingerprint(recipe, world_size), resuming)
+        check = cls(run_dir, input_fingerprint(recipe, world_size, datasets), resuming)
         if resuming:
             check.saved = check._read_saved(recipe)
         check.compare("recipe", "world_size", "data", "teacher")

@@ -11,6 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -218,14 +219,16 @@ def build_optimization(
     return optimizer, scheduler
 
 
-def setup_run(recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator) -> Run:
+def setup_run(
+    recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator, datasets: Any = None
+) -> Run:
     """Every live object of a run, in the order that keeps runs reproducible (seeded draws).
 
     Nothing in ``run_dir`` is written before the run's fingerprint is checked (when resuming)."""
-    check = RunCheck.start(recipe, run_dir, resume, accelerator.num_processes)
+    check = RunCheck.start(recipe, run_dir, resume, accelerator.num_processes, datasets)
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(recipe.model_source)
-    mode = build_mode(recipe, tokenizer, accelerator)
+    mode = build_mode(recipe, tokenizer, accelerator, datasets)
     check.add(examples=len(mode.train_examples), labels=mode.labels())
     terms = build_terms(recipe.objectives)
     model, collator = setup_model_and_teacher(recipe, tokenizer, mode, terms, accelerator)

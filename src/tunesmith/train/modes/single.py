@@ -41,9 +41,15 @@ class SingleTask(RunMode):
 
     @classmethod
     def build(
-        cls, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
+        cls,
+        recipe: Recipe,
+        tokenizer: PreTrainedTokenizerBase,
+        accelerator: Accelerator,
+        datasets: Any = None,
     ) -> SingleTask:
-        return cls(recipe, tokenizer, accelerator, build_datasets(recipe, tokenizer))
+        """``datasets``: splits passed in from Python (see :func:`build_mode`)."""
+        data = build_datasets(recipe, tokenizer, given=datasets)
+        return cls(recipe, tokenizer, accelerator, data)
 
     @property
     def train_examples(self) -> list[dict[str, Any]]:
