@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -27,6 +28,7 @@ from tunesmith.objectives.continual import (
     ContinualMethod,
     register_method,
 )
+from tunesmith.objectives.continual.state import ContinualState
 
 from .conftest import sequence_dict
 
@@ -149,6 +151,35 @@ def test_every_method_runs_a_sequence_from_the_same_first_stage(
     for term in terms:
         assert any(term in m for m in logged if m.get("split") == "train"), term
     assert (tmp_path / "state" / "stage-1.safetensors").is_file() == bool(terms)
+
+
+def _penalised(out, method):
+    state = ContinualState.load(out / "state" / "stage-1.safetensors")
+    fisher = state.fishers["senti"] if method == "ewc" else state.online_fisher
+    values = torch.cat([f.flatten().double() for f in fisher.values()])
+    return state, values
+
+
+@pytest.mark.parametrize("method", ["ewc", "online_ewc"])
+def test_stage_fisher_is_normalised_to_mean_one_unless_normalize_none(
+    method, tiny_bert, two_tasks, tmp_path
+):
+    """Issue 18 item 1: the stored importance has mean 1 over the penalised (body) parameters by
+    default; ``fisher.normalize: none`` keeps the raw Fisher (the numbers before the option)."""
+    runs = {}
+    for mode in ("mean", "none"):
+        out = tmp_path / mode
+        section = {"weight": 1.0, "fisher": {"max_examples": 16, "normalize": mode}}
+        data = sequence_dict(tiny_bert, two_tasks, out, method, **{method: section})
+        run_sequence(parse_sequence(data), stop_after=1)
+        runs[mode] = _penalised(out, method)
+    (state, mean), (_, raw) = runs["mean"], runs["none"]
+    assert float(mean.mean()) == pytest.approx(1.0)
+    assert float(raw.mean()) != pytest.approx(1.0)
+    torch.testing.assert_close(mean, raw / raw.mean())  # same estimate, one scale
+    assert not any(
+        "classifier" in n for n in state.anchors["senti"]
+    )  # separate heads: not penalised
 
 
 # -- a new method is one module ----------------------------------------------------------------
