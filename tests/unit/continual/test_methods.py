@@ -262,7 +262,9 @@ def _old_sequence_yaml(text: str, **flat) -> str:
 
 
 def test_a_sequence_directory_from_before_resumes(tiny_bert, two_tasks, tmp_path):
-    data = sequence_dict(tiny_bert, two_tasks, tmp_path, "ewc", ewc={"weight": 100.0})
+    # a directory from before fisher.normalize holds raw Fishers: it resumes as normalize: none
+    raw = {"weight": 100.0, "fisher": {"normalize": "none"}}
+    data = sequence_dict(tiny_bert, two_tasks, tmp_path, "ewc", ewc=raw)
     seq = parse_sequence(data)
     run_sequence(seq, stop_after=1)
     saved = tmp_path / "sequence.yaml"
@@ -273,6 +275,11 @@ def test_a_sequence_directory_from_before_resumes(tiny_bert, two_tasks, tmp_path
     saved.write_text(_old_sequence_yaml(today, ewc_lambda=5.0))
     with pytest.raises(ConfigError, match="other settings"):
         run_sequence(seq, stop_after=1)
+    # today's default (normalised Fisher) does not continue a raw-Fisher directory
+    data["continual"]["ewc"] = {"weight": 100.0}
+    saved.write_text(_old_sequence_yaml(today, ewc_lambda=100.0))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_sequence(parse_sequence(data), stop_after=1)
 
 
 def test_the_shipped_recipe_in_the_old_form_resolves_the_same():
