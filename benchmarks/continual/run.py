@@ -133,15 +133,16 @@ def stages(seed: int, budget: Budget, joint: bool, tasks: list[str] = TASKS) -> 
     return out
 
 
-def run_one(method: str, seed: int, runs_dir: Path, budget: Budget, keep: bool = False) -> dict:
+def run_one(
+    method: str, seed: int, runs_dir: Path, budget: Budget, keep: bool = False, heat: bool = True
+) -> dict:
     out = runs_dir / f"{method}-s{seed}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = ContinualConfig.parse({"method": method, **CONTINUAL.get(method, {})})
     report = run_sequence(stages(seed, budget, method == "joint"), cfg, out)
-    heat = HERE / "heatmaps"
-    if not budget.steps < 10:
-        heat.mkdir(exist_ok=True)
-        shutil.copy(out / "matrix.png", heat / f"{method}-s{seed}.png")
+    if heat and not budget.steps < 10:
+        (HERE / "heatmaps").mkdir(exist_ok=True)
+        shutil.copy(out / "matrix.png", HERE / "heatmaps" / f"{method}-s{seed}.png")
     r = {
         "method": method,
         "seed": seed,
@@ -237,9 +238,14 @@ def matrices(runs: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def write_tables(runs: list[dict], quick: bool) -> None:
+def write_tables(runs: list[dict], quick: bool, results: Path | None = None) -> None:
+    """results.md and the README table; a side results file (--results) gets <name>.md only."""
     md = table(runs)
     if quick:
+        print(md)
+        return
+    if results is not None:
+        results.with_suffix(".md").write_text(md + "\n\n" + matrices(runs) + "\n")
         print(md)
         return
     (HERE / "results.md").write_text(md + "\n\n" + matrices(runs) + "\n" + lm_section())
@@ -386,7 +392,12 @@ def main() -> None:
     p.add_argument(
         "--keep-runs", action="store_true", help="keep the run folders' weights (default: pruned)"
     )
-    p.add_argument("--results", default=None, help="results file (default results.json)")
+    p.add_argument(
+        "--results",
+        default=None,
+        help="a side results file (default results.json); its table goes to <name>.md, not to "
+        "results.md, the README or heatmaps/",
+    )
     p.add_argument(
         "--lm",
         nargs="*",
@@ -401,8 +412,9 @@ def main() -> None:
         run_lm(runs_dir, args.quick, args.lm or list(LM_METHODS), args.keep_runs)
         return
     out = HERE / ("results_quick.json" if args.quick else "results.json")
-    if args.results:
-        out = Path(args.results)
+    side = Path(args.results) if args.results else None  # not results.md / README / heatmaps
+    if side is not None:
+        out = side
     for method in CONTINUAL:
         settings = ewc_settings(method)
         if settings and args.ewc_lambda is not None:
@@ -410,7 +422,7 @@ def main() -> None:
         if settings and args.fisher_normalize is not None:
             settings["fisher"]["normalize"] = args.fisher_normalize
     if args.tables_only:
-        write_tables(json.loads(out.read_text())["runs"], args.quick)
+        write_tables(json.loads(out.read_text())["runs"], args.quick, side)
         return
     if not (data_root() / "ag_news").is_dir():
         sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
@@ -422,9 +434,9 @@ def main() -> None:
     ordered: list[dict] = []
     for seed in args.seeds:
         for method in [m for m in METHODS if m in (args.only or METHODS)]:
-            result = run_one(method, seed, runs_dir, budget, args.keep_runs)
+            result = run_one(method, seed, runs_dir, budget, args.keep_runs, side is None)
             ordered = save_run(out, result, budget, args.quick)
-    write_tables(ordered, args.quick)
+    write_tables(ordered, args.quick, side)
 
 
 def save_run(out: Path, result: dict, budget: Budget, quick: bool) -> list[dict]:
@@ -439,7 +451,7 @@ def save_run(out: Path, result: dict, budget: Budget, quick: bool) -> list[dict]
         meta = {
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads per process",
             "torch": torch.__version__,
-            "command": "python benchmarks/continual/run.py" + (" --quick" if quick else ""),
+            "command": " ".join(["python benchmarks/continual/run.py", *sys.argv[1:]]),
             "steps_per_stage": budget.steps,
             "batch_size": BATCH,
             "max_length": MAX_LEN,

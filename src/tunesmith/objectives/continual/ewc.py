@@ -114,7 +114,11 @@ class EWCMethod(ContinualMethod):
 
     @dataclasses.dataclass
     class Params:
-        weight: float = fld(1000.0, "lambda, the ewc term's weight")
+        weight: float = fld(
+            0.3,
+            "lambda, the ewc term's weight (on the mean-1 Fisher of fisher.normalize: mean; "
+            "docs/continual.md 'How to choose lambda')",
+        )
         fisher: FisherConfig = fld(FisherConfig(), "diagonal Fisher estimation")
 
         def validate(self, path: str) -> None:
