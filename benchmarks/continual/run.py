@@ -7,7 +7,9 @@ scored among each task's own labels). AG News: the 7,600 labelled rows split her
 stratified: 75/10/15). Test sets are capped at the first TEST_CAP examples to keep the
 9 evaluations per sequence cheap; dev at DEV_CAP.
 
-Methods: naive, ewc (lambda EWC_LAMBDA, empirical Fisher on 512 examples), online_ewc (gamma 0.9),
+Methods: naive, ewc (lambda EWC_LAMBDA on the raw empirical Fisher of 512 examples, i.e.
+fisher.normalize: none, as measured; --fisher-normalize mean --ewc-lambda L for the scale-free
+default), online_ewc (gamma 0.9),
 lwf (lambda 1, T 2), replay (reservoir 1000, ratio 0.25), ewc_replay, joint.
 
     python benchmarks/continual/run.py                      # all methods x 3 seeds
@@ -15,6 +17,9 @@ lwf (lambda 1, T 2), replay (reservoir 1000, ratio 0.25), ewc_replay, joint.
     python benchmarks/continual/run.py --quick              # smoke test -> results_quick.json
     python benchmarks/continual/run.py --tables-only        # rebuild results.md + README table
     python benchmarks/continual/run.py --lm                 # SmolLM2 perplexity drift runs
+
+Run folders (runs/bench_continual/<method>-s<seed>) keep only their matrix, logs and summaries
+once a run is scored (weights pruned); --keep-runs keeps everything.
 
 Writes results.json ({"runs": [...]}, one object per method x seed), results.md, heatmaps in
 benchmarks/continual/heatmaps/, and the table in the top-level README.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import logging
 import platform
 import shutil
 import statistics
@@ -52,13 +58,48 @@ TEST_CAP, DEV_CAP = 500, 200
 EWC_LAMBDA = (
     1e5  # swept on seed 13 at 150 steps: 1e3 does nothing (penalty ~1e-5), 1e6 blocks SST-2
 )
+# the raw (un-normalised) empirical Fisher these results were measured with; see
+# sweep_lambda.py and docs/continual.md for the scale-free default (fisher.normalize: mean)
+RAW = {"normalize": "none"}
 CONTINUAL = {
-    "ewc": {"ewc_lambda": EWC_LAMBDA},
-    "online_ewc": {"ewc_lambda": EWC_LAMBDA, "online_gamma": 0.9},
-    "lwf": {"lwf_lambda": 1.0, "lwf_temperature": 2.0},
+    "ewc": {"ewc": {"weight": EWC_LAMBDA, "fisher": dict(RAW)}},
+    "online_ewc": {"online_ewc": {"weight": EWC_LAMBDA, "gamma": 0.9, "fisher": dict(RAW)}},
+    "lwf": {"lwf": {"weight": 1.0, "temperature": 2.0}},
     "replay": {"replay": {"capacity": 1000, "ratio": 0.25}},
-    "ewc_replay": {"ewc_lambda": EWC_LAMBDA, "replay": {"capacity": 1000, "ratio": 0.25}},
+    "ewc_replay": {
+        "ewc": {"weight": EWC_LAMBDA, "fisher": dict(RAW)},
+        "replay": {"capacity": 1000, "ratio": 0.25},
+    },
 }
+PRUNED = ("best", "checkpoints", "init", "state", "heads", "data")
+
+
+def prune_run(out: Path) -> None:
+    """Delete a finished run folder's weights (every stage's best/, checkpoints, the continual
+    state, the saved heads and frozen data), keeping matrix.json/md/png, logs and summaries:
+    a MiniLM sequence otherwise keeps ~90 MB per stage (benchmark folders once filled the disk)."""
+    for d in sorted(out.rglob("*"), key=lambda p: -len(p.parts)):
+        if d.is_dir() and d.name in PRUNED:
+            shutil.rmtree(d, ignore_errors=True)
+    for f in out.rglob("*"):
+        if f.is_file() and f.suffix in (".safetensors", ".bin", ".pt"):
+            f.unlink()
+
+
+def show_fisher_scale() -> None:
+    """Print the raw Fisher mean of each finished stage (the scale a raw lambda must fit)."""
+    log = logging.getLogger("tunesmith.objectives.continual.fisher")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def ewc_settings(method: str) -> dict:
+    """The method's ``weight`` (lambda) in CONTINUAL, or None."""
+    section = {"ewc": "ewc", "ewc_replay": "ewc", "online_ewc": "online_ewc"}.get(method)
+    return CONTINUAL[method][section] if section else {}
 
 
 class Budget:
@@ -69,10 +110,10 @@ class Budget:
         )
 
 
-def stages(seed: int, budget: Budget, joint: bool) -> list[Stage]:
+def stages(seed: int, budget: Budget, joint: bool, tasks: list[str] = TASKS) -> list[Stage]:
     out = []
-    for i, task in enumerate(TASKS):
-        steps = budget.steps * len(TASKS) if joint and i == 0 else budget.steps
+    for i, task in enumerate(tasks):
+        steps = budget.steps * len(tasks) if joint and i == 0 else budget.steps
         recipe = parse_recipe(
             {
                 "model": "minilm",
@@ -92,15 +133,16 @@ def stages(seed: int, budget: Budget, joint: bool) -> list[Stage]:
     return out
 
 
-def run_one(method: str, seed: int, runs_dir: Path, budget: Budget) -> dict:
+def run_one(
+    method: str, seed: int, runs_dir: Path, budget: Budget, keep: bool = False, heat: bool = True
+) -> dict:
     out = runs_dir / f"{method}-s{seed}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = ContinualConfig.parse({"method": method, **CONTINUAL.get(method, {})})
     report = run_sequence(stages(seed, budget, method == "joint"), cfg, out)
-    heat = HERE / "heatmaps"
-    if not budget.steps < 10:
-        heat.mkdir(exist_ok=True)
-        shutil.copy(out / "matrix.png", heat / f"{method}-s{seed}.png")
+    if heat and not budget.steps < 10:
+        (HERE / "heatmaps").mkdir(exist_ok=True)
+        shutil.copy(out / "matrix.png", HERE / "heatmaps" / f"{method}-s{seed}.png")
     r = {
         "method": method,
         "seed": seed,
@@ -116,6 +158,8 @@ def run_one(method: str, seed: int, runs_dir: Path, budget: Budget) -> dict:
         "wall_s": report.get("wall_s"),
     }
     print(json.dumps(r), flush=True)
+    if not keep:
+        prune_run(out)
     return r
 
 
@@ -194,9 +238,14 @@ def matrices(runs: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def write_tables(runs: list[dict], quick: bool) -> None:
+def write_tables(runs: list[dict], quick: bool, results: Path | None = None) -> None:
+    """results.md and the README table; a side results file (--results) gets <name>.md only."""
     md = table(runs)
     if quick:
+        print(md)
+        return
+    if results is not None:
+        results.with_suffix(".md").write_text(md + "\n\n" + matrices(runs) + "\n")
         print(md)
         return
     (HERE / "results.md").write_text(md + "\n\n" + matrices(runs) + "\n" + lm_section())
@@ -207,8 +256,13 @@ def write_tables(runs: list[dict], quick: bool) -> None:
 # -- SmolLM2: does EWC / LwF protect what the model knew? ---------------------------------------
 LM_METHODS = {
     "naive": {},
-    "ewc": {"ewc_lambda": 1e5, "fisher": {"kind": "empirical", "max_examples": 128}},
-    "lwf": {"lwf_lambda": 1.0, "lwf_temperature": 1.0},
+    "ewc": {
+        "ewc": {
+            "weight": 1e5,
+            "fisher": {"kind": "empirical", "max_examples": 128, "normalize": "none"},
+        }
+    },
+    "lwf": {"lwf": {"weight": 1.0, "temperature": 1.0}},
 }
 LM_TASK_STEPS, LM_ANCHOR_STEPS = 80, 4
 LM_STAGES = {
@@ -265,7 +319,7 @@ def lm_stages(quick: bool) -> list[Stage]:
     return out
 
 
-def run_lm(runs_dir: Path, quick: bool, methods: list[str]) -> None:
+def run_lm(runs_dir: Path, quick: bool, methods: list[str], keep: bool = False) -> None:
     path = HERE / ("results_lm_quick.json" if quick else "results_lm.json")
     runs = json.loads(path.read_text())["runs"] if path.is_file() else []
     runs = [r for r in runs if r["method"] not in methods]
@@ -286,6 +340,8 @@ def run_lm(runs_dir: Path, quick: bool, methods: list[str]) -> None:
             "wall_s": report.get("wall_s"),
         }
         print(json.dumps(r), flush=True)
+        if not keep:
+            prune_run(out)
         runs.append(r)
         runs.sort(key=lambda x: list(LM_METHODS).index(x["method"]))
         path.write_text(json.dumps({"runs": runs, "table": lm_table(runs)}, indent=2))
@@ -327,7 +383,21 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke test -> results_quick.json")
     p.add_argument("--tables-only", action="store_true")
     p.add_argument("--ewc-lambda", type=float, default=None, help=f"default {EWC_LAMBDA:g}")
-    p.add_argument("--results", default=None, help="results file (default results.json)")
+    p.add_argument(
+        "--fisher-normalize",
+        choices=["none", "mean"],
+        default=None,
+        help="fisher.normalize of the EWC methods (default none: the raw Fisher of results.json)",
+    )
+    p.add_argument(
+        "--keep-runs", action="store_true", help="keep the run folders' weights (default: pruned)"
+    )
+    p.add_argument(
+        "--results",
+        default=None,
+        help="a side results file (default results.json); its table goes to <name>.md, not to "
+        "results.md, the README or heatmaps/",
+    )
     p.add_argument(
         "--lm",
         nargs="*",
@@ -336,19 +406,23 @@ def main() -> None:
         help="run the SmolLM2 perplexity-drift sequences (all methods if none given)",
     )
     args = p.parse_args()
+    show_fisher_scale()
     if args.lm is not None:
         runs_dir = Path(args.runs_dir or ROOT / "runs" / "bench_continual_lm")
-        run_lm(runs_dir, args.quick, args.lm or list(LM_METHODS))
+        run_lm(runs_dir, args.quick, args.lm or list(LM_METHODS), args.keep_runs)
         return
     out = HERE / ("results_quick.json" if args.quick else "results.json")
-    if args.results:
-        out = Path(args.results)
-    if args.ewc_lambda is not None:
-        for cfg in CONTINUAL.values():
-            if "ewc_lambda" in cfg:
-                cfg["ewc_lambda"] = args.ewc_lambda
+    side = Path(args.results) if args.results else None  # not results.md / README / heatmaps
+    if side is not None:
+        out = side
+    for method in CONTINUAL:
+        settings = ewc_settings(method)
+        if settings and args.ewc_lambda is not None:
+            settings["weight"] = args.ewc_lambda
+        if settings and args.fisher_normalize is not None:
+            settings["fisher"]["normalize"] = args.fisher_normalize
     if args.tables_only:
-        write_tables(json.loads(out.read_text())["runs"], args.quick)
+        write_tables(json.loads(out.read_text())["runs"], args.quick, side)
         return
     if not (data_root() / "ag_news").is_dir():
         sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
@@ -360,8 +434,9 @@ def main() -> None:
     ordered: list[dict] = []
     for seed in args.seeds:
         for method in [m for m in METHODS if m in (args.only or METHODS)]:
-            ordered = save_run(out, run_one(method, seed, runs_dir, budget), budget, args.quick)
-    write_tables(ordered, args.quick)
+            result = run_one(method, seed, runs_dir, budget, args.keep_runs, side is None)
+            ordered = save_run(out, result, budget, args.quick)
+    write_tables(ordered, args.quick, side)
 
 
 def save_run(out: Path, result: dict, budget: Budget, quick: bool) -> list[dict]:
@@ -376,13 +451,14 @@ def save_run(out: Path, result: dict, budget: Budget, quick: bool) -> list[dict]
         meta = {
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads per process",
             "torch": torch.__version__,
-            "command": "python benchmarks/continual/run.py" + (" --quick" if quick else ""),
+            "command": " ".join(["python benchmarks/continual/run.py", *sys.argv[1:]]),
             "steps_per_stage": budget.steps,
             "batch_size": BATCH,
             "max_length": MAX_LEN,
             "lr": LR,
             "test_cap": TEST_CAP,
-            "ewc_lambda": CONTINUAL["ewc"]["ewc_lambda"],
+            "ewc_lambda": CONTINUAL["ewc"]["ewc"]["weight"],
+            "ewc_fisher_normalize": CONTINUAL["ewc"]["ewc"]["fisher"]["normalize"],
         }
         out.write_text(json.dumps({"meta": meta, "runs": ordered}, indent=2))
     return ordered

@@ -309,17 +309,32 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in ("steps", "wall_s", "train_examples", "best_step")}
 
 
+def _raw_fisher(continual: Any) -> Any:
+    """A saved ``continual:`` section from before ``fisher.normalize`` existed estimated raw
+    Fishers (its state holds them): read its Fisher settings as ``normalize: none``."""
+    if not isinstance(continual, dict):
+        return continual
+    out = dict(continual)
+    for key, section in continual.items():
+        if key == "fisher" and isinstance(section, dict):  # the flat key
+            out[key] = {"normalize": "none", **section}
+        elif isinstance(section, dict) and isinstance(section.get("fisher"), dict):
+            out[key] = {**section, "fisher": {"normalize": "none", **section["fisher"]}}
+    return out
+
+
 def _same_settings(saved: str, text: str) -> bool:
     """``sequence.yaml`` as saved vs. as it would be written now. A file from before the
     per-method sections (flat ``ewc_lambda`` keys) counts as the same when it resolves to the
-    same settings; the runner then rewrites it in today's form."""
+    same settings (its Fishers as ``normalize: none``, what it estimated); the runner then
+    rewrites it in today's form."""
     if saved == text:
         return True
     old, new = yaml.safe_load(saved), yaml.safe_load(text)
     if not isinstance(old, dict) or old.get("stages") != new["stages"]:
         return False
     try:
-        before = ContinualConfig.parse(old.get("continual"), warn=False).resolved()
+        before = ContinualConfig.parse(_raw_fisher(old.get("continual")), warn=False).resolved()
     except ConfigError:
         return False
     return before == new["continual"]

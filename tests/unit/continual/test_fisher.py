@@ -8,7 +8,13 @@ from torch import nn
 
 from tunesmith.data.collate import Collator
 from tunesmith.models import load_model
-from tunesmith.objectives.continual.fisher import diagonal_fisher, online_update, sample_labels
+from tunesmith.objectives.continual.fisher import (
+    diagonal_fisher,
+    normalize_fisher,
+    online_update,
+    sample_labels,
+)
+from tunesmith.objectives.continual.penalty import quadratic_penalty
 
 
 class BagOfWords(nn.Module):
@@ -146,3 +152,67 @@ def test_online_update_decays_the_old_fisher():
     torch.testing.assert_close(online_update(None, new, 0.9)["w"], new["w"])
     with pytest.raises(ValueError, match="gamma"):
         online_update(old, new, 1.5)
+
+
+# -- scale-free importance (issue 18, item 1: a lambda that transfers) ---------------------------
+
+
+class TwoParams(nn.Module):
+    def __init__(self, a, b):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a))
+        self.b = nn.Parameter(torch.tensor(b))
+
+
+def _mean(fisher):
+    return sum(float(f.sum()) for f in fisher.values()) / sum(f.numel() for f in fisher.values())
+
+
+def test_normalised_fisher_has_mean_one_over_all_penalised_parameters():
+    fisher = diagonal_fisher(BagOfWords(), EXAMPLES, Collator(0), "sequence_classification")
+    out = normalize_fisher(fisher)  # the default: "mean"
+    assert _mean(out) == pytest.approx(1.0)
+    # one scale for every tensor: relative importances (also across tensors) are kept
+    scale = float(out["fc.weight"][0, 0] / fisher["fc.weight"][0, 0])
+    for name in fisher:
+        torch.testing.assert_close(out[name], fisher[name] * scale)
+
+
+def test_the_penalty_does_not_change_when_the_fisher_is_rescaled():
+    """Multiplying the loss by c multiplies the (empirical) Fisher by c^2; a mean-normalised
+    penalty is the same, so lambda means the same whatever the loss scale."""
+    fisher = diagonal_fisher(BagOfWords(), EXAMPLES, Collator(0), "sequence_classification")
+    model = BagOfWords()
+    anchor = {n: p.detach() + 0.1 for n, p in model.named_parameters() if p.requires_grad}
+    base = quadratic_penalty(model, normalize_fisher(fisher), anchor)
+    for c in (1e-6, 3.0, 1e4):
+        scaled = {n: f * c for n, f in fisher.items()}
+        torch.testing.assert_close(quadratic_penalty(model, normalize_fisher(scaled), anchor), base)
+        # the raw Fisher scales the penalty with it: lambda would have to follow c
+        raw = quadratic_penalty(model, normalize_fisher(scaled, "none"), anchor)
+        torch.testing.assert_close(raw, c * quadratic_penalty(model, fisher, anchor))
+
+
+def test_normalised_penalty_by_hand():
+    # F = {a: [1, 3], b: [0, 4]}: mean 2 -> {a: [0.5, 1.5], b: [0, 2]}
+    fisher = {"a": torch.tensor([1.0, 3.0]), "b": torch.tensor([0.0, 4.0])}
+    norm = normalize_fisher(fisher, "mean")
+    torch.testing.assert_close(norm["a"], torch.tensor([0.5, 1.5]))
+    torch.testing.assert_close(norm["b"], torch.tensor([0.0, 2.0]))
+    model = TwoParams([1.0, 1.0], [1.0, 2.0])
+    anchor = {"a": torch.zeros(2), "b": torch.zeros(2)}
+    # 0.5 * (0.5*1 + 1.5*1 + 0*1 + 2*4) = 5
+    assert float(quadratic_penalty(model, norm, anchor).detach()) == pytest.approx(5.0)
+    # none: today's raw Fisher, 0.5 * (1 + 3 + 0 + 16) = 10
+    assert (
+        float(quadratic_penalty(model, normalize_fisher(fisher, "none"), anchor).detach()) == 10.0
+    )
+
+
+def test_normalize_none_and_an_all_zero_fisher_are_left_alone():
+    fisher = {"a": torch.tensor([1e-9, 3e-9])}
+    assert normalize_fisher(fisher, "none")["a"].equal(fisher["a"])
+    zero = {"a": torch.zeros(3)}
+    assert normalize_fisher(zero)["a"].equal(zero["a"])
+    with pytest.raises(ValueError, match="normalisation"):
+        normalize_fisher(fisher, "max")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -27,6 +28,7 @@ from tunesmith.objectives.continual import (
     ContinualMethod,
     register_method,
 )
+from tunesmith.objectives.continual.state import ContinualState
 
 from .conftest import sequence_dict
 
@@ -151,6 +153,35 @@ def test_every_method_runs_a_sequence_from_the_same_first_stage(
     assert (tmp_path / "state" / "stage-1.safetensors").is_file() == bool(terms)
 
 
+def _penalised(out, method):
+    state = ContinualState.load(out / "state" / "stage-1.safetensors")
+    fisher = state.fishers["senti"] if method == "ewc" else state.online_fisher
+    values = torch.cat([f.flatten().double() for f in fisher.values()])
+    return state, values
+
+
+@pytest.mark.parametrize("method", ["ewc", "online_ewc"])
+def test_stage_fisher_is_normalised_to_mean_one_unless_normalize_none(
+    method, tiny_bert, two_tasks, tmp_path
+):
+    """Issue 18 item 1: the stored importance has mean 1 over the penalised (body) parameters by
+    default; ``fisher.normalize: none`` keeps the raw Fisher (the numbers before the option)."""
+    runs = {}
+    for mode in ("mean", "none"):
+        out = tmp_path / mode
+        section = {"weight": 1.0, "fisher": {"max_examples": 16, "normalize": mode}}
+        data = sequence_dict(tiny_bert, two_tasks, out, method, **{method: section})
+        run_sequence(parse_sequence(data), stop_after=1)
+        runs[mode] = _penalised(out, method)
+    (state, mean), (_, raw) = runs["mean"], runs["none"]
+    assert float(mean.mean()) == pytest.approx(1.0)
+    assert float(raw.mean()) != pytest.approx(1.0)
+    torch.testing.assert_close(mean, raw / raw.mean())  # same estimate, one scale
+    assert not any(
+        "classifier" in n for n in state.anchors["senti"]
+    )  # separate heads: not penalised
+
+
 # -- a new method is one module ----------------------------------------------------------------
 
 
@@ -231,7 +262,9 @@ def _old_sequence_yaml(text: str, **flat) -> str:
 
 
 def test_a_sequence_directory_from_before_resumes(tiny_bert, two_tasks, tmp_path):
-    data = sequence_dict(tiny_bert, two_tasks, tmp_path, "ewc", ewc={"weight": 100.0})
+    # a directory from before fisher.normalize holds raw Fishers: it resumes as normalize: none
+    raw = {"weight": 100.0, "fisher": {"normalize": "none"}}
+    data = sequence_dict(tiny_bert, two_tasks, tmp_path, "ewc", ewc=raw)
     seq = parse_sequence(data)
     run_sequence(seq, stop_after=1)
     saved = tmp_path / "sequence.yaml"
@@ -242,6 +275,11 @@ def test_a_sequence_directory_from_before_resumes(tiny_bert, two_tasks, tmp_path
     saved.write_text(_old_sequence_yaml(today, ewc_lambda=5.0))
     with pytest.raises(ConfigError, match="other settings"):
         run_sequence(seq, stop_after=1)
+    # today's default (normalised Fisher) does not continue a raw-Fisher directory
+    data["continual"]["ewc"] = {"weight": 100.0}
+    saved.write_text(_old_sequence_yaml(today, ewc_lambda=100.0))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_sequence(parse_sequence(data), stop_after=1)
 
 
 def test_the_shipped_recipe_in_the_old_form_resolves_the_same():
@@ -249,7 +287,7 @@ def test_the_shipped_recipe_in_the_old_form_resolves_the_same():
     data = yaml.safe_load(recipe.read_text())
     old = {
         **{k: v for k, v in data["continual"].items() if k not in ("ewc", "replay")},
-        "ewc_lambda": 1000.0,
+        "ewc_lambda": 0.3,  # the shipped recipe's weight (was 1000 on the raw Fisher)
         "fisher": {"kind": "empirical", "n_samples": 1, "max_examples": 512},
         "replay": {"capacity": 1000, "ratio": 0.25},
     }

@@ -45,6 +45,7 @@ from tunesmith.objectives.continual.fisher import (
     FisherConfig,
     diagonal_fisher,
     empirical,
+    normalize_fisher,
     online_update,
     sampled,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "empirical",
     "merge_quadratics",
     "method_class",
+    "normalize_fisher",
     "online_update",
     "preset",
     "quadratic_penalty",

@@ -28,7 +28,7 @@ from tunesmith.objectives.continual.base import (
     SequenceView,
     register_method,
 )
-from tunesmith.objectives.continual.fisher import FisherConfig, stage_fisher
+from tunesmith.objectives.continual.fisher import FisherConfig, penalised_fisher, stage_fisher
 from tunesmith.objectives.continual.penalty import merge_quadratics, quadratic_penalty
 from tunesmith.objectives.continual.state import ContinualState
 from tunesmith.objectives.continual.term import STATE_HELP, ContinualTerm, device_of, usable
@@ -114,7 +114,11 @@ class EWCMethod(ContinualMethod):
 
     @dataclasses.dataclass
     class Params:
-        weight: float = fld(1000.0, "lambda, the ewc term's weight")
+        weight: float = fld(
+            0.3,
+            "lambda, the ewc term's weight (on the mean-1 Fisher of fisher.normalize: mean; "
+            "docs/continual.md 'How to choose lambda')",
+        )
         fisher: FisherConfig = fld(FisherConfig(), "diagonal Fisher estimation")
 
         def validate(self, path: str) -> None:
@@ -129,7 +133,8 @@ class EWCMethod(ContinualMethod):
         anchor = stage_weights(seq, model, i)
         full = stage_fisher(seq, model, i, self.params.fisher)
         state.anchors = {**previous.anchors, name: anchor}
-        state.fishers = {**previous.fishers, name: {n: full[n] for n in anchor}}
+        fisher = penalised_fisher(full, anchor, self.params.fisher)
+        state.fishers = {**previous.fishers, name: fisher}
 
 
 register(

@@ -22,7 +22,12 @@ from tunesmith.objectives.continual.base import (
     register_method,
 )
 from tunesmith.objectives.continual.ewc import EWCTerm, check_weight, stage_weights
-from tunesmith.objectives.continual.fisher import FisherConfig, online_update, stage_fisher
+from tunesmith.objectives.continual.fisher import (
+    FisherConfig,
+    online_update,
+    penalised_fisher,
+    stage_fisher,
+)
 from tunesmith.objectives.continual.state import ContinualState
 from tunesmith.objectives.continual.term import STATE_HELP
 
@@ -63,7 +68,9 @@ class OnlineEWCMethod(ContinualMethod):
 
     @dataclasses.dataclass
     class Params:
-        weight: float = fld(1000.0, "lambda, the online_ewc term's weight")
+        weight: float = fld(
+            0.3, "lambda, the online_ewc term's weight (on the mean-1 Fisher, as ewc's)"
+        )
         gamma: float = fld(1.0, "F* = gamma * F*_old + F_new (1: plain accumulation)")
         fisher: FisherConfig = fld(FisherConfig(), "diagonal Fisher estimation")
 
@@ -79,7 +86,7 @@ class OnlineEWCMethod(ContinualMethod):
         anchor = stage_weights(seq, model, i)
         full = stage_fisher(seq, model, i, self.params.fisher)
         state.anchors = {seq.names[i]: anchor}
-        fisher = {n: full[n] for n in anchor}
+        fisher = penalised_fisher(full, anchor, self.params.fisher)
         state.online_fisher = online_update(previous.online_fisher, fisher, self.params.gamma)
 
 
