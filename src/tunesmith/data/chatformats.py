@@ -101,7 +101,8 @@ def is_conversational(fmt: str, records: Sequence[Record]) -> bool:
     ``messages``, ``sharegpt``, and ``prompt_completion`` whose first prompt is a list of turns."""
     if fmt in ("messages", "sharegpt"):
         return True
-    return fmt == "prompt_completion" and bool(records) and _pc_kind(records[0], "") == "turns"
+    first = records[0] if records else {}
+    return fmt == "prompt_completion" and isinstance(first.get("prompt"), list)
 
 
 def conversation(record: Record, fmt: str, place: str) -> Conversation:

@@ -19,7 +19,16 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def test_formats_registered() -> None:
-    assert FORMATS.names() == ["conll", "csv", "folder", "json", "jsonl", "label_text", "tsv"]
+    assert FORMATS.names() == [
+        "alpaca_chat",
+        "conll",
+        "csv",
+        "folder",
+        "json",
+        "jsonl",
+        "label_text",
+        "tsv",
+    ]
 
 
 def test_jsonl_and_json(tmp_path: Path) -> None:
