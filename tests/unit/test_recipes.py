@@ -77,6 +77,10 @@ def needed_fields(recipe: Recipe) -> list[str]:
     if recipe.task == "causal_lm":
         if d.lm_text_key:
             return [d.lm_text_key]
+        if d.chat_format in ("messages", "prompt_completion"):
+            return {"messages": ["messages"], "prompt_completion": ["prompt", "completion"]}[
+                d.chat_format
+            ]
         return [d.prompt_key or "instruction", d.response_key]
     return [d.source_key, d.target_key]
 

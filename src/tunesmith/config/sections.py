@@ -130,7 +130,16 @@ class DataConfig:
     )
     tokens_key: str = fld("tokens", "token classification: field with the word list")
     tags_key: str = fld("tags", "token classification: field with the tag list")
-    template: Literal["chat", "alpaca", "plain"] = fld("chat", "causal LM prompt format")
+    chat_format: Literal["auto", "messages", "prompt_completion", "sharegpt", "alpaca", "plain"] = (
+        fld(
+            "auto",
+            "causal LM record format; auto detects messages / conversations (sharegpt) / "
+            "prompt+completion / alpaca from a split's first record",
+        )
+    )
+    template: Literal["chat", "alpaca", "plain", "raw"] = fld(
+        "chat", "causal LM prompt format (raw: the prompt text as it is)"
+    )
     prompt_key: str | None = fld(None, "causal LM: prompt field (default alpaca instruction+input)")
     response_key: str = fld("output", "causal LM: response field")
     lm_text_key: str | None = fld(None, "causal LM: plain-text field (no prompt/response)")

@@ -21,7 +21,7 @@ from tunesmith.errors import ConfigError, DataError, ModelError
 IGNORE_INDEX = -100
 """Label id that the loss skips (torch ``cross_entropy`` default ``ignore_index``)."""
 
-TEMPLATES = ("chat", "alpaca", "plain")
+TEMPLATES = ("chat", "alpaca", "plain", "raw")
 ALPACA_HEADER = (
     "Below is an instruction that describes a task. "
     "Write a response that appropriately completes the request."
@@ -147,7 +147,8 @@ def build_prompt(
 
     The user turn is ``record[prompt_key]``, or alpaca style ``instruction`` (+ ``"\\n\\n" + input``).
     ``chat`` renders it with the tokenizer's chat template (generation prompt added); ``alpaca``
-    uses the classic ``### Instruction: / ### Response:`` layout; ``plain`` is ``prompt + "\\n"``.
+    uses the classic ``### Instruction: / ### Response:`` layout; ``plain`` is ``prompt + "\\n"``;
+    ``raw`` is the prompt text as it is (TRL's prompt/completion text: response appended directly).
     """
     if prompt_key is not None:
         if record.get(prompt_key) in (None, ""):
@@ -157,7 +158,8 @@ def build_prompt(
         if not record.get("instruction"):
             raise DataError(
                 f"no 'instruction' field in {_brief(record)}; set prompt_key to the field that "
-                "holds the prompt, or text_key for plain language modelling"
+                "holds the prompt, or text_key for plain language modelling (records with "
+                "messages, conversations or prompt + completion are read as chat: chat_format)"
             )
         instruction, inp = str(record["instruction"]), str(record.get("input") or "")
         user = instruction + (f"\n\n{inp}" if inp else "")
@@ -180,6 +182,8 @@ def build_prompt(
         return f"{head}\n\n{body}\n\n### Response:\n"
     if template == "plain":
         return (f"{system}\n\n" if system else "") + user + "\n"
+    if template == "raw":
+        return (f"{system}\n\n" if system else "") + user
     raise ConfigError(
         "template", f"unknown prompt template {template!r}", f"choose one of {TEMPLATES}"
     )

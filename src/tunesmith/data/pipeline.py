@@ -149,6 +149,7 @@ def load_raw_splits(recipe: Recipe, given: dict | None = None) -> RawSplits:
     raw = {name: ld.records for name, ld in read.items()}
     prints = {name: ld.fingerprint for name, ld in read.items()}
     check_labels(recipe, raw, places)
+    check_records(recipe, raw, places)
     if cfg.split:
         fractions = dict(cfg.split)
         fractions["train"] = 1.0 - sum(fractions.values())
@@ -181,6 +182,13 @@ def check_labels(recipe: Recipe, raw: dict[str, list[dict]], places: dict[int, P
         counts = check_file_labels(name, records, places, key, per_token, cfg.labels)
         if name == "train" and cfg.labels is None and not cfg.allow_rare_labels:
             check_rare_labels(records, places, key, per_token, counts)
+
+
+def check_records(recipe: Recipe, raw: dict[str, list[dict]], places: dict[int, Place]) -> None:
+    """The task kind's own record checks (causal LM: chat formats), ``file:line`` named."""
+    check = TASKS.get(recipe.task, "task").check_records
+    for name, records in raw.items() if check else ():
+        check(recipe.data, records, lambda rec, i, name=name: where(places, rec, name, i))
 
 
 def build_vocab(recipe: Recipe, raw: dict[str, list[dict]], saved: list[str] | None = None):
@@ -296,6 +304,7 @@ def text_pairs_config(cfg: DataConfig) -> DataConfig:
     format already wrote the task's prefix into the source)."""
     return dataclasses.replace(
         cfg,
+        chat_format="alpaca",
         prompt_key="source",
         response_key="target",
         lm_text_key=None,

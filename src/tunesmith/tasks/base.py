@@ -61,6 +61,11 @@ class TaskKind:
     log-probs for a generative kind."""
     prompt_ids: Callable[[DataConfig, Any, str], list[int]] | None = None
     """Generative kinds: token ids of a prediction input, tokenised as training sources are."""
+    check_records: (
+        Callable[[DataConfig, Sequence[dict], Callable[[dict, int], str]], None] | None
+    ) = None
+    """``check(cfg, records, place_of)``: checks one split's records as read, before any model
+    loads (``tunesmith validate`` too); ``place_of(record, i)`` names ``file:line``."""
 
     @property
     def classification(self) -> bool:

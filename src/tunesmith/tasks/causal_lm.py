@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from tunesmith.config import DataConfig
-from tunesmith.data.encode import IGNORE_INDEX, encode_causal_lm, encode_prompt
+from tunesmith.data.chatencode import encode_lm
+from tunesmith.data.chatformats import check_records
+from tunesmith.data.encode import IGNORE_INDEX, encode_prompt
 from tunesmith.metrics import generation_metrics
 from tunesmith.registry import TASKS
 from tunesmith.tasks.base import TaskKind
@@ -31,9 +33,10 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _encode(cfg: DataConfig, records, tokenizer, vocab, where: str) -> list[dict]:
-    return encode_causal_lm(
+    return encode_lm(
         records,
         tokenizer,
+        chat_format=cfg.chat_format,
         template=cfg.template,
         prompt_key=cfg.prompt_key,
         response_key=cfg.response_key,
@@ -51,9 +54,14 @@ def _prompt_ids(cfg: DataConfig, tokenizer: Any, text: str) -> list[int]:
         tokenizer,
         template=cfg.template,
         prompt_key=cfg.prompt_key,
-        text_key=cfg.lm_text_key,
+        text_key=cfg.lm_text_key or ("text" if cfg.chat_format == "plain" else None),
         system=cfg.system,
     )
+
+
+def _check(cfg: DataConfig, records, place_of) -> None:
+    """Every record fits its split's chat format (conversations well formed), ``file:line``."""
+    check_records(records, cfg.chat_format, cfg.prompt_key, cfg.lm_text_key, place_of)
 
 
 def _metrics(preds: Any, labels: Any, id2label: Any, mean_nll: float | None) -> dict[str, float]:
@@ -75,6 +83,7 @@ CAUSAL_LM = TaskKind(
     packable=True,
     teacher_cache=True,
     prompt_ids=_prompt_ids,
+    check_records=_check,
 )
 TASKS.register(CAUSAL_LM.name, CAUSAL_LM, CAUSAL_LM.help)
 

@@ -20,7 +20,8 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 def test_formats_registered() -> None:
     assert FORMATS.names() == [
-        *("arrow", "conll", "csv", "folder", "json", "jsonl", "label_text", "parquet", "tsv")
+        *("alpaca_chat", "arrow", "conll", "csv", "folder", "json", "jsonl", "label_text"),
+        *("parquet", "tsv"),
     ]
 
 

@@ -10,6 +10,6 @@ A new format is a new module here plus its import below; the recipe validation
 Importing :mod:`tunesmith.data` imports this package, so the formats are always registered.
 """
 
-from tunesmith.data.formats import arrow, conll, delimited, folder, jsonl, label_text
+from tunesmith.data.formats import alpaca_chat, arrow, conll, delimited, folder, jsonl, label_text
 
-__all__ = ["arrow", "conll", "delimited", "folder", "jsonl", "label_text"]
+__all__ = ["alpaca_chat", "arrow", "conll", "delimited", "folder", "jsonl", "label_text"]
