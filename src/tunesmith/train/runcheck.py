@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
-from tunesmith.config import Recipe, dump_recipe
+from tunesmith.config import Recipe, dump_recipe, parse_recipe
 from tunesmith.data.hfdata import given_splits, records_digest
 from tunesmith.distill.teacher import resolve_teacher
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.fingerprint import file_digest
 from tunesmith.models import resolve_model
 from tunesmith.paths import locate, resolve_path
@@ -119,8 +119,22 @@ def _label_change(old: Any, new: Any) -> str:
     return "the label set changed"
 
 
+def with_current_defaults(saved: Any) -> Any:
+    """A recipe saved by an earlier tunesmith, read as today's tunesmith reads it: keys added
+    since then take their defaults, so a key added with a default that changes nothing is not a
+    change. A recipe today's schema refuses is compared as saved."""
+    if not isinstance(saved, dict):
+        return saved
+    try:
+        return yaml.safe_load(dump_recipe(parse_recipe(saved)))
+    except (TunesmithError, ValueError, TypeError):
+        return saved
+
+
 def describe_change(part: str, old: Any, new: Any) -> list[str]:
     """Human-readable differences of one fingerprint part (empty when equal)."""
+    if part == "recipe":
+        old = with_current_defaults(old)
     if old == new:
         return []
     if part == "recipe":

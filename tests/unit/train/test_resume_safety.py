@@ -369,3 +369,25 @@ def test_adapter_run_resumes_exactly_and_checkpoints_only_what_trains(bert, data
     a = load_file(str(tmp_path / "full" / "best" / "adapter_model.safetensors"))
     b = load_file(str(run / "best" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_keys_added_since_the_run_started_are_not_changes():
+    # a run started by an earlier tunesmith lacks keys added since (with their defaults)
+    import copy
+
+    import yaml
+
+    from tunesmith.config import dump_recipe, parse_recipe
+    from tunesmith.train.runcheck import describe_change
+
+    rec = parse_recipe({"model": "m", "task": "sequence_classification", "data": {"train": "t"}})
+    now = yaml.safe_load(dump_recipe(rec))
+    old = copy.deepcopy(now)
+    del old["head"]
+    del old["data"]["chat_format"]
+    assert describe_change("recipe", old, now) == []
+    old["optim"]["lr"] = 0.5
+    (change,) = describe_change("recipe", old, now)
+    assert change.startswith("the recipe changed: optim.lr: 0.5 -> ")
+    old["no_such_key"] = 1  # a recipe today's schema refuses is compared as saved
+    assert "no_such_key" in describe_change("recipe", old, now)[0]
