@@ -28,6 +28,7 @@ from tunesmith.optim import clip_gradients
 from tunesmith.pooling import current_pooling
 from tunesmith.report import write_report
 from tunesmith.tasks import model_inputs, task_loss
+from tunesmith.train.callbacks import CallbackList
 from tunesmith.train.checkpoint import (
     find_checkpoint,
     load_checkpoint,
@@ -38,7 +39,9 @@ from tunesmith.train.checkpoint import (
 from tunesmith.train.distill_results import describe_results, distill_results
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.runfolder import RunLock, atomic_write_json, disk_bytes, trim_metrics
+from tunesmith.train.given import Given
 from tunesmith.train.setup import Run, make_accelerator, setup_run
+from tunesmith.train.trackers import open_trackers
 
 
 class Interrupted(Exception):
@@ -105,6 +108,7 @@ def evaluate_and_keep_best(run: Run) -> bool:
     metrics = run.mode.evaluate(run.raw_model, "dev")
     if run.logger:
         run.logger.log(state.step, "dev", metrics, epoch=state.epoch)
+    run.callbacks.call("on_evaluate", state.step, "dev", metrics)
     if run.metric not in metrics:
         raise TrainingError(
             f"train.metric {run.metric!r} is not computed for this task; "
@@ -117,6 +121,7 @@ def evaluate_and_keep_best(run: Run) -> bool:
             save_best(
                 run.raw_model, run.tokenizer, run.run_dir, best_meta(run, metrics), run.adapter
             )
+            run.callbacks.call("on_save", state.step, run.run_dir / "best")
     else:
         state.bad_evals += 1
     run.accelerator.wait_for_everyone()
@@ -124,13 +129,16 @@ def evaluate_and_keep_best(run: Run) -> bool:
     return patience is not None and state.bad_evals >= patience
 
 
+def current_lr(run: Run) -> float:
+    """The peak learning rate now (the first group's, undone of its layer-wise scale)."""
+    return run.scheduler.get_last_lr()[0] / run.optimizer.param_groups[0].get("lr_scale", 1.0)
+
+
 def log_train(run: Run, window: list[dict[str, float]], elapsed: float) -> dict[str, float]:
     tokens = sum(w["tokens"] for w in window)
     keys = [k for k in window[0] if k != "tokens"]
     values = {k: sum(w[k] for w in window) / len(window) for k in keys}
-    values["lr"] = run.scheduler.get_last_lr()[0] / run.optimizer.param_groups[0].get(
-        "lr_scale", 1.0
-    )
+    values["lr"] = current_lr(run)
     values["tokens_per_s"] = tokens * run.accelerator.num_processes / max(elapsed, 1e-9)
     if run.logger:
         run.logger.log(run.state.step, "train", values, epoch=run.state.epoch)
@@ -155,6 +163,9 @@ def train_epoch(run: Run, bar: tqdm, interrupt_at_step: int | None) -> bool:
         state.step_in_epoch += 1
         state.tokens += window[-1]["tokens"]
         bar.update(1)
+        if run.callbacks:
+            step_values = {k: v for k, v in window[-1].items() if k != "tokens"}
+            run.callbacks.call("on_step", state.step, {**step_values, "lr": current_lr(run)})
         if run.unfreezer and run.recipe.transfer.gradual_unfreeze.unit == "steps":
             run.unfreezer.advance()  # it counts the calls: one more group every `every`
         if state.step % tr.log_every == 0 or state.step == run.total_steps:
@@ -178,7 +189,8 @@ def train_epoch(run: Run, bar: tqdm, interrupt_at_step: int | None) -> bool:
 
 
 def step_boundary(run: Run, end_of_epoch: bool) -> bool:
-    """Evaluate / checkpoint when due. Returns True on early stop."""
+    """Evaluate / checkpoint when due. Returns True on early stop or when a callback asked to
+    stop (a checkpoint of this step is saved then, so the run can resume)."""
     state, tr = run.state, run.recipe.train
     last = state.step >= run.total_steps
     if end_of_epoch:
@@ -190,12 +202,16 @@ def step_boundary(run: Run, end_of_epoch: bool) -> bool:
     stop = False
     if run.mode.has("dev") and (due_eval or last):
         stop = evaluate_and_keep_best(run)
+    stop = stop or run.callbacks.should_stop
     due_save = (state.step % tr.save_every == 0) if tr.save_every else (due_eval or last)
     if due_save or stop:
         if run.unfreezer:
             state.unfreezer = run.unfreezer.state_dict()
-        save_checkpoint(run.accelerator, run.run_dir, state, run.resumable, tr.keep_checkpoints)
-    return stop
+        ckpt = save_checkpoint(
+            run.accelerator, run.run_dir, state, run.resumable, tr.keep_checkpoints
+        )
+        run.callbacks.call("on_save", state.step, ckpt)
+    return stop or run.callbacks.should_stop
 
 
 def resume_from_checkpoint(run: Run) -> None:
@@ -261,6 +277,7 @@ def finish(run: Run) -> dict[str, Any]:
                 confusion[split] = {"labels": result.labels, "matrix": result.confusion}
             if run.logger:
                 run.logger.log(scored_step, f"final_{split}", summary[split])
+            run.callbacks.call("on_evaluate", scored_step, f"final_{split}", summary[split])
     if confusion:
         summary["confusion"] = confusion
     if run.recipe.distill is not None:  # how the student compares with its teacher
@@ -276,26 +293,68 @@ def finish(run: Run) -> dict[str, Any]:
     return summary
 
 
+def stopped_summary(run: Run) -> dict[str, Any]:
+    """What a run stopped by a callback returns: no final evaluation and no ``summary.json``
+    (the run is not over: ``resume=True`` continues it from the checkpoint just saved)."""
+    state = run.state
+    run.accelerator.print(
+        f"stopped by a callback at step {state.step}; checkpoint saved in "
+        f"{run.run_dir / 'checkpoints'} (resume to continue)"
+    )
+    return {
+        "stopped": True,
+        "task": run.recipe.task,
+        "model": run.recipe.model_source,
+        "steps": state.step,
+        "total_steps": run.total_steps,
+        "best_step": state.best_step,
+        "metric": run.metric,
+        "best_metric": state.best_metric,
+        "run_dir": str(run.run_dir),
+    }
+
+
 def train(
     recipe: Recipe,
     run_dir: str | Path | None = None,
     resume: bool = False,
     interrupt_at_step: int | None = None,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    datasets: Any = None,
+    callbacks: Any = (),
 ) -> dict[str, Any]:
     """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``).
 
+    ``model`` / ``tokenizer`` / ``datasets``: objects that replace what the recipe would load
+    (:class:`~tunesmith.train.given.Given`); ``callbacks``: see :mod:`tunesmith.train.callbacks`.
     The run folder is locked for the whole run (a second process on it stops at once)."""
     run_dir = Path(run_dir or recipe.output_dir)
     accelerator = make_accelerator(recipe)
+    given = Given(model=model, tokenizer=tokenizer, datasets=datasets)
     lock = RunLock(run_dir)
     if accelerator.is_main_process:
         lock.acquire()
     try:
-        return train_locked(
-            setup_run(recipe, run_dir, resume, accelerator), resume, interrupt_at_step
-        )
+        run = setup_run(recipe, run_dir, resume, accelerator, given)
+        run.callbacks = CallbackList(callbacks, enabled=accelerator.is_main_process)
+        return train_locked(run, resume, interrupt_at_step)
     finally:
         lock.release()
+
+
+def train_info(run: Run) -> dict[str, Any]:
+    """What ``on_train_begin`` receives."""
+    return {
+        "run_dir": run.run_dir,
+        "task": run.recipe.task,
+        "model": run.recipe.model_source,
+        "total_steps": run.total_steps,
+        "start_step": run.state.step,
+        "train_examples": len(run.mode.train_examples),
+        "metric": run.metric,
+    }
 
 
 def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[str, Any]:
@@ -304,7 +363,9 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
     if resume:
         resume_from_checkpoint(run)
     if acc.is_main_process:
-        run.logger = MetricsLogger(run.run_dir, tensorboard=recipe.train.tensorboard)
+        tensorboard = recipe.train.tensorboard or "tensorboard" in recipe.train.report_to
+        trackers = open_trackers(recipe, run.run_dir)  # train.report_to: wandb, mlflow, ...
+        run.logger = MetricsLogger(run.run_dir, tensorboard=tensorboard, trackers=trackers)
         t, n = run.trainable_params, run.total_params
         print(
             f"tunesmith: {recipe.task} on {recipe.model_source}: {t:,} / {n:,} trainable parameters "
@@ -312,6 +373,7 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
             f"{run.total_steps} steps",
             flush=True,
         )
+    run.callbacks.call("on_train_begin", train_info(run))
     bar = tqdm(
         total=run.total_steps,
         initial=run.state.step,
@@ -325,6 +387,7 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
         run.dev_at_start = run.mode.evaluate(run.raw_model, "dev")
         if run.logger:
             run.logger.log(0, "dev", run.dev_at_start, epoch=0)
+        run.callbacks.call("on_evaluate", 0, "dev", run.dev_at_start)
     try:
         while (
             not run.state.finished
@@ -333,7 +396,10 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
         ):
             pass
         bar.close()
-        return finish(run)
+        stopped = run.callbacks.should_stop and run.state.step < run.total_steps
+        summary = stopped_summary(run) if stopped else finish(run)
+        run.callbacks.call("on_train_end", summary)
+        return summary
     finally:
         bar.close()
         if run.logger:

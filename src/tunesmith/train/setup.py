@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,12 +33,14 @@ from tunesmith.config import Recipe, dump_recipe
 from tunesmith.errors import ConfigError
 from tunesmith.fingerprint import weights_digest
 from tunesmith.metrics import greater_is_better
-from tunesmith.models import count_parameters, load_tokenizer, resolve_model
+from tunesmith.models import count_parameters
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
 from tunesmith.pooling import configure_pooling, describe
+from tunesmith.train.callbacks import CallbackList
 from tunesmith.train.checkpoint import Resumable, recover_best
 from tunesmith.train.evaluation import Collate
+from tunesmith.train.given import Given, checkpoint_folder, run_tokenizer
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modes import Labels, RunMode, build_mode
 from tunesmith.train.runcheck import FINGERPRINT_FILE, RunCheck
@@ -81,6 +83,7 @@ class Run:
     total_params: int
     adapter: tuple[str, bool] | None = None  # (adapter name, head saved with it)
     dev_at_start: dict[str, float] | None = None  # dev metrics before training (eval_at_start)
+    callbacks: CallbackList = field(default_factory=CallbackList)  # user hooks (main process)
 
     @property
     def resumable(self) -> Resumable:
@@ -181,12 +184,14 @@ def configure_training(recipe: Recipe, model: nn.Module) -> tuple[list[dict], La
     return groups, layout
 
 
-def setup_pooling(recipe: Recipe, model: nn.Module, accelerator: Accelerator) -> None:
+def setup_pooling(
+    recipe: Recipe, model: nn.Module, accelerator: Accelerator, given: Given = Given()
+) -> None:
     """Resolve and apply ``head.pooling`` once freezing and adapters say whether the pooler
     trains (:mod:`tunesmith.pooling`); print the choice and why."""
     if recipe.task != "sequence_classification":
         return
-    folder = resolve_model(recipe.model_source)
+    folder = checkpoint_folder(recipe, given)
     mode, why = configure_pooling(model, recipe.head.pooling, folder)
     accelerator.print(describe(mode, why))
 
@@ -218,24 +223,29 @@ def build_optimization(
     return optimizer, scheduler
 
 
-def setup_run(recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator) -> Run:
+def setup_run(
+    recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator, given: Given = Given()
+) -> Run:
     """Every live object of a run, in the order that keeps runs reproducible (seeded draws).
+    ``given``: objects passed in from Python that replace what the recipe would load.
 
     Nothing in ``run_dir`` is written before the run's fingerprint is checked (when resuming)."""
     check = RunCheck.start(recipe, run_dir, resume, accelerator.num_processes)
     set_seed(recipe.seed)
-    tokenizer = load_tokenizer(recipe.model_source)
-    mode = build_mode(recipe, tokenizer, accelerator)
+    tokenizer = run_tokenizer(recipe, given)
+    mode = build_mode(recipe, tokenizer, accelerator, datasets=given.datasets)
     check.add(examples=len(mode.train_examples), labels=mode.labels())
     terms = build_terms(recipe.objectives)
-    model, collator = setup_model_and_teacher(recipe, tokenizer, mode, terms, accelerator)
+    model, collator = setup_model_and_teacher(
+        recipe, tokenizer, mode, terms, accelerator, given.model
+    )
     check.add(model=weights_digest(model))
     accelerator.wait_for_everyone()  # every process checked before the main one writes
     if accelerator.is_main_process:
         write_run_files(check, recipe, mode.labels())
     adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
-    setup_pooling(recipe, model, accelerator)
+    setup_pooling(recipe, model, accelerator, given)
     groups += setup_terms(recipe, terms, model)
     trainable, total = count_parameters(model)
     n_steps = total_steps(recipe, mode.steps_per_epoch)

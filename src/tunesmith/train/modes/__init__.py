@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from accelerate import Accelerator
 from transformers import PreTrainedTokenizerBase
 
@@ -25,12 +27,17 @@ __all__ = [
 
 
 def build_mode(
-    recipe: Recipe, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
+    recipe: Recipe,
+    tokenizer: PreTrainedTokenizerBase,
+    accelerator: Accelerator,
+    datasets: Any = None,
 ) -> RunMode:
     """The recipe's mode with its data read and encoded: text-to-text when generative tasks are
-    listed under ``tasks:``, a multi-head mixture for ``task: multi_head``, else single-task."""
+    listed under ``tasks:``, a multi-head mixture for ``task: multi_head``, else single-task.
+    ``datasets``: data passed in from Python (split -> ``datasets.Dataset`` | list of records, or a
+    ``DatasetDict``) in place of the recipe's files."""
     if recipe.text_to_text:
-        return TextToText.build(recipe, tokenizer, accelerator)
+        return TextToText.build(recipe, tokenizer, accelerator, datasets=datasets)
     if recipe.tasks:
-        return Mixture.build(recipe, tokenizer, accelerator)
-    return SingleTask.build(recipe, tokenizer, accelerator)
+        return Mixture.build(recipe, tokenizer, accelerator, datasets=datasets)
+    return SingleTask.build(recipe, tokenizer, accelerator, datasets=datasets)

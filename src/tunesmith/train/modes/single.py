@@ -41,8 +41,15 @@ class SingleTask(RunMode):
 
     @classmethod
     def build(
-        cls, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
+        cls,
+        recipe: Recipe,
+        tokenizer: PreTrainedTokenizerBase,
+        accelerator: Accelerator,
+        datasets: Any = None,
     ) -> SingleTask:
+        """Read and encode the recipe's data (``datasets``: splits passed in from Python)."""
+        if datasets is not None:  # the data helper's slice reads them (issue 15 item 1)
+            raise ConfigError("datasets", "dataset objects are not supported yet")
         return cls(recipe, tokenizer, accelerator, build_datasets(recipe, tokenizer))
 
     @property
