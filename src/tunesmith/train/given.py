@@ -22,7 +22,7 @@ from tunesmith.errors import ConfigError, ModelError
 from tunesmith.models import align_pad_token, load_tokenizer, resolve_model
 from tunesmith.tasks import task_kind
 
-__all__ = ["Given", "check_given_model", "checkpoint_folder", "run_tokenizer"]
+__all__ = ["NOTHING_GIVEN", "Given", "check_given_model", "checkpoint_folder", "run_tokenizer"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class Given:
     model: PreTrainedModel | None = None
     tokenizer: PreTrainedTokenizerBase | None = None
     datasets: Any = None  # split -> datasets.Dataset | list[dict], or a DatasetDict
+
+
+NOTHING_GIVEN = Given()  # every object from the recipe
 
 
 def run_tokenizer(recipe: Recipe, given: Given) -> PreTrainedTokenizerBase:

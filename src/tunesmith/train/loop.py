@@ -37,9 +37,9 @@ from tunesmith.train.checkpoint import (
     save_checkpoint,
 )
 from tunesmith.train.distill_results import describe_results, distill_results
+from tunesmith.train.given import Given
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.runfolder import RunLock, atomic_write_json, disk_bytes, trim_metrics
-from tunesmith.train.given import Given
 from tunesmith.train.setup import Run, make_accelerator, setup_run
 from tunesmith.train.trackers import open_trackers
 

@@ -40,7 +40,7 @@ from tunesmith.pooling import configure_pooling, describe
 from tunesmith.train.callbacks import CallbackList
 from tunesmith.train.checkpoint import Resumable, recover_best
 from tunesmith.train.evaluation import Collate
-from tunesmith.train.given import Given, checkpoint_folder, run_tokenizer
+from tunesmith.train.given import NOTHING_GIVEN, Given, checkpoint_folder, run_tokenizer
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modes import Labels, RunMode, build_mode
 from tunesmith.train.runcheck import FINGERPRINT_FILE, RunCheck
@@ -185,7 +185,7 @@ def configure_training(recipe: Recipe, model: nn.Module) -> tuple[list[dict], La
 
 
 def setup_pooling(
-    recipe: Recipe, model: nn.Module, accelerator: Accelerator, given: Given = Given()
+    recipe: Recipe, model: nn.Module, accelerator: Accelerator, given: Given = NOTHING_GIVEN
 ) -> None:
     """Resolve and apply ``head.pooling`` once freezing and adapters say whether the pooler
     trains (:mod:`tunesmith.pooling`); print the choice and why."""
@@ -224,7 +224,11 @@ def build_optimization(
 
 
 def setup_run(
-    recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator, given: Given = Given()
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool,
+    accelerator: Accelerator,
+    given: Given = NOTHING_GIVEN,
 ) -> Run:
     """Every live object of a run, in the order that keeps runs reproducible (seeded draws).
     ``given``: objects passed in from Python that replace what the recipe would load.
