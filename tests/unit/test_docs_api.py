@@ -14,7 +14,10 @@ from tunesmith.testing import save_tiny_model
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "python-api.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
-WORDS = {"0": "bad sad hate no low dull mess".split(), "1": "good happy love yes great witty".split()}
+WORDS = {
+    "0": "bad sad hate no low dull mess".split(),
+    "1": "good happy love yes great witty".split(),
+}
 
 
 def python_blocks() -> list[str]:

@@ -9,6 +9,7 @@ input embeddings covering the tokenizer, and its weights digest is part of the r
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,23 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tunesmith.config import Recipe
 from tunesmith.data.labels import LabelVocab
 from tunesmith.errors import ConfigError, ModelError
+from tunesmith.fingerprint import weights_digest
 from tunesmith.models import align_pad_token, load_tokenizer, resolve_model
 from tunesmith.tasks import task_kind
 
-__all__ = ["NOTHING_GIVEN", "Given", "check_given_model", "checkpoint_folder", "run_tokenizer"]
+__all__ = [
+    "NOTHING_GIVEN",
+    "Given",
+    "check_given_model",
+    "checkpoint_folder",
+    "remember_trained",
+    "run_tokenizer",
+    "starting_digest",
+]
+
+# model object -> (digest when a run started from it, digest when that run returned): a given
+# model trains in place, so resuming with the same untouched object must count as the same start
+_TRAINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -123,3 +137,16 @@ def name_labels(model: PreTrainedModel, vocab: LabelVocab) -> None:
         )
     model.config.id2label = dict(vocab.named_id2label)
     model.config.label2id = dict(vocab.named_label2id)
+
+
+def starting_digest(model: nn.Module) -> str:
+    """The run fingerprint's ``model``: the weights digest, or, for a model object a run trained
+    in place and nobody changed since, the digest it had when that run started."""
+    digest = weights_digest(model)
+    start, end = _TRAINED.get(model, (None, None))
+    return start if digest == end else digest
+
+
+def remember_trained(model: nn.Module, start: str) -> None:
+    """After a run trained ``model`` in place (see :func:`starting_digest`)."""
+    _TRAINED[model] = (start, weights_digest(model))

@@ -37,7 +37,7 @@ from tunesmith.train.checkpoint import (
     save_checkpoint,
 )
 from tunesmith.train.distill_results import describe_results, distill_results
-from tunesmith.train.given import Given
+from tunesmith.train.given import Given, remember_trained
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.runfolder import RunLock, atomic_write_json, disk_bytes, trim_metrics
 from tunesmith.train.setup import Run, make_accelerator, setup_run
@@ -336,12 +336,15 @@ def train(
     lock = RunLock(run_dir)
     if accelerator.is_main_process:
         lock.acquire()
+    run = None
     try:
         run = setup_run(recipe, run_dir, resume, accelerator, given)
         run.callbacks = CallbackList(callbacks, enabled=accelerator.is_main_process)
         return train_locked(run, resume, interrupt_at_step)
     finally:
         lock.release()
+        if run is not None and model is not None:  # trained in place: resumable with it
+            remember_trained(model, run.start_digest)
 
 
 def train_info(run: Run) -> dict[str, Any]:

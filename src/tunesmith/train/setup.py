@@ -31,7 +31,6 @@ from tunesmith.adapters import (
 from tunesmith.adapters.base import state_of
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.errors import ConfigError
-from tunesmith.fingerprint import weights_digest
 from tunesmith.metrics import greater_is_better
 from tunesmith.models import count_parameters
 from tunesmith.objectives import ObjectiveTerm, build_terms
@@ -40,7 +39,13 @@ from tunesmith.pooling import configure_pooling, describe
 from tunesmith.train.callbacks import CallbackList
 from tunesmith.train.checkpoint import Resumable, recover_best
 from tunesmith.train.evaluation import Collate
-from tunesmith.train.given import NOTHING_GIVEN, Given, checkpoint_folder, run_tokenizer
+from tunesmith.train.given import (
+    NOTHING_GIVEN,
+    Given,
+    checkpoint_folder,
+    run_tokenizer,
+    starting_digest,
+)
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modes import Labels, RunMode, build_mode
 from tunesmith.train.runcheck import FINGERPRINT_FILE, RunCheck
@@ -84,6 +89,7 @@ class Run:
     adapter: tuple[str, bool] | None = None  # (adapter name, head saved with it)
     dev_at_start: dict[str, float] | None = None  # dev metrics before training (eval_at_start)
     callbacks: CallbackList = field(default_factory=CallbackList)  # user hooks (main process)
+    start_digest: str = ""  # the starting weights' digest (run fingerprint)
 
     @property
     def resumable(self) -> Resumable:
@@ -243,7 +249,7 @@ def setup_run(
     model, collator = setup_model_and_teacher(
         recipe, tokenizer, mode, terms, accelerator, given.model
     )
-    check.add(model=weights_digest(model))
+    check.add(model=starting_digest(model))
     accelerator.wait_for_everyone()  # every process checked before the main one writes
     if accelerator.is_main_process:
         write_run_files(check, recipe, mode.labels())
@@ -278,4 +284,5 @@ def setup_run(
         greater_is_better=greater_is_better(metric),
         trainable_params=trainable,
         total_params=total,
+        start_digest=check.current["model"],
     )
