@@ -7,7 +7,8 @@ resolved recipe as the run's configuration. TensorBoard keeps tunesmith's own wr
 
 Where they write, when nothing else is set: wandb into ``run_dir`` (``WANDB_MODE=offline`` works
 without an account), project ``$WANDB_PROJECT`` or ``tunesmith``; MLflow into the file store
-``run_dir/mlruns`` unless ``$MLFLOW_TRACKING_URI`` is set, experiment ``$MLFLOW_EXPERIMENT_NAME``
+``run_dir/mlruns`` (``MLFLOW_ALLOW_FILE_STORE=true`` is set for it) unless
+``$MLFLOW_TRACKING_URI`` is set, experiment ``$MLFLOW_EXPERIMENT_NAME``
 or ``tunesmith``. The others use their own settings (environment variables, config files).
 """
 
@@ -49,9 +50,12 @@ def _make(name: str, run_dir: Path) -> Any:
         project = os.environ.get("WANDB_PROJECT", "tunesmith")
         return cls(project, dir=str(run_dir), name=run_dir.name)
     if name == "mlflow":
-        if "MLFLOW_TRACKING_URI" not in os.environ:
+        if "MLFLOW_TRACKING_URI" not in os.environ:  # a file store in the run folder
             import mlflow
 
+            # MLflow >= 3.7 wants the opt-in for file stores (the other stores need a server
+            # or SQLAlchemy)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
         return cls(experiment_name="tunesmith", run_name=run_dir.name)
     if cls.requires_logging_directory:
