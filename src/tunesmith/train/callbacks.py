@@ -12,9 +12,11 @@ all as no-ops, to subclass)::
 
 A callback stops training by returning ``True`` from any of the methods called during training
 (``on_step``, ``on_evaluate``, ``on_save``) or by setting ``control.should_stop = True`` on the
-:class:`Control` it is given as its ``control`` attribute. Stopping saves a checkpoint at that
-step and ends the run cleanly; ``train(..., resume=True)`` continues it (the returned summary has
-``"stopped": True``, and no ``summary.json`` is written).
+:class:`Control` it is given as its ``control`` attribute. The run stops at the end of that step
+(asked from the ``on_save`` of a step's checkpoint: of the next step), saves a checkpoint there
+and ends cleanly; ``train(..., resume=True)`` continues it (the returned summary has
+``"stopped": True``, and no ``summary.json`` is written). With several processes the main one's
+answer is shared, so that all stop at the same step.
 """
 
 from __future__ import annotations
@@ -22,9 +24,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Callback", "CallbackList", "Control"]
+import torch
+
+if TYPE_CHECKING:  # the run holds its CallbackList: no import at run time
+    from tunesmith.train.setup import Run
+
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "Control",
+    "callback_stop",
+    "stopped_summary",
+    "train_info",
+]
 
 HOOKS = (
     "on_train_begin",
@@ -105,3 +119,48 @@ class CallbackList:
 
     def __bool__(self) -> bool:
         return bool(self.callbacks) and self.enabled
+
+
+def callback_stop(run: Run) -> bool:
+    """Whether a callback asked to stop. Callbacks run on the main process only: with several
+    processes its answer is shared, so that every process stops at the same step."""
+    cbs, acc = run.callbacks, run.accelerator
+    if not cbs.callbacks or acc.num_processes == 1:
+        return cbs.should_stop
+    flag = torch.tensor([float(cbs.should_stop)], device=acc.device)
+    cbs.control.should_stop = bool(acc.reduce(flag, reduction="sum").item() > 0)
+    return cbs.control.should_stop
+
+
+def stopped_summary(run: Run) -> dict[str, Any]:
+    """What a run stopped by a callback returns: no final evaluation and no ``summary.json``
+    (the run is not over: ``resume=True`` continues it from the checkpoint just saved)."""
+    state = run.state
+    run.accelerator.print(
+        f"stopped by a callback at step {state.step}; checkpoint saved in "
+        f"{run.run_dir / 'checkpoints'} (resume to continue)"
+    )
+    return {
+        "stopped": True,
+        "task": run.recipe.task,
+        "model": run.recipe.model_source,
+        "steps": state.step,
+        "total_steps": run.total_steps,
+        "best_step": state.best_step,
+        "metric": run.metric,
+        "best_metric": state.best_metric,
+        "run_dir": str(run.run_dir),
+    }
+
+
+def train_info(run: Run) -> dict[str, Any]:
+    """What ``on_train_begin`` receives."""
+    return {
+        "run_dir": run.run_dir,
+        "task": run.recipe.task,
+        "model": run.recipe.model_source,
+        "total_steps": run.total_steps,
+        "start_step": run.state.step,
+        "train_examples": len(run.mode.train_examples),
+        "metric": run.metric,
+    }

@@ -28,7 +28,7 @@ from tunesmith.optim import clip_gradients
 from tunesmith.pooling import current_pooling
 from tunesmith.report import write_report
 from tunesmith.tasks import model_inputs, task_loss
-from tunesmith.train.callbacks import CallbackList
+from tunesmith.train.callbacks import CallbackList, callback_stop, stopped_summary, train_info
 from tunesmith.train.checkpoint import (
     find_checkpoint,
     load_checkpoint,
@@ -202,7 +202,7 @@ def step_boundary(run: Run, end_of_epoch: bool) -> bool:
     stop = False
     if run.mode.has("dev") and (due_eval or last):
         stop = evaluate_and_keep_best(run)
-    stop = stop or run.callbacks.should_stop
+    stop = stop or callback_stop(run)
     due_save = (state.step % tr.save_every == 0) if tr.save_every else (due_eval or last)
     if due_save or stop:
         if run.unfreezer:
@@ -211,7 +211,7 @@ def step_boundary(run: Run, end_of_epoch: bool) -> bool:
             run.accelerator, run.run_dir, state, run.resumable, tr.keep_checkpoints
         )
         run.callbacks.call("on_save", state.step, ckpt)
-    return stop or run.callbacks.should_stop
+    return stop
 
 
 def resume_from_checkpoint(run: Run) -> None:
@@ -293,27 +293,6 @@ def finish(run: Run) -> dict[str, Any]:
     return summary
 
 
-def stopped_summary(run: Run) -> dict[str, Any]:
-    """What a run stopped by a callback returns: no final evaluation and no ``summary.json``
-    (the run is not over: ``resume=True`` continues it from the checkpoint just saved)."""
-    state = run.state
-    run.accelerator.print(
-        f"stopped by a callback at step {state.step}; checkpoint saved in "
-        f"{run.run_dir / 'checkpoints'} (resume to continue)"
-    )
-    return {
-        "stopped": True,
-        "task": run.recipe.task,
-        "model": run.recipe.model_source,
-        "steps": state.step,
-        "total_steps": run.total_steps,
-        "best_step": state.best_step,
-        "metric": run.metric,
-        "best_metric": state.best_metric,
-        "run_dir": str(run.run_dir),
-    }
-
-
 def train(
     recipe: Recipe,
     run_dir: str | Path | None = None,
@@ -345,19 +324,6 @@ def train(
         lock.release()
         if run is not None and model is not None:  # trained in place: resumable with it
             remember_trained(model, run.start_digest)
-
-
-def train_info(run: Run) -> dict[str, Any]:
-    """What ``on_train_begin`` receives."""
-    return {
-        "run_dir": run.run_dir,
-        "task": run.recipe.task,
-        "model": run.recipe.model_source,
-        "total_steps": run.total_steps,
-        "start_step": run.state.step,
-        "train_examples": len(run.mode.train_examples),
-        "metric": run.metric,
-    }
 
 
 def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[str, Any]:

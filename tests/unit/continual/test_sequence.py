@@ -56,9 +56,9 @@ def test_ewc_sequence_resumes_and_skips_the_finished_stage(
     trained = []
     real_train = stages_mod.train
 
-    def counting_train(recipe, run_dir, resume=False):
+    def counting_train(recipe, run_dir, resume=False, **kw):  # kw: callbacks
         trained.append((run_dir.name, resume))
-        return real_train(recipe, run_dir, resume=resume)
+        return real_train(recipe, run_dir, resume=resume, **kw)
 
     monkeypatch.setattr(stages_mod, "train", counting_train)
     partial = run_sequence(seq, stop_after=1)
