@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("objectives", {"objectives", "distill"}),
     ("train", {"train", "report"}),
     ("drivers", {"continual", "predict", "push"}),
-    ("api", {"cli", "__main__", "__init__"}),
+    ("api", {"cli", "tuner", "__main__", "__init__"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 

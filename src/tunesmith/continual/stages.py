@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.heads import fresh_head
 from tunesmith.metrics import LOWER_IS_BETTER
 from tunesmith.models import load_tokenizer
+from tunesmith.train.callbacks import CallbackList
 from tunesmith.train.loop import train
 
 __all__ = ["run_sequence"]
@@ -61,6 +62,7 @@ def run_sequence(
     out_dir: str | Path | None = None,
     *,
     stop_after: int | None = None,
+    callbacks: Iterable[Any] = (),
 ) -> dict[str, Any]:
     """Train the stages in order with ``method`` and score every task after every stage.
 
@@ -68,7 +70,9 @@ def run_sequence(
     ``[Stage]``; ``method``: a method name (defaults for everything else) or a
     :class:`ContinualConfig` (default: the sequence's, else ``naive``); ``out_dir``: the
     sequence directory (default: the sequence's ``output_dir``). ``stop_after=n`` returns after
-    the first n stages (run again without it to continue).
+    the first n stages (run again without it to continue). ``callbacks`` get every stage's
+    training hooks and ``on_stage_end(name, report)``; one that stops training (or returns True
+    from ``on_stage_end``) ends the sequence there (run it again to continue).
 
     Returns the content of ``matrix.json`` (tasks, matrix, initial, acc, bwt, forgetting,
     forgetting_per_task, fwt, method, stages) once every stage is done, else
@@ -86,12 +90,15 @@ def run_sequence(
     if out_dir is None:
         raise ConfigError("output_dir", "a task sequence needs an output directory")
     check_sequence(stages, cfg)
-    return _Runner(stages, cfg, Path(out_dir)).run(stop_after)
+    return _Runner(stages, cfg, Path(out_dir), list(callbacks)).run(stop_after)
 
 
 class _Runner:
-    def __init__(self, stages: list[Stage], cfg: ContinualConfig, out: Path):
+    def __init__(
+        self, stages: list[Stage], cfg: ContinualConfig, out: Path, callbacks: list[Any] = ()
+    ):
         self.stages, self.cfg, self.out = stages, cfg, out.expanduser().resolve()
+        self.callbacks = list(callbacks)
         first = stages[0].recipe
         classification = first.task == "sequence_classification"
         # joint training with separate heads trains one shared encoder with a head per task
@@ -153,12 +160,17 @@ class _Runner:
             run_dir = self.ctx.run_dir(k, name)
             if not (run_dir / "summary.json").is_file():
                 recipe = self._stage_recipe(k, run_dir)
-                train(recipe, run_dir, resume=(run_dir / "config.yaml").is_file())
+                resume = (run_dir / "config.yaml").is_file()
+                if train(recipe, run_dir, resume=resume, callbacks=self.callbacks).get("stopped"):
+                    return {"completed_stages": k, "rows": rows, "stopped": True}
             if not self.cfg.keep_state:  # a finished stage never resumes: its best/ is what counts
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             rows.append(self._after_stage(k, name))
             summary = json.loads((run_dir / "summary.json").read_text())
             stages.append({"name": name, "run_dir": str(run_dir), **_brief(summary)})
+            ended = CallbackList(self.callbacks)
+            if ended.call("on_stage_end", name, {**stages[-1], "row": rows[-1]}):
+                return {"completed_stages": k + 1, "rows": rows, "stopped": True}
             if stop_after is not None and k + 1 >= stop_after and k + 1 < len(plan):
                 return {"completed_stages": k + 1, "rows": rows}
         metric = self.ctx.metric

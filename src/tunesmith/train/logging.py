@@ -1,7 +1,8 @@
-"""Run metrics: one JSON line per logging event in ``run_dir/metrics.jsonl``, optionally TensorBoard.
+"""Run metrics: one JSON line per logging event in ``run_dir/metrics.jsonl``, optionally
+TensorBoard and experiment trackers (``train.report_to``: :mod:`tunesmith.train.trackers`).
 
 ``metrics.jsonl`` is the source of truth (reports and plots read it with
-:func:`tunesmith.report.read_metrics`); TensorBoard is a live view.
+:func:`tunesmith.report.read_metrics`); TensorBoard and the trackers are live views.
 Each line is ``{"step", "epoch", "split", "time", **metrics}``, for example::
 
     {"step": 100, "epoch": 0.5, "split": "train", "time": 1732580000.1, "loss": 0.71, "lr": 2e-05}
@@ -56,13 +57,17 @@ def _open_summary_writer(log_dir: Path) -> Any | None:
 
 
 class MetricsLogger:
-    """Appends metrics to ``run_dir/metrics.jsonl`` and mirrors scalars to TensorBoard.
+    """Appends metrics to ``run_dir/metrics.jsonl`` and mirrors scalars to TensorBoard and to
+    started accelerate trackers (``trackers``: objects with ``log(values, step)`` and
+    ``finish()``; closing the logger finishes them).
 
-    TensorBoard scalars are tagged ``split/metric`` (``train/loss``, ``dev/f1``) under
+    Scalars are tagged ``split/metric`` (``train/loss``, ``dev/f1``); TensorBoard's go under
     ``run_dir/tensorboard``. Usable as a context manager; :meth:`close` is idempotent.
     """
 
-    def __init__(self, run_dir: Path | str, tensorboard: bool = True):
+    def __init__(
+        self, run_dir: Path | str, tensorboard: bool = True, trackers: list[Any] | None = None
+    ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / METRICS_FILE
@@ -75,6 +80,7 @@ class MetricsLogger:
                     f.write(b"\n")
         self._file = self.path.open("a", encoding="utf-8")
         self._writer = _open_summary_writer(self.run_dir / "tensorboard") if tensorboard else None
+        self._trackers = list(trackers or [])
 
     def log(
         self, step: int, split: str, metrics: Mapping[str, Any], epoch: float | None = None
@@ -89,10 +95,12 @@ class MetricsLogger:
         record = {"step": int(step), "epoch": epoch, "split": split, "time": time.time(), **values}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        scalars = {f"{split}/{k}": float(v) for k, v in values.items() if _is_number(v)}
         if self._writer is not None:
-            for name, value in values.items():
-                if _is_number(value):
-                    self._writer.add_scalar(f"{split}/{name}", float(value), int(step))
+            for tag, value in scalars.items():
+                self._writer.add_scalar(tag, value, int(step))
+        for tracker in self._trackers:
+            tracker.log(scalars, step=int(step))
 
     def close(self) -> None:
         if not self._file.closed:
@@ -100,6 +108,9 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        trackers, self._trackers = self._trackers, []
+        for tracker in trackers:
+            tracker.finish()
 
     def __enter__(self) -> MetricsLogger:
         return self

@@ -28,6 +28,7 @@ from tunesmith.optim import clip_gradients
 from tunesmith.pooling import current_pooling
 from tunesmith.report import write_report
 from tunesmith.tasks import model_inputs, task_loss
+from tunesmith.train.callbacks import CallbackList, callback_stop, stopped_summary, train_info
 from tunesmith.train.checkpoint import (
     find_checkpoint,
     load_checkpoint,
@@ -36,10 +37,12 @@ from tunesmith.train.checkpoint import (
     save_checkpoint,
 )
 from tunesmith.train.distill_results import describe_results, distill_results
+from tunesmith.train.given import Given, remember_trained
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modelcard import write_model_card
 from tunesmith.train.runfolder import RunLock, atomic_write_json, disk_bytes, trim_metrics
 from tunesmith.train.setup import Run, make_accelerator, setup_run
+from tunesmith.train.trackers import open_trackers
 
 
 class Interrupted(Exception):
@@ -106,6 +109,7 @@ def evaluate_and_keep_best(run: Run) -> bool:
     metrics = run.mode.evaluate(run.raw_model, "dev")
     if run.logger:
         run.logger.log(state.step, "dev", metrics, epoch=state.epoch)
+    run.callbacks.call("on_evaluate", state.step, "dev", metrics)
     if run.metric not in metrics:
         raise TrainingError(
             f"train.metric {run.metric!r} is not computed for this task; "
@@ -118,6 +122,7 @@ def evaluate_and_keep_best(run: Run) -> bool:
             save_best(
                 run.raw_model, run.tokenizer, run.run_dir, best_meta(run, metrics), run.adapter
             )
+            run.callbacks.call("on_save", state.step, run.run_dir / "best")
     else:
         state.bad_evals += 1
     run.accelerator.wait_for_everyone()
@@ -125,13 +130,16 @@ def evaluate_and_keep_best(run: Run) -> bool:
     return patience is not None and state.bad_evals >= patience
 
 
+def current_lr(run: Run) -> float:
+    """The peak learning rate now (the first group's, undone of its layer-wise scale)."""
+    return run.scheduler.get_last_lr()[0] / run.optimizer.param_groups[0].get("lr_scale", 1.0)
+
+
 def log_train(run: Run, window: list[dict[str, float]], elapsed: float) -> dict[str, float]:
     tokens = sum(w["tokens"] for w in window)
     keys = [k for k in window[0] if k != "tokens"]
     values = {k: sum(w[k] for w in window) / len(window) for k in keys}
-    values["lr"] = run.scheduler.get_last_lr()[0] / run.optimizer.param_groups[0].get(
-        "lr_scale", 1.0
-    )
+    values["lr"] = current_lr(run)
     values["tokens_per_s"] = tokens * run.accelerator.num_processes / max(elapsed, 1e-9)
     if run.logger:
         run.logger.log(run.state.step, "train", values, epoch=run.state.epoch)
@@ -156,6 +164,9 @@ def train_epoch(run: Run, bar: tqdm, interrupt_at_step: int | None) -> bool:
         state.step_in_epoch += 1
         state.tokens += window[-1]["tokens"]
         bar.update(1)
+        if run.callbacks:
+            step_values = {k: v for k, v in window[-1].items() if k != "tokens"}
+            run.callbacks.call("on_step", state.step, {**step_values, "lr": current_lr(run)})
         if run.unfreezer and run.recipe.transfer.gradual_unfreeze.unit == "steps":
             run.unfreezer.advance()  # it counts the calls: one more group every `every`
         if state.step % tr.log_every == 0 or state.step == run.total_steps:
@@ -179,7 +190,8 @@ def train_epoch(run: Run, bar: tqdm, interrupt_at_step: int | None) -> bool:
 
 
 def step_boundary(run: Run, end_of_epoch: bool) -> bool:
-    """Evaluate / checkpoint when due. Returns True on early stop."""
+    """Evaluate / checkpoint when due. Returns True on early stop or when a callback asked to
+    stop (a checkpoint of this step is saved then, so the run can resume)."""
     state, tr = run.state, run.recipe.train
     last = state.step >= run.total_steps
     if end_of_epoch:
@@ -191,11 +203,15 @@ def step_boundary(run: Run, end_of_epoch: bool) -> bool:
     stop = False
     if run.mode.has("dev") and (due_eval or last):
         stop = evaluate_and_keep_best(run)
+    stop = stop or callback_stop(run)
     due_save = (state.step % tr.save_every == 0) if tr.save_every else (due_eval or last)
     if due_save or stop:
         if run.unfreezer:
             state.unfreezer = run.unfreezer.state_dict()
-        save_checkpoint(run.accelerator, run.run_dir, state, run.resumable, tr.keep_checkpoints)
+        ckpt = save_checkpoint(
+            run.accelerator, run.run_dir, state, run.resumable, tr.keep_checkpoints
+        )
+        run.callbacks.call("on_save", state.step, ckpt)
     return stop
 
 
@@ -262,6 +278,7 @@ def finish(run: Run) -> dict[str, Any]:
                 confusion[split] = {"labels": result.labels, "matrix": result.confusion}
             if run.logger:
                 run.logger.log(scored_step, f"final_{split}", summary[split])
+            run.callbacks.call("on_evaluate", scored_step, f"final_{split}", summary[split])
     if confusion:
         summary["confusion"] = confusion
     if run.recipe.distill is not None:  # how the student compares with its teacher
@@ -283,23 +300,32 @@ def train(
     run_dir: str | Path | None = None,
     resume: bool = False,
     interrupt_at_step: int | None = None,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
     datasets: Any = None,
+    callbacks: Any = (),
 ) -> dict[str, Any]:
-    """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``). ``datasets``:
-    splits passed in from Python instead of the recipe's (see ``train.modes.build_mode``).
+    """Train ``recipe``; returns the summary (also in ``run_dir/summary.json``).
 
+    ``model`` / ``tokenizer`` / ``datasets``: objects that replace what the recipe would load
+    (:class:`~tunesmith.train.given.Given`); ``callbacks``: see :mod:`tunesmith.train.callbacks`.
     The run folder is locked for the whole run (a second process on it stops at once)."""
     run_dir = Path(run_dir or recipe.output_dir)
     accelerator = make_accelerator(recipe)
+    given = Given(model=model, tokenizer=tokenizer, datasets=datasets)
     lock = RunLock(run_dir)
     if accelerator.is_main_process:
         lock.acquire()
+    run = None
     try:
-        return train_locked(
-            setup_run(recipe, run_dir, resume, accelerator, datasets), resume, interrupt_at_step
-        )
+        run = setup_run(recipe, run_dir, resume, accelerator, given)
+        run.callbacks = CallbackList(callbacks, enabled=accelerator.is_main_process)
+        return train_locked(run, resume, interrupt_at_step)
     finally:
         lock.release()
+        if run is not None and model is not None:  # trained in place: resumable with it
+            remember_trained(model, run.start_digest)
 
 
 def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[str, Any]:
@@ -308,7 +334,9 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
     if resume:
         resume_from_checkpoint(run)
     if acc.is_main_process:
-        run.logger = MetricsLogger(run.run_dir, tensorboard=recipe.train.tensorboard)
+        tensorboard = recipe.train.tensorboard or "tensorboard" in recipe.train.report_to
+        trackers = open_trackers(recipe, run.run_dir)  # train.report_to: wandb, mlflow, ...
+        run.logger = MetricsLogger(run.run_dir, tensorboard=tensorboard, trackers=trackers)
         t, n = run.trainable_params, run.total_params
         print(
             f"tunesmith: {recipe.task} on {recipe.model_source}: {t:,} / {n:,} trainable parameters "
@@ -316,6 +344,7 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
             f"{run.total_steps} steps",
             flush=True,
         )
+    run.callbacks.call("on_train_begin", train_info(run))
     bar = tqdm(
         total=run.total_steps,
         initial=run.state.step,
@@ -329,6 +358,7 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
         run.dev_at_start = run.mode.evaluate(run.raw_model, "dev")
         if run.logger:
             run.logger.log(0, "dev", run.dev_at_start, epoch=0)
+        run.callbacks.call("on_evaluate", 0, "dev", run.dev_at_start)
     try:
         while (
             not run.state.finished
@@ -337,7 +367,10 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
         ):
             pass
         bar.close()
-        return finish(run)
+        stopped = run.callbacks.should_stop and run.state.step < run.total_steps
+        summary = stopped_summary(run) if stopped else finish(run)
+        run.callbacks.call("on_train_end", summary)
+        return summary
     finally:
         bar.close()
         if run.logger:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -32,14 +31,21 @@ from tunesmith.adapters import (
 from tunesmith.adapters.base import state_of
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.errors import ConfigError
-from tunesmith.fingerprint import weights_digest
 from tunesmith.metrics import greater_is_better
-from tunesmith.models import count_parameters, load_tokenizer, resolve_model
+from tunesmith.models import count_parameters
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
 from tunesmith.pooling import configure_pooling, describe
+from tunesmith.train.callbacks import CallbackList
 from tunesmith.train.checkpoint import Resumable, recover_best
 from tunesmith.train.evaluation import Collate
+from tunesmith.train.given import (
+    NOTHING_GIVEN,
+    Given,
+    checkpoint_folder,
+    run_tokenizer,
+    starting_digest,
+)
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modes import Labels, RunMode, build_mode
 from tunesmith.train.runcheck import FINGERPRINT_FILE, RunCheck
@@ -82,6 +88,8 @@ class Run:
     total_params: int
     adapter: tuple[str, bool] | None = None  # (adapter name, head saved with it)
     dev_at_start: dict[str, float] | None = None  # dev metrics before training (eval_at_start)
+    callbacks: CallbackList = field(default_factory=CallbackList)  # user hooks (main process)
+    start_digest: str = ""  # the starting weights' digest (run fingerprint)
 
     @property
     def resumable(self) -> Resumable:
@@ -182,12 +190,14 @@ def configure_training(recipe: Recipe, model: nn.Module) -> tuple[list[dict], La
     return groups, layout
 
 
-def setup_pooling(recipe: Recipe, model: nn.Module, accelerator: Accelerator) -> None:
+def setup_pooling(
+    recipe: Recipe, model: nn.Module, accelerator: Accelerator, given: Given = NOTHING_GIVEN
+) -> None:
     """Resolve and apply ``head.pooling`` once freezing and adapters say whether the pooler
     trains (:mod:`tunesmith.pooling`); print the choice and why."""
     if recipe.task != "sequence_classification":
         return
-    folder = resolve_model(recipe.model_source)
+    folder = checkpoint_folder(recipe, given)
     mode, why = configure_pooling(model, recipe.head.pooling, folder)
     accelerator.print(describe(mode, why))
 
@@ -220,25 +230,32 @@ def build_optimization(
 
 
 def setup_run(
-    recipe: Recipe, run_dir: Path, resume: bool, accelerator: Accelerator, datasets: Any = None
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool,
+    accelerator: Accelerator,
+    given: Given = NOTHING_GIVEN,
 ) -> Run:
     """Every live object of a run, in the order that keeps runs reproducible (seeded draws).
+    ``given``: objects passed in from Python that replace what the recipe would load.
 
     Nothing in ``run_dir`` is written before the run's fingerprint is checked (when resuming)."""
-    check = RunCheck.start(recipe, run_dir, resume, accelerator.num_processes, datasets)
+    check = RunCheck.start(recipe, run_dir, resume, accelerator.num_processes, given.datasets)
     set_seed(recipe.seed)
-    tokenizer = load_tokenizer(recipe.model_source)
-    mode = build_mode(recipe, tokenizer, accelerator, datasets)
+    tokenizer = run_tokenizer(recipe, given)
+    mode = build_mode(recipe, tokenizer, accelerator, datasets=given.datasets)
     check.add(examples=len(mode.train_examples), labels=mode.labels())
     terms = build_terms(recipe.objectives)
-    model, collator = setup_model_and_teacher(recipe, tokenizer, mode, terms, accelerator)
-    check.add(model=weights_digest(model))
+    model, collator = setup_model_and_teacher(
+        recipe, tokenizer, mode, terms, accelerator, given.model
+    )
+    check.add(model=starting_digest(model))
     accelerator.wait_for_everyone()  # every process checked before the main one writes
     if accelerator.is_main_process:
         write_run_files(check, recipe, mode.labels())
     adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
-    setup_pooling(recipe, model, accelerator)
+    setup_pooling(recipe, model, accelerator, given)
     groups += setup_terms(recipe, terms, model)
     trainable, total = count_parameters(model)
     n_steps = total_steps(recipe, mode.steps_per_epoch)
@@ -267,4 +284,5 @@ def setup_run(
         greater_is_better=greater_is_better(metric),
         trainable_params=trainable,
         total_params=total,
+        start_digest=check.current["model"],
     )

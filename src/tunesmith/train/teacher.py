@@ -38,6 +38,7 @@ from tunesmith.objectives.distill import bind_teacher
 from tunesmith.paths import cache_dir
 from tunesmith.tasks import task_kind
 from tunesmith.train.evaluation import Collate
+from tunesmith.train.given import check_given_model
 from tunesmith.train.modes import RunMode
 
 
@@ -47,11 +48,17 @@ def setup_model_and_teacher(
     mode: RunMode,
     terms: list[ObjectiveTerm],
     accelerator: Accelerator,
+    given_model: nn.Module | None = None,
 ) -> tuple[nn.Module, Collate]:
-    """(model to train, collator to train with), the teacher set up around them (module doc)."""
+    """(model to train, collator to train with), the teacher set up around them (module doc).
+    ``given_model``: a model passed in from Python, checked as a loaded one would be."""
     collator = Collator(pad_token_id=tokenizer.pad_token_id)
+    if given_model is not None:
+        check_given_model(recipe, given_model, tokenizer, mode.label_vocab)
     teacher = load_run_teacher(recipe, tokenizer, mode.label_vocab) if recipe.distill else None
-    if teacher is not None and recipe.student and recipe.student.from_teacher:
+    if given_model is not None:
+        model = given_model
+    elif teacher is not None and recipe.student and recipe.student.from_teacher:
         model = build_student(recipe, teacher, tokenizer)
     else:
         model = mode.build_model()

@@ -56,9 +56,9 @@ def test_ewc_sequence_resumes_and_skips_the_finished_stage(
     trained = []
     real_train = stages_mod.train
 
-    def counting_train(recipe, run_dir, resume=False):
+    def counting_train(recipe, run_dir, resume=False, **kw):  # kw: callbacks
         trained.append((run_dir.name, resume))
-        return real_train(recipe, run_dir, resume=resume)
+        return real_train(recipe, run_dir, resume=resume, **kw)
 
     monkeypatch.setattr(stages_mod, "train", counting_train)
     partial = run_sequence(seq, stop_after=1)
@@ -186,10 +186,10 @@ def test_a_stage_killed_mid_way_resumes_with_the_same_penalty_and_weights(
     real_train = stages_mod.train
     calls = []
 
-    def killed_in_stage_1(recipe, run_dir, resume=False):
+    def killed_in_stage_1(recipe, run_dir, resume=False, **kw):  # kw: callbacks
         calls.append((run_dir.name, resume))
         stop = 3 if run_dir.name == "1-topic" and not resume else None
-        return real_train(recipe, run_dir, resume=resume, interrupt_at_step=stop)
+        return real_train(recipe, run_dir, resume=resume, interrupt_at_step=stop, **kw)
 
     monkeypatch.setattr(stages_mod, "train", killed_in_stage_1)
     out = tmp_path / "killed"

@@ -44,7 +44,7 @@ def build_mode(
             "datasets", "passing datasets in is for single-task recipes (no tasks: list) yet"
         )
     if recipe.text_to_text:
-        return TextToText.build(recipe, tokenizer, accelerator)
+        return TextToText.build(recipe, tokenizer, accelerator, datasets=datasets)
     if recipe.tasks:
-        return Mixture.build(recipe, tokenizer, accelerator)
-    return SingleTask.build(recipe, tokenizer, accelerator, datasets)
+        return Mixture.build(recipe, tokenizer, accelerator, datasets=datasets)
+    return SingleTask.build(recipe, tokenizer, accelerator, datasets=datasets)

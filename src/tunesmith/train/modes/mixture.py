@@ -20,7 +20,7 @@ from tunesmith.data.mixing import (
     mixture_steps_per_epoch,
 )
 from tunesmith.data.pipeline import TaskDatasets, build_task_datasets
-from tunesmith.errors import ModelError
+from tunesmith.errors import ConfigError, ModelError
 from tunesmith.heads import HeadSpec, MultiHeadModel, export_task
 from tunesmith.train.evaluation import (
     Collate,
@@ -49,9 +49,17 @@ class TaskMixture(RunMode):
 
     @classmethod
     def build(
-        cls, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
+        cls,
+        recipe: Recipe,
+        tokenizer: PreTrainedTokenizerBase,
+        accelerator: Accelerator,
+        datasets: Any = None,
     ) -> TaskMixture:
         """Read every task's data, set the mixing rates and print them."""
+        if datasets is not None:
+            raise ConfigError(
+                "datasets", "dataset objects replace the data of a single-task recipe only"
+            )
         tr, m = recipe.train, recipe.mixing
         data = build_task_datasets(recipe, tokenizer)
         sizes = {name: len(ds.train) for name, ds in data.tasks.items()}
