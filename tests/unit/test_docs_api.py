@@ -3,6 +3,7 @@ with a tiny BERT in place of the embedded ``minilm`` and a tiny copy of the SST-
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
@@ -63,4 +64,5 @@ def test_python_examples_run(doc_world, capsys):
     assert "True 1 1" in out  # the callback stopped the run at its first evaluation
     assert Path("runs/sst2_api/summary.json").is_file()
     assert Path("runs/sst2_object/best/config.json").is_file()
+    assert json.loads(Path("runs/sst2_datasets/summary.json").read_text())["train_examples"] == 40
     assert namespace["summary"]["steps"] > 1 and Path("runs/sst2_stop/summary.json").is_file()
