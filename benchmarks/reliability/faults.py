@@ -74,25 +74,31 @@ KINDS = ("startup", "checkpoint", "random", "best", "checkpoint", "random")
 
 
 def probe_kill9(template: Path, work: Path, ref: Reference, trials: int, seed: int) -> Tally:
-    """(a) SIGKILL at ``trials`` seeded moments, then the same command with ``--resume``."""
+    """(a) SIGKILL at ``trials`` seeded moments, then the same command with ``--resume``. A run
+    that ends before its kill moment is not a trial: another moment is drawn (at most ``trials``
+    extra draws)."""
     tally = Tally("a: kill -9 then --resume")
     rng = random.Random(seed)
-    not_killed = dup_rows = 0
-    for i in range(trials):
+    not_killed = dup_rows = killed = 0
+    for i in range(2 * trials):
+        if killed == trials:
+            break
         folder = h.clone(template, work / f"kill{i}")
         kind = KINDS[i % len(KINDS)]
         proc = h.start(h.tunesmith_cmd(*TRAIN), folder)
         cond, where = kill_moment(kind, rng, ref, folder / "run")
         if not h.kill_when(proc, cond, limit=ref.limit):
             not_killed += 1
-            where += " (ended before the kill)"
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        killed += 1
         done = h.run_cli(folder, *RESUME, timeout=ref.limit)
         wrong = h.weights_differ(folder / "run", ref.weights)
         dup_rows += bool(done.code == 0 and h.duplicated_metrics(folder / "run"))
         tally.add(verdict(done, wrong=wrong), f"{where}: {reason(done, wrong)}")
         shutil.rmtree(folder, ignore_errors=True)
     if not_killed:
-        tally.note(f"{not_killed} trial(s) ended before their kill moment")
+        tally.note(f"{not_killed} draw(s) ended before their kill moment and were drawn again")
     if dup_rows:
         tally.note(f"{dup_rows} resumed run(s) have duplicated metrics rows (counted in probe d)")
     return tally
