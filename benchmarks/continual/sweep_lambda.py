@@ -39,7 +39,7 @@ from tunesmith.report import replace_marked_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TASKS = ["trec", "emotion"]
-LAMBDAS = [0.01, 0.1, 0.3, 1.0, 10.0]  # the default, 0.3, chosen from this table
+LAMBDAS = [0.01, 0.1, 0.3, 0.5, 1.0, 10.0]  # the default, 0.5, chosen from this table
 OUT = HERE / "lambda_sweep.json"
 
 

@@ -7,7 +7,7 @@ whose ``data`` moves into the stages; each stage names its task and overrides an
     task: sequence_classification
     output_dir: runs/continual/ewc
     train: {batch_size: 32, epochs: 2}
-    continual: {method: ewc, ewc: {weight: 0.3, fisher: {kind: empirical, max_examples: 512}}}
+    continual: {method: ewc, ewc: {weight: 0.5, fisher: {kind: empirical, max_examples: 512}}}
     stages:
       - name: ag_news
         data: {train: ag_news/train.jsonl, split: {dev: 0.1, test: 0.2}}
@@ -72,7 +72,7 @@ LEGACY_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 @dataclass
 class ContinualConfig:
     """The recipe's ``continual:`` section: the method, how tasks are headed and scored, and one
-    section per method with its settings (``ewc: {weight: 0.3}``; see :meth:`parse`)."""
+    section per method with its settings (``ewc: {weight: 0.5}``; see :meth:`parse`)."""
 
     method: str = fld(
         "naive",

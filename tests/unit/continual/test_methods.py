@@ -287,7 +287,7 @@ def test_the_shipped_recipe_in_the_old_form_resolves_the_same():
     data = yaml.safe_load(recipe.read_text())
     old = {
         **{k: v for k, v in data["continual"].items() if k not in ("ewc", "replay")},
-        "ewc_lambda": 0.3,  # the shipped recipe's weight (was 1000 on the raw Fisher)
+        "ewc_lambda": 0.5,  # the shipped recipe's weight (was 1000 on the raw Fisher)
         "fisher": {"kind": "empirical", "n_samples": 1, "max_examples": 512},
         "replay": {"capacity": 1000, "ratio": 0.25},
     }

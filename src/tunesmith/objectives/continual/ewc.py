@@ -115,7 +115,7 @@ class EWCMethod(ContinualMethod):
     @dataclasses.dataclass
     class Params:
         weight: float = fld(
-            0.3,
+            0.5,
             "lambda, the ewc term's weight (on the mean-1 Fisher of fisher.normalize: mean; "
             "docs/continual.md 'How to choose lambda')",
         )

@@ -69,7 +69,7 @@ class OnlineEWCMethod(ContinualMethod):
     @dataclasses.dataclass
     class Params:
         weight: float = fld(
-            0.3, "lambda, the online_ewc term's weight (on the mean-1 Fisher, as ewc's)"
+            0.5, "lambda, the online_ewc term's weight (on the mean-1 Fisher, as ewc's)"
         )
         gamma: float = fld(1.0, "F* = gamma * F*_old + F_new (1: plain accumulation)")
         fisher: FisherConfig = fld(FisherConfig(), "diagonal Fisher estimation")
