@@ -27,6 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tunesmith.config.sources import only_pickle_weights
 from tunesmith.embedded import EMBEDDED, embedded_name
 from tunesmith.errors import ModelError
 from tunesmith.paths import looks_like_path
@@ -35,7 +36,6 @@ from tunesmith.tasks import TASKS, task_kind
 
 __all__ = [
     "EMBEDDED",
-    "PICKLE_SUFFIXES",
     "align_pad_token",
     "count_parameters",
     "hub_offline",
@@ -99,18 +99,11 @@ def _in_hub_cache(model_id: str) -> bool:
     return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
 
 
-# weights or state files that are Python pickles (loading one can run code): never loaded
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
 def refuse_pickled_weights(resolved: str, name: str) -> None:
     """A model folder whose weights exist only as pickles (``pytorch_model.bin``) is refused with
     a one-line error: tunesmith loads safetensors only. Hub ids are loaded with
     ``use_safetensors=True``, which refuses them the same way."""
-    folder = Path(resolved)
-    if not folder.is_dir() or any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    pickles = only_pickle_weights(Path(resolved))
     if pickles:
         raise ModelError(
             f"model {name!r} ({resolved}) has its weights only as a pickle ({pickles[0]}), which "

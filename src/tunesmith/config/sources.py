@@ -12,18 +12,19 @@ from pathlib import Path
 from tunesmith.errors import ConfigError
 from tunesmith.paths import looks_like_path
 
-__all__ = ["check_model_source", "pickle_only_weights"]
+__all__ = ["PICKLE_SUFFIXES", "check_model_source", "only_pickle_weights"]
 
-# weight files that are Python pickles (torch.save), never loaded
-_PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+# weight or state files that are Python pickles (torch.save; loading one can run code): never
+# loaded -- by these checks, by models.load_model and by train.checkpoint
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
-def pickle_only_weights(folder: Path) -> list[str]:
+def only_pickle_weights(folder: Path) -> list[str]:
     """The pickle weight files of a model/adapter folder that has no safetensors weights, else
     ``[]`` (a folder with ``model.safetensors`` beside a ``pytorch_model.bin`` is fine)."""
     if not folder.is_dir() or any(folder.glob("*.safetensors")):
         return []
-    return sorted(p.name for pattern in _PICKLE_PATTERNS for p in folder.glob(pattern))
+    return sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
 
 
 def check_model_source(key: str, name: str | None) -> None:
@@ -46,7 +47,7 @@ def check_model_source(key: str, name: str | None) -> None:
         return  # an embedded name or a hub id: resolved when the model loads
     best = path / "best"
     folder = best if (path / "config.yaml").is_file() and best.is_dir() else path
-    pickles = pickle_only_weights(folder)
+    pickles = only_pickle_weights(folder)
     if pickles:
         raise ConfigError(
             key,

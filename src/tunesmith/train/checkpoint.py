@@ -48,8 +48,8 @@ from torch.optim import Optimizer
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.adapters import save_adapter
+from tunesmith.config.sources import PICKLE_SUFFIXES
 from tunesmith.fingerprint import file_digest
-from tunesmith.models import PICKLE_SUFFIXES
 from tunesmith.objectives import ObjectiveTerm
 from tunesmith.train import statefiles
 from tunesmith.train.runfolder import RunFolderError, atomic_write_json, atomic_write_text
