@@ -30,7 +30,7 @@ from transformers import (
 from tunesmith.config.sources import only_pickle_weights
 from tunesmith.embedded import EMBEDDED, embedded_name
 from tunesmith.errors import ModelError
-from tunesmith.paths import looks_like_path
+from tunesmith.paths import hub_offline, looks_like_path
 from tunesmith.pooling import CONFIG_KEY, apply_pooling, current_pooling
 from tunesmith.tasks import TASKS, task_kind
 
@@ -38,7 +38,6 @@ __all__ = [
     "EMBEDDED",
     "align_pad_token",
     "count_parameters",
-    "hub_offline",
     "load_model",
     "load_tokenizer",
     "model_identity",
@@ -83,14 +82,6 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
         logger.info("model %r: the hub is offline; using the embedded copy %r", name, embedded)
         return EMBEDDED.get(embedded)()
     return name
-
-
-def hub_offline() -> bool:
-    """Whether the model hub is switched off (``HF_HUB_OFFLINE``, now or at import)."""
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    return env or bool(constants.HF_HUB_OFFLINE)
 
 
 def _in_hub_cache(model_id: str) -> bool:

@@ -92,3 +92,13 @@ def looks_like_path(name: str) -> bool:
         return True
     has_sep = os.sep in name or (os.altsep is not None and os.altsep in name)
     return has_sep and not _HUB_ID.match(name)
+
+
+def hub_offline(*also: str) -> bool:
+    """Whether the Hugging Face hub must not be asked: ``HF_HUB_OFFLINE`` set now or when
+    ``huggingface_hub`` was imported, or any of the variables ``also`` names (e.g.
+    ``HF_DATASETS_OFFLINE`` for dataset names)."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(k, "").lower() for k in ("HF_HUB_OFFLINE", *also))
+    return any(f in ("1", "true", "yes", "on") for f in flags) or bool(constants.HF_HUB_OFFLINE)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
-from tunesmith.models import hub_offline
+from tunesmith.paths import hub_offline
 from tunesmith.train.modelcard import CARD_FILE, write_model_card
 
 __all__ = ["HubError", "push_run"]

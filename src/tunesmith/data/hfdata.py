@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,7 +23,6 @@ __all__ = [
     "Loaded",
     "RowPlace",
     "given_splits",
-    "hub_offline",
     "load_dataset_source",
     "read_given",
 ]
@@ -76,12 +74,6 @@ def _datasets():
             "dataset sources and Dataset objects need the `datasets` package: pip install datasets"
         ) from None
     return datasets
-
-
-def hub_offline() -> bool:
-    """Whether the Hugging Face hub must not be asked (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``)."""
-    flags = (os.environ.get(k, "").lower() for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return any(f in ("1", "true", "yes", "on") for f in flags)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -167,7 +159,7 @@ def load_dataset_source(src, split: str, root: Path, key: str) -> Loaded:
     """One split of a recipe's ``{dataset: ...}`` source (``src`` a
     :class:`~tunesmith.config.SplitSource`, ``key`` its recipe key for messages)."""
     local = _local(src.dataset, root)
-    if local is None and hub_offline():
+    if local is None and paths.hub_offline("HF_DATASETS_OFFLINE"):
         raise DataError(
             f"{key}.dataset: {src.dataset!r} is not a local file or folder, and the dataset hub "
             "is not reachable (HF_HUB_OFFLINE is set); download it once with network access, "
