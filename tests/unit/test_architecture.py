@@ -18,7 +18,7 @@ SRC = Path(tunesmith.__file__).parent
 
 # Bottom to top; the same table is drawn in docs/architecture.md.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("core", {"errors", "registry", "paths", "configschema", "metrics", "fingerprint"}),
+    ("core", {"errors", "registry", "paths", "configschema", "metrics", "fingerprint", "atomic"}),
     ("config", {"config"}),
     ("data", {"data"}),
     ("tasks", {"tasks"}),

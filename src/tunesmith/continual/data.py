@@ -11,11 +11,11 @@ replay and joint training plain records to mix. Classification records are norma
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunesmith.atomic import atomic_write_text
 from tunesmith.config import Recipe, parse_recipe
 from tunesmith.configschema import to_dict
 from tunesmith.data.pipeline import build_vocab, load_raw_splits
@@ -44,10 +44,7 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _normalise(recipe: Recipe, rec: dict, name: str, prefix: str) -> dict[str, Any]:

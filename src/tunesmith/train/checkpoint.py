@@ -48,11 +48,12 @@ from torch.optim import Optimizer
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.adapters import save_adapter
+from tunesmith.atomic import atomic_write_json, atomic_write_text
 from tunesmith.config.sources import PICKLE_SUFFIXES
 from tunesmith.fingerprint import file_digest
 from tunesmith.objectives import ObjectiveTerm
 from tunesmith.train import statefiles
-from tunesmith.train.runfolder import RunFolderError, atomic_write_json, atomic_write_text
+from tunesmith.train.runfolder import RunFolderError
 from tunesmith.train.state import TrainState
 
 STATE_FILE = "trainer_state.json"

@@ -21,6 +21,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from tqdm.auto import tqdm
 
 from tunesmith.adapters import delete_adapter, load_adapter
+from tunesmith.atomic import atomic_write_json
 from tunesmith.config import Recipe
 from tunesmith.errors import TrainingError
 from tunesmith.objectives import combine
@@ -40,7 +41,7 @@ from tunesmith.train.distill_results import describe_results, distill_results
 from tunesmith.train.given import Given, remember_trained
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modelcard import write_model_card
-from tunesmith.train.runfolder import RunLock, atomic_write_json, disk_bytes, trim_metrics
+from tunesmith.train.runfolder import RunLock, disk_bytes, trim_metrics
 from tunesmith.train.setup import Run, make_accelerator, setup_run
 from tunesmith.train.trackers import open_trackers
 

@@ -3,9 +3,8 @@
 * :class:`RunLock` — ``run.lock`` held with ``fcntl.flock`` (the holder's pid written in it): a
   second process on the same folder stops at once and names the holder. The kernel drops the lock
   when the holder exits or is killed, so a crash never leaves a stale lock behind.
-* :func:`atomic_write_text` / :func:`atomic_write_bytes` — every file a run writes goes to a
-  temporary name in the same folder and is renamed over the target (``os.replace``): a kill
-  leaves the old file or the new one, never an empty or half-written one.
+* every file a run writes goes through :mod:`tunesmith.atomic` (a temporary name in the same
+  folder renamed over the target): a kill leaves the old file or the new one, never a half one.
 * :func:`holds_run` — whether a folder holds a run that only ``--resume`` may continue (a
   checkpoint, ``best/`` or ``summary.json``). A run killed before its first checkpoint holds
   nothing worth keeping: it simply starts again.
@@ -18,9 +17,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from tunesmith.atomic import atomic_write_text
 from tunesmith.errors import TunesmithError
 from tunesmith.report import METRICS_FILE
 
@@ -35,8 +34,6 @@ __all__ = [
     "LOCK_FILE",
     "RunFolderError",
     "RunLock",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "disk_bytes",
     "holds_run",
     "trim_metrics",
@@ -46,27 +43,6 @@ __all__ = [
 class RunFolderError(TunesmithError):
     """A run folder cannot be used as asked: held by another process, a resume that would not be
     exact (changed recipe, data, labels, model, world size), damaged or pickled checkpoints."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, data: object) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 class RunLock:

@@ -29,6 +29,7 @@ from tunesmith.adapters import (
     trainable_summary,
 )
 from tunesmith.adapters.base import state_of
+from tunesmith.atomic import atomic_write_json, atomic_write_text
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.errors import ConfigError
 from tunesmith.metrics import greater_is_better
@@ -49,7 +50,7 @@ from tunesmith.train.given import (
 from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modes import Labels, RunMode, build_mode
 from tunesmith.train.runcheck import FINGERPRINT_FILE, RunCheck
-from tunesmith.train.runfolder import atomic_write_json, atomic_write_text, clear_for_fresh_start
+from tunesmith.train.runfolder import clear_for_fresh_start
 from tunesmith.train.state import TrainState
 from tunesmith.train.teacher import setup_model_and_teacher
 from tunesmith.transfer import (

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tunesmith.train.runfolder import atomic_write_json
+from tunesmith.atomic import atomic_write_json
 
 
 def _json_value(value: Any) -> Any:

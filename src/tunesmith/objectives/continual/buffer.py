@@ -14,11 +14,12 @@ with separate heads the ``replay`` objective term routes it through its task's h
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from tunesmith.atomic import atomic_write_json
 
 __all__ = ["ReservoirBuffer"]
 
@@ -92,10 +93,7 @@ class ReservoirBuffer:
     def save(self, path: str | Path) -> Path:
         """Write as JSON (items must be JSON-serialisable), atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state_dict()))
-        os.replace(tmp, path)
+        atomic_write_json(path, self.state_dict(), indent=None)
         return path
 
     @classmethod

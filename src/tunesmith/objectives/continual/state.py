@@ -17,7 +17,6 @@ safetensors metadata (key ``tunesmith_continual``).
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,9 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from tunesmith.atomic import atomic_write_bytes
 from tunesmith.errors import ConfigError
 
 __all__ = ["ContinualState", "check_task_name"]
@@ -97,10 +97,9 @@ class ContinualState:
     def save(self, path: str | Path) -> Path:
         """Write atomically (a temporary file renamed into place)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(self.tensors(), str(tmp), metadata={_META_KEY: json.dumps(self.meta())})
-        os.replace(tmp, path)
+        atomic_write_bytes(
+            path, save(self.tensors(), metadata={_META_KEY: json.dumps(self.meta())})
+        )
         return path
 
     @classmethod
