@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from tunesmith.atomic import atomic_write_text
 from tunesmith.errors import DataError
 
 __all__ = ["METRICS_FILE", "read_metrics", "write_report"]
@@ -355,7 +356,7 @@ def write_report(run_dir: Path | str, title: str | None = None) -> Path:
         md += ["```yaml", text, "```", "", "</details>"]
 
     path = run_dir / "report.md"
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    atomic_write_text(path, "\n".join(md) + "\n")
     return path
 
 

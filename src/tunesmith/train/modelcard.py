@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from tunesmith.atomic import atomic_write_text
 from tunesmith.config import Recipe, load_recipe
 from tunesmith.embedded import hub_id
 from tunesmith.errors import ModelError, reading
@@ -371,5 +372,5 @@ def write_model_card(run_dir: str | Path, recipe: Recipe | None = None) -> Path:
     """Write ``run_dir/best/README.md`` from the run's files; returns its path."""
     facts = read_facts(run_dir, recipe)
     path = facts.run_dir / "best" / CARD_FILE
-    path.write_text(model_card(facts), encoding="utf-8")
+    atomic_write_text(path, model_card(facts))
     return path
