@@ -365,12 +365,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not the stream of the
+    first ``main`` call (which a test harness or notebook may have closed since)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(debug: bool) -> None:
     """``tunesmith: ...`` log lines on stderr; one handler however often ``main`` is called."""
     log = logging.getLogger("tunesmith")
     for old in [h for h in log.handlers if getattr(h, "tunesmith_cli", False)]:
         log.removeHandler(old)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
     handler.tunesmith_cli = True
     log.addHandler(handler)
