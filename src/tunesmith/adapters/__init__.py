@@ -35,6 +35,7 @@ from tunesmith.adapters.io import (
     adapter_size_bytes,
     base_identity,
     load_adapter,
+    load_adapter_weights,
     read_adapter_meta,
     save_adapter,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "head_parameters",
     "list_adapters",
     "load_adapter",
+    "load_adapter_weights",
     "load_adapter_state_dict",
     "load_model_or_adapter",
     "mark_trainable",

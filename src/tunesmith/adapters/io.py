@@ -196,24 +196,19 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ModelError(f"cannot read {path}: {exc}") from None
 
 
-def load_adapter(
-    model: nn.Module, directory: str | os.PathLike[str], name: str | None = None
-) -> str:
-    """Add the adapter saved in ``directory`` to ``model`` (active), restoring its weights and,
-    when saved, the task head's. ``name`` defaults to the saved name (``"default"`` for a PEFT
-    folder). Returns the adapter name. A different base model is a :class:`ModelError`."""
-    folder = Path(directory)
+def _read_saved(model: nn.Module, folder: Path) -> tuple[Any, str, list[str], dict]:
+    """(config, saved name, extra modules, tensors under name-free keys) of a saved adapter."""
     meta_path, peft_path = folder / META_FILE, folder / PEFT_CONFIG_FILE
     if meta_path.is_file():
         meta = _read_json(meta_path)
         config = adapter_config_from_dict(meta["config"], key=f"{meta_path}: config")
         _check_base(model, meta, folder)
-        name = name or meta["name"]
+        name = meta["name"]
         extra: list[str] = list(meta.get("head", []))
         strip = bool(meta.get("peft_format"))
     elif peft_path.is_file():
         config, extra = from_peft_config(_read_json(peft_path), str(peft_path))
-        name = name or "default"
+        name = "default"
         strip = True
     else:
         raise ModelError(f"{folder} holds no adapter: no {META_FILE} or {PEFT_CONFIG_FILE}")
@@ -223,6 +218,24 @@ def load_adapter(
         tensors = load_file(folder / WEIGHTS_FILE)
     if strip:
         tensors = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items()}
+    return config, name, extra, tensors
+
+
+def load_adapter_weights(model: nn.Module, directory: str | os.PathLike[str], name: str) -> None:
+    """Copy the weights saved in ``directory`` into ``model``'s existing adapter ``name`` (and
+    the head, when saved) in place: the modules stay the same objects (a sharded model)."""
+    _, _, extra, tensors = _read_saved(model, Path(directory))
+    load_adapter_state_dict(model, name, tensors, extra_modules=extra)
+
+
+def load_adapter(
+    model: nn.Module, directory: str | os.PathLike[str], name: str | None = None
+) -> str:
+    """Add the adapter saved in ``directory`` to ``model`` (active), restoring its weights and,
+    when saved, the task head's. ``name`` defaults to the saved name (``"default"`` for a PEFT
+    folder). Returns the adapter name. A different base model is a :class:`ModelError`."""
+    config, saved_name, extra, tensors = _read_saved(model, Path(directory))
+    name = name or saved_name
     add_adapter(model, name, config)
     try:
         load_adapter_state_dict(model, name, tensors, extra_modules=extra)

@@ -17,6 +17,9 @@ Layout of a run directory::
                            objective_terms.safetensors  state of the loss terms (when any)
                            trainer_state.json       position, best metric, counters + a manifest of
                                                     every file's size and digest (written last)
+                           model-<rank>.safetensors, optimizer-<rank>.safetensors/.json: instead of
+                                                    the model and optimizer files when the model
+                                                    is sharded (FSDP): each process's own shards
     best/                  model.safetensors + config + tokenizer + tunesmith.json (usable by HF)
     summary.json, report.md, curves.png   written at the end
 
@@ -69,6 +72,23 @@ def rng_files(rank: int) -> tuple[str, str]:
     return f"rng-{rank}.safetensors", f"rng-{rank}.json"
 
 
+def model_file(rank: int | None) -> str:
+    """The weights file: one for the run, or process ``rank``'s shards (a sharded model)."""
+    return MODEL_FILE if rank is None else f"model-{rank}.safetensors"
+
+
+def optimizer_files(rank: int | None) -> tuple[str, str]:
+    return (
+        OPTIMIZER_FILES
+        if rank is None
+        else (f"optimizer-{rank}.safetensors", f"optimizer-{rank}.json")
+    )
+
+
+def is_optimizer_file(name: str) -> bool:
+    return name in OPTIMIZER_FILES or (name.startswith("optimizer-") and name[10:11].isdigit())
+
+
 @dataclass
 class Resumable:
     """The live objects a checkpoint saves and restores (besides :class:`TrainState`)."""
@@ -77,6 +97,7 @@ class Resumable:
     optimizer: Optimizer
     scheduler: Any
     terms: list[ObjectiveTerm]
+    sharded: bool = False  # FSDP: every process saves and loads its own shards
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -92,7 +113,7 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 # Saving
 
 
-def _write_state(ckpt: Path, state: TrainState, world_size: int) -> None:
+def _write_state(ckpt: Path, state: TrainState, world_size: int, sharded: bool) -> None:
     """``trainer_state.json`` with the manifest of every other file: written last."""
     files = {
         p.name: {"bytes": p.stat().st_size, "digest": file_digest(p)}
@@ -100,13 +121,21 @@ def _write_state(ckpt: Path, state: TrainState, world_size: int) -> None:
         if p.is_file() and p.name != STATE_FILE
     }
     payload = {**dataclasses.asdict(state), "format": FORMAT, "world_size": world_size}
+    if sharded:
+        payload["sharded"] = True
     atomic_write_json(ckpt / STATE_FILE, {**payload, "files": files})
 
 
-def _save_main_process_files(tmp: Path, parts: Resumable) -> None:
+def _save_weights_and_optimizer(tmp: Path, parts: Resumable, rank: int | None) -> None:
+    """Trained weights and optimiser state (``rank``: this process's shards, or None: all)."""
     trainable = {id(p) for g in parts.optimizer.param_groups for p in g["params"]}
-    statefiles.save_weights(parts.model, trainable, tmp / MODEL_FILE)
-    statefiles.save_optimizer(parts.optimizer, *(tmp / f for f in OPTIMIZER_FILES))
+    statefiles.save_weights(parts.model, trainable, tmp / model_file(rank))
+    statefiles.save_optimizer(parts.optimizer, *(tmp / f for f in optimizer_files(rank)))
+
+
+def _save_main_process_files(tmp: Path, parts: Resumable) -> None:
+    if not parts.sharded:
+        _save_weights_and_optimizer(tmp, parts, None)
     statefiles.save_scheduler(parts.scheduler, tmp / SCHEDULER_FILE)
     term_state = {
         f"{i}.{key}": t.contiguous().cpu()
@@ -129,11 +158,13 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     statefiles.save_rng(*(tmp / f for f in rng_files(accelerator.process_index)))
+    if parts.sharded:
+        _save_weights_and_optimizer(tmp, parts, accelerator.process_index)
     if main:
         _save_main_process_files(tmp, parts)
     accelerator.wait_for_everyone()  # every rank's RNG state is written before the rename
     if main:
-        _write_state(tmp, state, accelerator.num_processes)
+        _write_state(tmp, state, accelerator.num_processes, parts.sharded)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -145,12 +176,13 @@ def save_checkpoint(
 def drop_optimizer(ckpt: Path, finished: bool = False) -> None:
     """Remove a checkpoint's optimizer state (manifest first, so a kill leaves it consistent)."""
     data = json.loads((ckpt / STATE_FILE).read_text())
-    if not any(f in data["files"] for f in OPTIMIZER_FILES) and data.get("finished") == finished:
+    dropped = [k for k in data["files"] if is_optimizer_file(k)]
+    if not dropped and data.get("finished") == finished:
         return
-    data["files"] = {k: v for k, v in data["files"].items() if k not in OPTIMIZER_FILES}
+    data["files"] = {k: v for k, v in data["files"].items() if k not in dropped}
     data["finished"] = data.get("finished", False) or finished
     atomic_write_json(ckpt / STATE_FILE, data)
-    for name in OPTIMIZER_FILES:
+    for name in dropped:
         (ckpt / name).unlink(missing_ok=True)
 
 
@@ -199,12 +231,14 @@ def _problem(ckpt: Path, world_size: int) -> str | None:
         return f"{STATE_FILE} is damaged"
     if fmt != FORMAT:
         return f"written in checkpoint format {fmt}, this tunesmith reads {FORMAT}"
-    needed = [MODEL_FILE, SCHEDULER_FILE, *(f for r in range(world_size) for f in rng_files(r))]
+    ranks = list(range(world_size)) if data.get("sharded") else [None]
+    needed = [SCHEDULER_FILE, *(f for r in range(world_size) for f in rng_files(r))]
+    needed += [model_file(r) for r in ranks]
     if not data.get("finished"):
-        needed += OPTIMIZER_FILES
+        needed += [f for r in ranks for f in optimizer_files(r)]
     for name in needed:
         if name not in files:
-            if name in OPTIMIZER_FILES:
+            if is_optimizer_file(name):
                 return "no optimizer state (only the newest checkpoints keep it)"
             return f"{name} is missing"
     for name, want in files.items():
@@ -243,9 +277,12 @@ def load_checkpoint(accelerator: Accelerator, ckpt: Path, parts: Resumable) -> T
     """Restore every piece of state from ``ckpt``; anything that does not restore is an error."""
     try:
         state = TrainState.load(ckpt / STATE_FILE)
-        statefiles.load_weights(parts.model, ckpt / MODEL_FILE)
+        if bool(json.loads((ckpt / STATE_FILE).read_text()).get("sharded")) != parts.sharded:
+            raise ValueError("saved by a sharded (fsdp) run and loaded by one that is not, or back")
+        rank = accelerator.process_index if parts.sharded else None
+        statefiles.load_weights(parts.model, ckpt / model_file(rank))
         if not state.finished:
-            statefiles.load_optimizer(parts.optimizer, *(ckpt / f for f in OPTIMIZER_FILES))
+            statefiles.load_optimizer(parts.optimizer, *(ckpt / f for f in optimizer_files(rank)))
         statefiles.load_scheduler(parts.scheduler, ckpt / SCHEDULER_FILE)
         statefiles.load_rng(*(ckpt / f for f in rng_files(accelerator.process_index)))
         flat = load_file(str(ckpt / TERMS_FILE)) if (ckpt / TERMS_FILE).is_file() else {}

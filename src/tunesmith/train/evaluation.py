@@ -59,12 +59,20 @@ def predict_logits(
     rank: int = 0,
     world: int = 1,
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
-    """Yield (indices, batch, logits) over this process's shard, in eval mode."""
+    """Yield (indices, batch, logits) over this process's shard, in eval mode.
+
+    Every process runs as many forwards (a process with a batch fewer runs one more, unused): a
+    sharded model (FSDP) gathers each block's weights from all processes in every forward."""
     model.eval()
-    for idx in eval_batches(examples, batch_size, rank, world):
+    batches = eval_batches(examples, batch_size, rank, world)
+    for idx in batches:
         batch = {k: v.to(device) for k, v in collator([examples[i] for i in idx]).items()}
         logits = model(**task_kind(task).model_inputs(batch)).logits
         yield idx, batch, logits
+    most = math.ceil(math.ceil(len(examples) / world) / batch_size)
+    for _ in range(most - len(batches)):
+        batch = {k: v.to(device) for k, v in collator(examples[:1]).items()}
+        model(**task_kind(task).model_inputs(batch))
 
 
 def _local_results(model, examples, collator, task, batch_size, accelerator):

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
+from safetensors.torch import load_file
 from safetensors.torch import load_model as load_safetensors_model
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import delete_adapter, load_adapter
+from tunesmith.adapters import delete_adapter, load_adapter, load_adapter_weights
 from tunesmith.atomic import atomic_write_json
 from tunesmith.config import Recipe
 from tunesmith.errors import TrainingError
@@ -43,6 +45,7 @@ from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modelcard import write_model_card
 from tunesmith.train.runfolder import RunLock, disk_bytes, trim_metrics
 from tunesmith.train.setup import Run, make_accelerator, setup_run
+from tunesmith.train.sharding import copy_weights, full_weights, state_bytes
 from tunesmith.train.trackers import open_trackers
 
 
@@ -119,11 +122,12 @@ def evaluate_and_keep_best(run: Run) -> bool:
     value = metrics[run.metric]
     if state.improved(value, run.greater_is_better):
         state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
-        if run.accelerator.is_main_process:
-            save_best(
-                run.raw_model, run.tokenizer, run.run_dir, best_meta(run, metrics), run.adapter
-            )
-            run.callbacks.call("on_save", state.step, run.run_dir / "best")
+        with full_weights(run.raw_model) as main:  # gathered when sharded
+            if main:
+                save_best(
+                    run.raw_model, run.tokenizer, run.run_dir, best_meta(run, metrics), run.adapter
+                )
+                run.callbacks.call("on_save", state.step, run.run_dir / "best")
     else:
         state.bad_evals += 1
     run.accelerator.wait_for_everyone()
@@ -235,6 +239,13 @@ def resume_from_checkpoint(run: Run) -> None:
 
 def reload_best(run: Run, best: Path) -> None:
     """Put the weights of ``best/`` back into the model (full weights, or the adapter + head)."""
+    if run.sharded:  # into the main process's full weights, then scattered to the shards
+        with full_weights(run.raw_model, write_back=True) as main:
+            if main and run.adapter is None:
+                copy_weights(run.raw_model, load_file(str(best / "model.safetensors")))
+            elif main:
+                load_adapter_weights(run.raw_model, best, run.adapter[0])
+        return
     if run.adapter is None:
         load_safetensors_model(run.raw_model, str(best / "model.safetensors"), strict=False)
         return
@@ -251,8 +262,11 @@ def finish(run: Run) -> dict[str, Any]:
     if run.mode.has("dev") and (best / "tunesmith.json").is_file():
         reload_best(run, best)
         scored_step = state.best_step if state.best_step is not None else state.step
-    elif acc.is_main_process:  # no dev set: the final model is the result
-        save_best(run.raw_model, run.tokenizer, run.run_dir, best_meta(run, {}), run.adapter)
+    else:  # no dev set: the final model is the result
+        with full_weights(run.raw_model) as main:
+            if main:
+                meta = best_meta(run, {})
+                save_best(run.raw_model, run.tokenizer, run.run_dir, meta, run.adapter)
     acc.wait_for_everyone()
     summary = {
         "task": run.recipe.task,
@@ -266,6 +280,8 @@ def finish(run: Run) -> dict[str, Any]:
         "tokens_per_s": round(state.tokens * acc.num_processes / max(state.wall_s, 1e-9), 1),
         "trainable_params": run.trainable_params,
         "total_params": run.total_params,
+        "distributed": run.recipe.train.distributed.strategy if acc.num_processes > 1 else None,
+        "state_bytes_per_rank": gather_object([state_bytes(run.raw_model, run.optimizer)]),
     }
     if run.dev_at_start is not None:
         summary["dev_at_start"] = run.dev_at_start

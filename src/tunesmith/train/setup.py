@@ -51,6 +51,7 @@ from tunesmith.train.logging import MetricsLogger
 from tunesmith.train.modes import Labels, RunMode, build_mode
 from tunesmith.train.runcheck import FINGERPRINT_FILE, RunCheck
 from tunesmith.train.runfolder import clear_for_fresh_start
+from tunesmith.train.sharding import shard_model, uses_fsdp
 from tunesmith.train.state import TrainState
 from tunesmith.train.teacher import setup_model_and_teacher
 from tunesmith.transfer import (
@@ -91,11 +92,12 @@ class Run:
     dev_at_start: dict[str, float] | None = None  # dev metrics before training (eval_at_start)
     callbacks: CallbackList = field(default_factory=CallbackList)  # user hooks (main process)
     start_digest: str = ""  # the starting weights' digest (run fingerprint)
+    sharded: bool = False  # FSDP (train.distributed.strategy: fsdp): see train.sharding
 
     @property
     def resumable(self) -> Resumable:
         """What a checkpoint saves besides the loop state."""
-        return Resumable(self.raw_model, self.optimizer, self.scheduler, self.terms)
+        return Resumable(self.raw_model, self.optimizer, self.scheduler, self.terms, self.sharded)
 
 
 def total_steps(recipe: Recipe, per_epoch: int) -> int:
@@ -230,6 +232,17 @@ def build_optimization(
     return optimizer, scheduler
 
 
+def check_fsdp(recipe: Recipe) -> None:
+    """What a sharded model cannot do (yet)."""
+    if recipe.transfer.gradual_unfreeze is not None:
+        raise ConfigError(
+            "transfer.gradual_unfreeze",
+            "cannot be combined with train.distributed.strategy: fsdp (it turns parameters "
+            "trainable after the model is sharded)",
+            "use strategy: ddp for gradual unfreezing",
+        )
+
+
 def setup_run(
     recipe: Recipe,
     run_dir: Path,
@@ -260,8 +273,13 @@ def setup_run(
     groups += setup_terms(recipe, terms, model)
     trainable, total = count_parameters(model)
     n_steps = total_steps(recipe, mode.steps_per_epoch)
+    sharded = uses_fsdp(recipe, accelerator.num_processes)
+    if sharded:  # last: after everything that freezes, wraps or hooks the model
+        check_fsdp(recipe)
+        reshard = recipe.train.distributed.reshard_after_forward
+        groups = shard_model(model, groups, accelerator.device, reshard)
     optimizer, scheduler = build_optimization(recipe, groups, n_steps)
-    prepared, optimizer = accelerator.prepare(model, optimizer)
+    prepared, optimizer = (model, optimizer) if sharded else accelerator.prepare(model, optimizer)
     gradual = recipe.transfer.gradual_unfreeze
     metric = recipe.train.metric or mode.default_metric
     return Run(
@@ -286,4 +304,5 @@ def setup_run(
         trainable_params=trainable,
         total_params=total,
         start_digest=check.current["model"],
+        sharded=sharded,
     )

@@ -9,6 +9,8 @@ reproduces the uninterrupted run bit for bit):
 * optimiser — per-parameter state tensors in safetensors (``state.<index>.<key>``), the parameter
   groups and any non-tensor state in JSON;
 * LR scheduler — its ``state_dict`` in JSON;
+* a sharded model (FSDP, :mod:`tunesmith.train.sharding`) — the same, per process: each one writes
+  and reads the local shards of its ``DTensor`` parameters and optimiser state;
 * RNG streams of one process — torch CPU/CUDA generator states as uint8 tensors, Python
   ``random`` and NumPy states in JSON.
 """
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from tunesmith.atomic import atomic_write_json
 
@@ -39,6 +42,11 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a ``DTensor`` (a sharded model); any other tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 def trained_tensors(model: nn.Module, trainable: set[int]) -> dict[str, torch.Tensor]:
     """State-dict entries that can change: parameters whose ``id`` is in ``trainable`` (the
     optimiser's) and buffers. A tensor reachable under two names (tied weights) is kept once."""
@@ -47,7 +55,7 @@ def trained_tensors(model: nn.Module, trainable: set[int]) -> dict[str, torch.Te
         if id(t) in seen or (isinstance(t, nn.Parameter) and id(t) not in trainable):
             continue
         seen.add(id(t))
-        out[name] = t.detach().cpu().contiguous()
+        out[name] = _local(t.detach()).cpu().contiguous()
     return out
 
 
@@ -58,9 +66,18 @@ def save_weights(model: nn.Module, trainable: set[int], path: Path) -> None:
 def load_weights(model: nn.Module, path: Path) -> None:
     """Copy the saved tensors into ``model`` (every saved name must exist in it)."""
     tensors = load_file(str(path))
-    result = model.load_state_dict(tensors, strict=False)
-    if result.unexpected_keys:
-        raise ValueError(f"tensors the model does not have: {result.unexpected_keys[:3]}")
+    current = model.state_dict(keep_vars=True)
+    if not any(isinstance(t, DTensor) for t in current.values()):
+        result = model.load_state_dict(tensors, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"tensors the model does not have: {result.unexpected_keys[:3]}")
+        return
+    unknown = [name for name in tensors if name not in current]
+    if unknown:
+        raise ValueError(f"tensors the model does not have: {unknown[:3]}")
+    with torch.no_grad():  # a sharded model: these are this process's shards
+        for name, t in tensors.items():
+            _local(current[name]).copy_(t)
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, tensors_path: Path, json_path: Path) -> None:
@@ -70,7 +87,7 @@ def save_optimizer(optimizer: torch.optim.Optimizer, tensors_path: Path, json_pa
     for index, entry in sd["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"state.{index}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"state.{index}.{key}"] = _local(value.detach()).cpu().contiguous()
             else:
                 other.setdefault(str(index), {})[key] = _json_value(value)
     save_file(tensors, str(tensors_path))
@@ -85,11 +102,31 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors_path: Path, json_pa
         state.setdefault(int(index), {})[key] = t
     for index, entry in meta["state"].items():
         state.setdefault(int(index), {}).update(entry)
+    _as_shards(optimizer, state)
     groups = meta["param_groups"]
     for group in groups:  # AdamW's betas are a tuple in a fresh optimiser
         if isinstance(group.get("betas"), list):
             group["betas"] = tuple(group["betas"])
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _as_shards(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Any]]) -> None:
+    """Loaded state of a sharded parameter: this process's shards, made ``DTensor`` again like
+    the parameter (state of its shape; scalars such as AdamW's ``step`` stay plain)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for index, entry in state.items():
+        p = params[index]
+        if not isinstance(p, DTensor):
+            continue
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.shape == p.to_local().shape:
+                entry[key] = DTensor.from_local(
+                    value.to(p.device),
+                    p.device_mesh,
+                    p.placements,
+                    shape=p.shape,
+                    stride=p.stride(),
+                )
 
 
 def save_scheduler(scheduler: Any, path: Path) -> None:
