@@ -13,7 +13,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import tunesmith
+
 TIMEOUT = 300
+SRC = str(Path(tunesmith.__file__).resolve().parents[1])
 
 
 def free_ports(n: int) -> list[int]:
@@ -35,6 +38,8 @@ def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
         HF_HOME=str(cwd / "hf"),  # no user accelerate config
         TOKENIZERS_PARALLELISM="false",
     )
+    # the tunesmith under test, whatever the launch's working folder (PYTHONPATH may be relative)
+    env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT", "ACCELERATE_USE_CPU"):
         env.pop(var, None)
     return subprocess.Popen(
