@@ -341,7 +341,8 @@ def train(
         return train_locked(run, resume, interrupt_at_step)
     finally:
         lock.release()
-        if run is not None and model is not None:  # trained in place: resumable with it
+        # trained in place: resumable with it (a sharded model's weights are spread over processes)
+        if run is not None and model is not None and not run.sharded:
             remember_trained(model, run.start_digest)
 
 
