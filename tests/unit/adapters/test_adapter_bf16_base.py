@@ -7,8 +7,8 @@ import torch
 from tunesmith.adapters import (
     ADAPTERS,
     LoraConfig,
-    add_adapter,
     adapter_parameters,
+    add_adapter,
     mark_trainable,
 )
 from tunesmith.memory import cast_for_training, enable_gradient_checkpointing

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 
 from tunesmith.adapters.loading import load_model_or_adapter

@@ -95,7 +95,9 @@ def test_a_changed_choice_refuses_the_resume(tiny_models, tiny_data, tmp_path, m
     path = tmp_path / "r" / "fingerprint.json"
     saved = json.loads(path.read_text())
     path.write_text(json.dumps({**saved, "precision": "fp16"}))
-    monkeypatch.setattr(setup, "resolve_precision", lambda *a, **k: resolve_precision("fp32", "cpu"))
+    monkeypatch.setattr(
+        setup, "resolve_precision", lambda *a, **k: resolve_precision("fp32", "cpu")
+    )
     with pytest.raises(RunFolderError, match=r"chosen precision changed \(fp16 -> fp32\)"):
         train(rec, resume=True)
 
