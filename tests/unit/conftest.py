@@ -32,3 +32,28 @@ def _auto_precision_is_fp32():
             tunesmith.precision, "native_bf16", lambda device: (False, "unit tests: fp32")
         )
         yield
+
+
+@pytest.fixture
+def bert_tokenizer():
+    return tiny_tokenizer(kind="bert")
+
+
+@pytest.fixture
+def multihead():
+    """A tiny BERT with a 3-way sentence head and a 5-tag NER head."""
+    heads = {
+        "sent": HeadSpec("sequence_classification", SENT_LABELS),
+        "ner": HeadSpec("token_classification", NER_TAGS),
+    }
+    return MultiHeadModel(tiny_bert_backbone(), heads, init_seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_lms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mt_models")
+    return {
+        "llama": save_tiny_model(root / "llama", "llama", "causal_lm", seed=2),
+        "t5": save_tiny_model(root / "t5", "t5", "seq2seq", seed=3),
+        "bert-cls": save_tiny_model(root / "bert-cls", "bert", "sequence_classification", seed=4),
+    }
