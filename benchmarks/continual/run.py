@@ -126,6 +126,7 @@ def stages(seed: int, budget: Budget, joint: bool, tasks: list[str] = TASKS) -> 
                     "max_steps": steps,
                     "progress": False,
                     "tensorboard": False,
+                    "precision": "fp32",  # pinned: comparable results (auto may pick bf16)
                 },
             }
         )
@@ -305,7 +306,13 @@ def lm_stages(quick: bool) -> list[Stage]:
         "seed": 13,
         "transfer": {"freeze_layers": 20},
         "optim": {"weight_decay": 0.0, "warmup_steps": 0},
-        "train": {"batch_size": 8, "eval_batch_size": 16, "progress": False, "tensorboard": False},
+        "train": {
+            "batch_size": 8,
+            "eval_batch_size": 16,
+            "progress": False,
+            "tensorboard": False,
+            "precision": "fp32",  # pinned: comparable results (auto may pick bf16)
+        },
     }
     out = []
     for name, over in LM_STAGES.items():

@@ -107,6 +107,7 @@ def train_section(steps: int, budget: Budget) -> dict:
         "eval_every": budget.eval_every,
         "progress": False,
         "tensorboard": False,
+        "precision": "fp32",  # pinned: comparable results (auto may pick bf16)
     }
 
 

@@ -103,6 +103,7 @@ def recipe_for(case: str, steps: int, run_dir: Path, packing: bool = False):
                 "log_every": 1,
                 "progress": False,
                 "tensorboard": False,
+                "precision": "fp32",  # pinned: results stay comparable (auto may pick bf16)
             },
         }
     )

@@ -121,6 +121,13 @@ def _load_errors(name: str, resolved: str) -> Iterator[None]:
     try:
         yield
     except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelError(
+                f"model {name!r} needs Python code it ships itself (its config's auto_map names "
+                "modeling files), which transformers would download and execute with your "
+                f"rights; tunesmith refuses that unless the recipe says model: {{name: {name}, "
+                "trust_remote_code: true}} (read the code first)"
+            ) from exc
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if Path(resolved).exists():
             raise ModelError(
@@ -149,12 +156,19 @@ def supported_tasks(config: PretrainedConfig) -> list[str]:
     return [e.name for e in TASKS if type(config) in e.obj.auto_class._model_mapping]
 
 
-def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
-    """Load the tokenizer of a model; pads on the right, with pad = eos (or unk) if unset."""
+def load_tokenizer(
+    name_or_path: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedTokenizerBase:
+    """Load the tokenizer of a model; pads on the right, with pad = eos (or unk) if unset.
+    ``revision`` / ``trust_remote_code``: as for :func:`load_model`."""
     name = os.fspath(name_or_path)
     resolved = resolve_model(name)
+    hub = _hub_options(name, resolved, revision, trust_remote_code)
     with _load_errors(name, resolved):
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        tokenizer = AutoTokenizer.from_pretrained(resolved, **hub)
     if tokenizer.pad_token is None:
         fallback = tokenizer.eos_token or tokenizer.unk_token
         if fallback is None:
@@ -176,6 +190,10 @@ def load_model(
     from_scratch: bool = False,
     init_seed: int | None = None,
     restored: Sequence[str] = (),
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    quantization: str | None = None,
 ) -> PreTrainedModel:
     """Load ``name_or_path`` with the head for ``task`` (a :mod:`tunesmith.tasks` kind).
 
@@ -188,6 +206,9 @@ def load_model(
     they are not reported as randomly initialised.
     An adapter-only folder (an adapter run's ``best/``) is a :class:`ModelError`: the adapters
     layer loads those (``tunesmith.adapters.load_model_or_adapter``).
+    ``revision``: a hub id's branch/tag/commit (a local folder is an error); remote code a model
+    ships runs only with ``trust_remote_code``; ``attn_implementation`` (default sdpa where
+    supported); ``quantization="4bit"``: NF4 through bitsandbytes (CUDA only).
     """
     name = os.fspath(name_or_path)
     auto_cls = task_kind(task).auto_class
@@ -199,16 +220,23 @@ def load_model(
         )
     if not from_scratch:
         refuse_pickled_weights(resolved, name)
-    config, relabelled = _task_config(name, resolved, task, num_labels, id2label, label2id)
+    hub = _hub_options(name, resolved, revision, trust_remote_code)
+    config, relabelled = _task_config(name, resolved, task, num_labels, id2label, label2id, hub)
+    extra = {**hub, **quantization_options(quantization, name)}
+    attention = _with_sdpa if attn_implementation is None else _with_attention(attn_implementation)
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
             torch.manual_seed(init_seed)
         if from_scratch:
-            model = _with_sdpa(lambda **kw: auto_cls.from_config(config, dtype=dtype, **kw))
+            model = attention(
+                lambda **kw: auto_cls.from_config(
+                    config, dtype=dtype, trust_remote_code=trust_remote_code, **kw
+                )
+            )
             logger.info("built %s for %s from scratch (random init)", type(model).__name__, name)
         else:
             with _load_errors(name, resolved), _quiet_load_report():
-                model, info = _with_sdpa(
+                model, info = attention(
                     lambda **kw: auto_cls.from_pretrained(
                         resolved,
                         config=config,
@@ -216,6 +244,7 @@ def load_model(
                         ignore_mismatched_sizes=relabelled,
                         output_loading_info=True,
                         use_safetensors=True,
+                        **extra,
                         **kw,
                     )
                 )
@@ -240,12 +269,13 @@ def _task_config(
     num_labels: int | None,
     id2label: dict[int, str] | None,
     label2id: dict[str, int] | None,
+    hub: dict[str, Any] | None = None,
 ) -> tuple[PretrainedConfig, bool]:
     """The checkpoint's config with the task's labels, and whether the head's size changed.
     A :class:`ModelError` when the architecture has no head for ``task``."""
     kind = task_kind(task)
     with _load_errors(name, resolved):
-        config = AutoConfig.from_pretrained(resolved)
+        config = AutoConfig.from_pretrained(resolved, **(hub or {}))
     if type(config) not in kind.auto_class._model_mapping:
         supported = ", ".join(supported_tasks(config)) or "none of " + ", ".join(TASKS.names())
         raise ModelError(
@@ -285,6 +315,57 @@ def _apply_labels(
         if num_labels < 1:
             raise ModelError(f"num_labels must be >= 1, got {num_labels}")
         config.num_labels = num_labels
+
+
+def _hub_options(
+    name: str, resolved: str, revision: str | None, trust_remote_code: bool
+) -> dict[str, Any]:
+    """``from_pretrained`` keywords for ``revision`` / ``trust_remote_code``; a revision of a
+    local folder (or an embedded model) is a :class:`ModelError`: a folder has one version."""
+    if revision is not None and Path(resolved).exists():
+        raise ModelError(
+            f"model {name!r} is a local folder ({resolved}); revision {revision!r} applies to "
+            "hub ids only: remove it, or check the wanted version out into the folder"
+        )
+    out: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision is not None:
+        out["revision"] = revision
+    return out
+
+
+def quantization_options(quantization: str | None, name: str) -> dict[str, Any]:
+    """``from_pretrained`` keywords for a 4-bit NF4 base (QLoRA); one-line errors without CUDA
+    or bitsandbytes."""
+    if quantization is None:
+        return {}
+    if quantization != "4bit":
+        raise ModelError(f"model.quantization {quantization!r}: only 4bit is supported")
+    if not torch.cuda.is_available():
+        raise ModelError(
+            f"model {name!r}: a 4-bit base (model.quantization: 4bit) needs a CUDA GPU "
+            "(bitsandbytes); on a CPU use model.dtype: bf16 with an adapter instead"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as exc:
+        raise ModelError(
+            f"model.quantization: 4bit needs the bitsandbytes package ({exc}); pip install "
+            "bitsandbytes"
+        ) from None
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+    return {"quantization_config": config, "device_map": {"": torch.cuda.current_device()}}
+
+
+def _with_attention(implementation: str) -> Any:
+    """A builder caller with the attention backend the recipe names (no fallback)."""
+    return lambda build: build(attn_implementation=implementation)
 
 
 def _with_sdpa(build: Any) -> Any:

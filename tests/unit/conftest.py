@@ -18,6 +18,22 @@ from tunesmith.testing import (
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _auto_precision_is_fp32():
+    """``train.precision: auto`` (the default) resolves to fp32 in unit tests, whatever the CPU:
+    tests that compare numbers exactly (resume, DDP parity, reference values) must agree on
+    machines with and without native bf16. Session-wide, so module- and session-scoped fixtures
+    that train see it too. Tests of auto's choice patch the probe themselves; recipes run in a
+    subprocess pin ``precision: fp32``."""
+    import tunesmith.precision
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            tunesmith.precision, "native_bf16", lambda device: (False, "unit tests: fp32")
+        )
+        yield
+
+
 @pytest.fixture
 def bert_tokenizer():
     return tiny_tokenizer(kind="bert")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -36,11 +37,13 @@ def load_model_or_adapter(
     from_scratch: bool = False,
     init_seed: int | None = None,
     restored: Sequence[str] = (),
+    **options: Any,
 ) -> PreTrainedModel:
     """:func:`~tunesmith.models.load_model`, or for an adapter folder (a run's adapter-only
     ``best/``, a folder PEFT wrote) its base model with the adapter loaded and active.
 
-    The arguments are ``load_model``'s (``restored``: modules whose weights the caller restores). For an adapter folder, a classification head takes the
+    The arguments are ``load_model``'s (``restored``: modules whose weights the caller restores;
+    ``options``: its loading options, e.g. ``revision``; for an adapter, they load its base). For an adapter folder, a classification head takes the
     saved head's labels unless labels are given, and ``from_scratch`` is a :class:`ModelError`.
     """
     resolved = resolve_model(os.fspath(name_or_path))
@@ -55,6 +58,7 @@ def load_model_or_adapter(
             from_scratch=from_scratch,
             init_seed=init_seed,
             restored=restored,
+            **options,
         )
     folder = Path(resolved)
     if from_scratch:
@@ -78,6 +82,7 @@ def load_model_or_adapter(
         dtype=dtype,
         init_seed=init_seed,
         restored=meta.get("head") or (),  # the saved head: loaded below, not random
+        **options,
     )
     pooling = (meta.get("base_config") or {}).get(CONFIG_KEY)
     if pooling in ("pooler", "cls", "mean"):  # the run's head read this (tunesmith.pooling);

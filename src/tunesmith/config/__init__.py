@@ -40,6 +40,7 @@ from tunesmith.config.sections import (
     TrainConfig,
     TransferConfig,
 )
+from tunesmith.config.sources import ModelConfig
 from tunesmith.configschema import fld
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "GradualUnfreezeConfig",
     "HeadConfig",
     "MixingConfig",
+    "ModelConfig",
     "ObjectiveConfig",
     "OptimConfig",
     "Recipe",

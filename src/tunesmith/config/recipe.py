@@ -30,7 +30,7 @@ from tunesmith.config.sections import (
     TrainConfig,
     TransferConfig,
 )
-from tunesmith.config.sources import check_model_source
+from tunesmith.config.sources import ModelConfig, check_model_source
 from tunesmith.configschema import apply_overrides, build, fld, to_dict
 from tunesmith.errors import ConfigError
 from tunesmith.paths import locate, looks_like_path, resolve_path
@@ -44,9 +44,10 @@ MULTI_HEAD = "multi_head"
 
 @dataclass(kw_only=True)
 class Recipe:
-    model: str | None = fld(
+    model: str | ModelConfig | None = fld(
         None,
-        "embedded name (minilm, smollm2), local folder or hub id "
+        "embedded name (minilm, smollm2), local folder or hub id, or a mapping {name, revision, "
+        "dtype, attn_implementation, trust_remote_code, quantization} "
         "(may be left out when student.from_teacher builds the model)",
     )
     task: str = fld(help="task kind (see `tunesmith list`), or multi_head")
@@ -73,7 +74,7 @@ class Recipe:
 
     def validate(self, path: str) -> None:
         check_choice("task", self.task, [*TASKS.names(), MULTI_HEAD])
-        if self.model is not None and not str(self.model).strip():
+        if isinstance(self.model, str) and not self.model.strip():
             raise ConfigError(
                 "model", "is empty", "give an embedded model name, a hub id or a folder"
             )
@@ -131,6 +132,12 @@ class Recipe:
                 "head.pooling",
                 f"applies to task: sequence_classification, not {self.task}",
                 "multi_head recipes set tasks[].pooling" if self.task == MULTI_HEAD else None,
+            )
+        if self.model_options.quantization and self.adapter is None:
+            raise ConfigError(
+                "model.quantization",
+                "a quantized base cannot be trained itself",
+                "add an adapter (QLoRA: adapter: {type: lora, r: 16})",
             )
         if self.adapter is not None:
             self.adapter_settings()  # validates the method's keys with their key paths
@@ -200,8 +207,17 @@ class Recipe:
 
     @property
     def model_source(self) -> str:
-        """Where the student's weights and tokenizer come from."""
+        """Where the student's weights and tokenizer come from (the name, for a mapping)."""
+        if isinstance(self.model, ModelConfig):
+            return self.model.name
         return self.model if self.model is not None else self.distill.teacher
+
+    @property
+    def model_options(self) -> ModelConfig:
+        """``model:`` as a :class:`ModelConfig` (defaults for the string form)."""
+        if isinstance(self.model, ModelConfig):
+            return self.model
+        return ModelConfig(name=self.model_source)
 
 
 def _beside(value: str | None, bases: list[Path], key: str) -> str | None:
@@ -235,7 +251,10 @@ def resolve_recipe_paths(recipe: Recipe, folder: Path) -> Recipe:
                 src.path = _beside(src.path, [folder], f"{key}.{split}.path")
                 src.dataset = _beside(src.dataset, [folder], f"{key}.{split}.dataset")
     root = (recipe.data or DataConfig()).root_path()
-    for key, owner in (("model", recipe), ("teacher", recipe.distill)):
+    owners = [("model", recipe), ("teacher", recipe.distill)]
+    if isinstance(recipe.model, ModelConfig):
+        owners[0] = ("name", recipe.model)
+    for key, owner in owners:
         value = getattr(owner, key, None) if owner is not None else None
         if value is not None and looks_like_path(value):
             setattr(owner, key, _beside(value, [folder, root], key))
@@ -267,12 +286,20 @@ def check_files(recipe: Recipe) -> None:
 def check_model_sources(recipe: Recipe) -> None:
     """``model`` and ``distill.teacher`` name something loadable (see
     :func:`~tunesmith.config.sources.check_model_source`); checked before any model loads."""
-    check_model_source("model", recipe.model)
+    key = "model.name" if isinstance(recipe.model, ModelConfig) else "model"
+    check_model_source(key, recipe.model_source if recipe.model is not None else None)
     check_model_source("distill.teacher", recipe.distill.teacher if recipe.distill else None)
 
 
 def parse_recipe(data: dict, overrides: list[str] | None = None) -> Recipe:
     data = apply_overrides(copy.deepcopy(data), overrides or [])  # the caller's dict unchanged
+    if isinstance(data, dict) and "model_kwargs" in data:  # transformers' habit: say where it went
+        raise ConfigError(
+            "model_kwargs",
+            "unknown key",
+            "loading options go under model: {name, revision, dtype, attn_implementation, "
+            "trust_remote_code, quantization}; load_in_4bit is model.quantization: 4bit",
+        )
     return build(Recipe, data)
 
 

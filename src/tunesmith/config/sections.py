@@ -323,7 +323,17 @@ class TrainConfig:
         "checkpoints to keep (besides best/); only the newest two keep optimizer state, and "
         "none once the run has finished",
     )
-    precision: Literal["fp32", "bf16"] = fld("fp32", "bf16 autocast (GPUs; slow on most CPUs)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = fld(
+        "auto",
+        "forward precision: auto = bf16 where the hardware computes it natively (CUDA compute "
+        "capability >= 8.0; a CPU with AMX or AVX512-BF16), else fp32; bf16 / fp16 = autocast "
+        "over fp32 trainable weights (fp16: CUDA only, with a gradient scaler)",
+    )
+    gradient_checkpointing: bool = fld(
+        False,
+        "recompute each block's activations in backward instead of keeping them (less memory, "
+        "about a third more compute)",
+    )
     length_grouping: bool = fld(True, "batch similar lengths together to cut padding")
     tensorboard: bool = fld(True, "also write TensorBoard scalars (when installed)")
     report_to: list[str] = fld(

@@ -7,12 +7,67 @@ before any weights are read, with the key path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
+from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError
 from tunesmith.paths import looks_like_path
 
-__all__ = ["PICKLE_SUFFIXES", "check_model_source", "only_pickle_weights"]
+__all__ = ["PICKLE_SUFFIXES", "ModelConfig", "check_model_source", "only_pickle_weights"]
+
+
+@dataclass
+class ModelConfig:
+    """``model:`` as a mapping: the name plus how to load it (``model: minilm`` is short for
+    ``model: {name: minilm}``)."""
+
+    name: str = fld(help="embedded name (minilm, smollm2), local folder or hub id")
+    revision: str | None = fld(
+        None, "hub ids only: branch, tag or commit to load (an error for a local folder)"
+    )
+    dtype: Literal["fp32", "bf16", "fp16", "auto"] = fld(
+        "fp32",
+        "storage dtype of FROZEN weights (a base under adapters, frozen layers, a teacher, a "
+        "reference model): bf16 halves their memory; trainable weights and optimizer state stay "
+        "fp32; auto = the dtype train.precision computes in",
+    )
+    attn_implementation: str | None = fld(
+        None, "transformers attention backend, e.g. eager, sdpa, flash_attention_2 (default sdpa)"
+    )
+    trust_remote_code: bool = fld(
+        False,
+        "allow transformers to run the Python code a hub model ships (its auto_map); refused "
+        "unless true",
+    )
+    quantization: Literal["4bit"] | None = fld(
+        None,
+        "4bit: load the frozen base in 4-bit NF4 through bitsandbytes (QLoRA; needs CUDA, the "
+        "bitsandbytes package and an adapter)",
+    )
+
+    @classmethod
+    def from_string(cls, name: str) -> ModelConfig:
+        return cls(name=name)
+
+    def load_options(self) -> dict[str, Any]:
+        """Keywords of ``models.load_model`` besides the dtype (revision, remote code, ...)."""
+        return {
+            "revision": self.revision,
+            "trust_remote_code": self.trust_remote_code,
+            "attn_implementation": self.attn_implementation,
+            "quantization": self.quantization,
+        }
+
+    def validate(self, path: str) -> None:
+        if not self.name.strip():
+            raise ConfigError(
+                f"{path}.name", "is empty", "give an embedded model name, a hub id or a folder"
+            )
+        if self.revision is not None and not self.revision.strip():
+            raise ConfigError(f"{path}.revision", "is empty", "a branch, tag or commit, or null")
+
 
 # weight or state files that are Python pickles (torch.save; loading one can run code): never
 # loaded -- by these checks, by models.load_model and by train.checkpoint

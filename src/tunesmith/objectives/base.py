@@ -29,6 +29,9 @@ class ObjectiveTerm:
     name: ClassVar[str]
     needs_teacher: ClassVar[bool] = False
     cacheable: ClassVar[bool] = False
+    # storage dtype of frozen models a term loads itself (LwF's previous model): the recipe's
+    # model.dtype, set by the loop before setup()
+    frozen_dtype: torch.dtype = torch.float32
 
     @dataclasses.dataclass
     class Params:

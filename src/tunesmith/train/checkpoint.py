@@ -12,6 +12,7 @@ Layout of a run directory::
                            optimizer.safetensors    AdamW state tensors   (newest checkpoints only)
                            optimizer.json           parameter groups      (newest checkpoints only)
                            scheduler.json           LR schedule state
+                           scaler.json              fp16 gradient scaler state (fp16 runs only)
                            rng-<rank>.safetensors   torch CPU/CUDA generator states, one per process
                            rng-<rank>.json          Python and NumPy RNG states, one per process
                            objective_terms.safetensors  state of the loss terms (when any)
@@ -64,6 +65,7 @@ TERMS_FILE = "objective_terms.safetensors"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer.json")
 SCHEDULER_FILE = "scheduler.json"
+SCALER_FILE = "scaler.json"  # fp16 runs: the gradient scaler's scale and growth tracker
 FORMAT = 1  # trainer_state.json "format": the layout above
 OPTIMIZER_KEPT = 2  # checkpoints that keep optimizer state: the newest and its fall-back
 
@@ -98,6 +100,7 @@ class Resumable:
     scheduler: Any
     terms: list[ObjectiveTerm]
     sharded: bool = False  # FSDP: every process saves and loads its own shards
+    scaler: Any = None  # torch.amp.GradScaler of an fp16 run
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -137,6 +140,8 @@ def _save_main_process_files(tmp: Path, parts: Resumable) -> None:
     if not parts.sharded:
         _save_weights_and_optimizer(tmp, parts, None)
     statefiles.save_scheduler(parts.scheduler, tmp / SCHEDULER_FILE)
+    if parts.scaler is not None:
+        atomic_write_json(tmp / SCALER_FILE, parts.scaler.state_dict())
     term_state = {
         f"{i}.{key}": t.contiguous().cpu()
         for i, term in enumerate(parts.terms)
@@ -284,6 +289,8 @@ def load_checkpoint(accelerator: Accelerator, ckpt: Path, parts: Resumable) -> T
         if not state.finished:
             statefiles.load_optimizer(parts.optimizer, *(ckpt / f for f in optimizer_files(rank)))
         statefiles.load_scheduler(parts.scheduler, ckpt / SCHEDULER_FILE)
+        if parts.scaler is not None:
+            parts.scaler.load_state_dict(json.loads((ckpt / SCALER_FILE).read_text()))
         statefiles.load_rng(*(ckpt / f for f in rng_files(accelerator.process_index)))
         flat = load_file(str(ckpt / TERMS_FILE)) if (ckpt / TERMS_FILE).is_file() else {}
         for i, term in enumerate(parts.terms):

@@ -54,7 +54,12 @@ NOTHING_GIVEN = Given()  # every object from the recipe
 def run_tokenizer(recipe: Recipe, given: Given) -> PreTrainedTokenizerBase:
     """The given tokenizer, else the recipe model's."""
     if given.tokenizer is None:
-        return load_tokenizer(recipe.model_source)
+        options = recipe.model_options
+        return load_tokenizer(
+            recipe.model_source,
+            revision=options.revision,
+            trust_remote_code=options.trust_remote_code,
+        )
     if not isinstance(given.tokenizer, PreTrainedTokenizerBase):
         raise ConfigError(
             "tokenizer",

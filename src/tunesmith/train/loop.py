@@ -29,6 +29,7 @@ from tunesmith.errors import TrainingError
 from tunesmith.objectives import combine
 from tunesmith.optim import clip_gradients
 from tunesmith.pooling import current_pooling
+from tunesmith.precision import autocast
 from tunesmith.report import write_report
 from tunesmith.tasks import model_inputs, task_loss
 from tunesmith.train.callbacks import CallbackList, callback_stop, stopped_summary, train_info
@@ -58,8 +59,7 @@ def forward_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Task loss + terms for one micro-batch of task kind ``task``; ``head`` picks a multi-head
     model's head (``{"task": name}``; empty for a single model)."""
-    bf16 = run.recipe.train.precision == "bf16"
-    with torch.autocast(run.accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with autocast(run.precision, run.accelerator.device):
         extra = {k: v for term in run.terms for k, v in term.forward_kwargs().items()}
         outputs = run.model(**model_inputs(task, batch), **extra, **head)
         loss = task_loss(task, outputs.logits, batch["labels"])
@@ -84,15 +84,30 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
                     f"checkpoint is kept in {run.run_dir / 'checkpoints'} (hint: lower optim.lr, "
                     "set optim.max_grad_norm, or use precision: fp32)"
                 )
-            acc.backward(loss / len(micro_batches))
+            scaled = loss / len(micro_batches)
+            acc.backward(run.scaler.scale(scaled) if run.scaler else scaled)
         for key, value in parts.items():
             parts_sum[key] = parts_sum.get(key, 0.0) + value / len(micro_batches)
     trainable = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if run.scaler:  # fp16: clip the true gradients
+        run.scaler.unscale_(run.optimizer)
     grad_norm = clip_gradients(trainable, run.recipe.optim.max_grad_norm)
-    run.optimizer.step()
-    run.scheduler.step()
+    if step_optimizer(run):
+        run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return {**parts_sum, "grad_norm": float(grad_norm), "tokens": tokens}
+
+
+def step_optimizer(run: Run) -> bool:
+    """The optimizer step; with fp16 loss scaling, skipped when the gradients overflowed (the
+    scale drops and the schedule waits). Returns whether the weights changed."""
+    if run.scaler is None:
+        run.optimizer.step()
+        return True
+    scale = run.scaler.get_scale()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return run.scaler.get_scale() >= scale
 
 
 def best_meta(run: Run, metrics: dict[str, float]) -> dict[str, Any]:
@@ -110,7 +125,8 @@ def best_meta(run: Run, metrics: dict[str, float]) -> dict[str, Any]:
 def evaluate_and_keep_best(run: Run) -> bool:
     """Evaluate on dev, save ``best/`` on improvement. Returns True when early stopping fires."""
     state, tr = run.state, run.recipe.train
-    metrics = run.mode.evaluate(run.raw_model, "dev")
+    with autocast(run.precision, run.accelerator.device):  # dev in the run's precision
+        metrics = run.mode.evaluate(run.raw_model, "dev")
     if run.logger:
         run.logger.log(state.step, "dev", metrics, epoch=state.epoch)
     run.callbacks.call("on_evaluate", state.step, "dev", metrics)
@@ -283,13 +299,16 @@ def finish(run: Run) -> dict[str, Any]:
         "distributed": run.recipe.train.distributed.strategy if acc.num_processes > 1 else None,
         "state_bytes_per_rank": gather_object([state_bytes(run.raw_model, run.optimizer)]),
     }
+    if run.precision is not None:
+        summary["precision"] = run.precision.record()
     if run.dev_at_start is not None:
         summary["dev_at_start"] = run.dev_at_start
     summary.update(run.mode.finish(run.raw_model, best))
     confusion = {}
     for split in ("dev", "test"):
         if run.mode.has(split):
-            result = run.mode.evaluate_detailed(run.raw_model, split)
+            with autocast(run.precision, acc.device):
+                result = run.mode.evaluate_detailed(run.raw_model, split)
             summary[split] = result.metrics
             if result.confusion is not None:  # rows: gold label, columns: predicted
                 confusion[split] = {"labels": result.labels, "matrix": result.confusion}
@@ -373,7 +392,8 @@ def train_locked(run: Run, resume: bool, interrupt_at_step: int | None) -> dict[
         dynamic_ncols=True,
     )
     if recipe.train.eval_at_start and run.mode.has("dev") and run.state.step == 0:
-        run.dev_at_start = run.mode.evaluate(run.raw_model, "dev")
+        with autocast(run.precision, acc.device):
+            run.dev_at_start = run.mode.evaluate(run.raw_model, "dev")
         if run.logger:
             run.logger.log(0, "dev", run.dev_at_start, epoch=0)
         run.callbacks.call("on_evaluate", 0, "dev", run.dev_at_start)

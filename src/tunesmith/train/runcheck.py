@@ -10,6 +10,8 @@
 * ``teacher`` — the distillation teacher's files digest (or its hub id);
 * ``examples`` — the training example count; ``labels`` — the label set;
 * ``model`` — the digest of the starting weights (base model + new head, or base + adapter).
+* ``precision`` — the precision ``train.precision`` resolved to (``auto`` on resume keeps this
+  first choice, so a resume on a machine that would choose otherwise still computes the same).
 
 On ``--resume`` each part is compared as soon as it is known, before anything in the run folder is
 written: the recipe, world size, data and teacher before the data is read; the example count and
@@ -133,6 +135,8 @@ def with_current_defaults(saved: Any) -> Any:
 
 def describe_change(part: str, old: Any, new: Any) -> list[str]:
     """Human-readable differences of one fingerprint part (empty when equal)."""
+    if part == "precision" and old is None:  # a run started before precision was recorded
+        return []
     if part == "recipe":
         old = with_current_defaults(old)
     if old == new:
@@ -156,6 +160,8 @@ def describe_change(part: str, old: Any, new: Any) -> list[str]:
         return [_label_change(old, new)]
     if part == "model":
         return ["the starting model's weights changed (a different base model or adapter)"]
+    if part == "precision":
+        return [f"the chosen precision changed ({old} -> {new})"]
     if part == "teacher":
         return ["the distillation teacher changed"]
     return [f"{part} changed"]

@@ -32,11 +32,13 @@ from tunesmith.adapters.base import state_of
 from tunesmith.atomic import atomic_write_json, atomic_write_text
 from tunesmith.config import Recipe, dump_recipe
 from tunesmith.errors import ConfigError
+from tunesmith.memory import cast_for_training, enable_gradient_checkpointing
 from tunesmith.metrics import greater_is_better
 from tunesmith.models import count_parameters
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
 from tunesmith.pooling import configure_pooling, describe
+from tunesmith.precision import Precision, frozen_dtype, make_scaler, resolve_precision
 from tunesmith.train.callbacks import CallbackList
 from tunesmith.train.checkpoint import Resumable, recover_best
 from tunesmith.train.evaluation import Collate
@@ -93,11 +95,15 @@ class Run:
     callbacks: CallbackList = field(default_factory=CallbackList)  # user hooks (main process)
     start_digest: str = ""  # the starting weights' digest (run fingerprint)
     sharded: bool = False  # FSDP (train.distributed.strategy: fsdp): see train.sharding
+    precision: Precision | None = None  # train.precision as resolved (tunesmith.precision)
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling (CUDA)
 
     @property
     def resumable(self) -> Resumable:
         """What a checkpoint saves besides the loop state."""
-        return Resumable(self.raw_model, self.optimizer, self.scheduler, self.terms, self.sharded)
+        return Resumable(
+            self.raw_model, self.optimizer, self.scheduler, self.terms, self.sharded, self.scaler
+        )
 
 
 def total_steps(recipe: Recipe, per_epoch: int) -> int:
@@ -108,7 +114,7 @@ def total_steps(recipe: Recipe, per_epoch: int) -> int:
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
     """The run's accelerator (DDP settings; CPU when torchrun starts several CPU processes)."""
-    # bf16 autocast is applied by the loop itself (torch.autocast): accelerate's mixed-precision
+    # autocast is applied by the loop itself (tunesmith.precision): accelerate's mixed-precision
     # setting is process-global and would forbid two runs with different precisions in one process.
     # Gradual unfreezing leaves parameters without gradients in early steps, and so do the other
     # tasks' heads in a multi-task step: DDP must allow that.
@@ -205,11 +211,18 @@ def setup_pooling(
     accelerator.print(describe(mode, why))
 
 
-def setup_terms(recipe: Recipe, terms: list[ObjectiveTerm], model: nn.Module) -> list[dict]:
+def setup_terms(
+    recipe: Recipe,
+    terms: list[ObjectiveTerm],
+    model: nn.Module,
+    frozen: torch.dtype = torch.float32,
+) -> list[dict]:
     """Let each term prepare on the frozen model (before the optimizer: terms may create
-    trainable projections); returns the param groups of what they own."""
+    trainable projections); returns the param groups of what they own. ``frozen``: the dtype
+    of frozen models a term loads (``model.dtype``)."""
     o = recipe.optim
     for term in terms:
+        term.frozen_dtype = frozen
         term.setup(model)
     extra = nn.ModuleList([m for t in terms for m in t.trainable_modules()])
     return param_groups(extra, lr=o.lr, weight_decay=o.weight_decay) if len(extra) else []
@@ -243,6 +256,25 @@ def check_fsdp(recipe: Recipe) -> None:
         )
 
 
+def setup_precision(recipe: Recipe, accelerator: Accelerator, check: RunCheck) -> Precision:
+    """Resolve ``train.precision`` (``auto`` keeps a resumed run's first choice), add it to the
+    fingerprint and say what was chosen and why."""
+    saved = (check.saved or {}).get("precision")
+    precision = resolve_precision(recipe.train.precision, accelerator.device, pinned=saved)
+    check.add(precision=precision.name)
+    accelerator.print(f"tunesmith: precision {precision.name} ({precision.reason})")
+    return precision
+
+
+def setup_memory(recipe: Recipe, model: nn.Module, groups: list[dict], frozen: torch.dtype) -> None:
+    """``model.dtype``: frozen weights stored in ``frozen``, trained ones fp32;
+    ``train.gradient_checkpointing``: recompute activations in backward."""
+    if recipe.model_options.dtype != "fp32":
+        cast_for_training(model, [p for g in groups for p in g["params"]], frozen)
+    if recipe.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+
+
 def setup_run(
     recipe: Recipe,
     run_dir: Path,
@@ -255,13 +287,15 @@ def setup_run(
 
     Nothing in ``run_dir`` is written before the run's fingerprint is checked (when resuming)."""
     check = RunCheck.start(recipe, run_dir, resume, accelerator.num_processes, given.datasets)
+    precision = setup_precision(recipe, accelerator, check)
+    frozen = frozen_dtype(recipe.model_options.dtype, precision)
     set_seed(recipe.seed)
     tokenizer = run_tokenizer(recipe, given)
     mode = build_mode(recipe, tokenizer, accelerator, datasets=given.datasets)
     check.add(examples=len(mode.train_examples), labels=mode.labels())
     terms = build_terms(recipe.objectives)
     model, collator = setup_model_and_teacher(
-        recipe, tokenizer, mode, terms, accelerator, given.model
+        recipe, tokenizer, mode, terms, accelerator, given.model, frozen
     )
     check.add(model=starting_digest(model))
     accelerator.wait_for_everyone()  # every process checked before the main one writes
@@ -270,7 +304,8 @@ def setup_run(
     adapter = attach_adapter(recipe, model)
     groups, layout = configure_training(recipe, model)
     setup_pooling(recipe, model, accelerator, given)
-    groups += setup_terms(recipe, terms, model)
+    groups += setup_terms(recipe, terms, model, frozen)
+    setup_memory(recipe, model, groups, frozen)
     trainable, total = count_parameters(model)
     n_steps = total_steps(recipe, mode.steps_per_epoch)
     sharded = uses_fsdp(recipe, accelerator.num_processes)
@@ -305,4 +340,6 @@ def setup_run(
         total_params=total,
         start_digest=check.current["model"],
         sharded=sharded,
+        precision=precision,
+        scaler=make_scaler(precision, accelerator.device),
     )

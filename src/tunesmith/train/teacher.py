@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -49,13 +50,17 @@ def setup_model_and_teacher(
     terms: list[ObjectiveTerm],
     accelerator: Accelerator,
     given_model: nn.Module | None = None,
+    frozen: torch.dtype = torch.float32,
 ) -> tuple[nn.Module, Collate]:
     """(model to train, collator to train with), the teacher set up around them (module doc).
-    ``given_model``: a model passed in from Python, checked as a loaded one would be."""
+    ``given_model``: a model passed in from Python, checked as a loaded one would be;
+    ``frozen``: the dtype the teacher's weights are stored in (``model.dtype``)."""
     collator = Collator(pad_token_id=tokenizer.pad_token_id)
     if given_model is not None:
         check_given_model(recipe, given_model, tokenizer, mode.label_vocab)
-    teacher = load_run_teacher(recipe, tokenizer, mode.label_vocab) if recipe.distill else None
+    teacher = (
+        load_run_teacher(recipe, tokenizer, mode.label_vocab, frozen) if recipe.distill else None
+    )
     if given_model is not None:
         model = given_model
     elif teacher is not None and recipe.student and recipe.student.from_teacher:
@@ -69,11 +74,15 @@ def setup_model_and_teacher(
 
 
 def load_run_teacher(
-    recipe: Recipe, tokenizer: PreTrainedTokenizerBase, vocab: LabelVocab | None
+    recipe: Recipe,
+    tokenizer: PreTrainedTokenizerBase,
+    vocab: LabelVocab | None,
+    frozen: torch.dtype = torch.float32,
 ) -> nn.Module:
-    """Load the frozen teacher and check it fits the student's tokenizer and labels."""
+    """Load the frozen teacher (weights in ``frozen``) and check it fits the student's tokenizer
+    and labels."""
     spec = recipe.distill.teacher
-    teacher = load_teacher(spec, recipe.task)
+    teacher = load_teacher(spec, recipe.task, dtype=frozen)
     check_compatible(load_tokenizer(resolve_teacher(spec)), tokenizer)
     if vocab is not None:
         check_labels(teacher.config.id2label, vocab.id2label, vocab.named_id2label)

@@ -74,7 +74,14 @@ def make_recipe(model_dir, task, data_root, run_dir, **over):
         "seed": 3,
         "data": {"root": str(data_root), **data},
         "optim": {"lr": 1e-3, "warmup_steps": 1},
-        "train": {"batch_size": 8, "epochs": 2, "progress": False, "tensorboard": False},
+        # precision pinned: the tiny runs compare numbers exactly, whatever the CPU has
+        "train": {
+            "batch_size": 8,
+            "epochs": 2,
+            "progress": False,
+            "tensorboard": False,
+            "precision": "fp32",
+        },
     }
     overrides = [f"{k}={v}" for k, v in over.items()]
     return parse_recipe(base, overrides)

@@ -70,6 +70,7 @@ def recipe_file(tmp_path_factory):
             "epochs": 2,
             "progress": False,
             "tensorboard": False,
+            "precision": "fp32",  # parity with one process, exact: whatever the CPU has
         },
     }
     path = root / "recipe.yaml"

@@ -50,6 +50,7 @@ TRAIN = {
     "progress": False,
     "tensorboard": False,
     "distributed": {"strategy": "fsdp"},
+    "precision": "fp32",  # exact parity with one process, whatever the CPU has
 }
 
 

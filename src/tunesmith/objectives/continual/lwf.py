@@ -53,7 +53,9 @@ class LwFTerm(ContinualTerm):
         state = self.continual_state()
         if state.previous_model is None:
             return  # first stage: nothing to remember
-        self.previous = load_model_or_adapter(state.previous_model, state.task)
+        self.previous = load_model_or_adapter(
+            state.previous_model, state.task, dtype=self.frozen_dtype
+        )
         self.previous.requires_grad_(False)
         self.previous.eval()
         kind = task_kind(state.task)

@@ -26,6 +26,7 @@ from tunesmith.config import Recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.models import align_pad_token
+from tunesmith.precision import DTYPES
 from tunesmith.train.evaluation import Evaluation
 
 Plan = list[list[list[int]]]
@@ -112,11 +113,17 @@ def load_hf_model(
         kwargs = dict(
             num_labels=len(vocab), id2label=vocab.named_id2label, label2id=vocab.named_label2id
         )
+    options = recipe.model_options
+    if recipe.adapter is not None and options.dtype in DTYPES:
+        # the base under an adapter is frozen: load it in its dtype (peak memory too); a trained
+        # head goes back to fp32 once the optimizer's parameters are known (cast_for_training)
+        kwargs["dtype"] = DTYPES[options.dtype]
     model = load_model_or_adapter(
         recipe.model_source,
         recipe.task,
         from_scratch=recipe.from_scratch,
         init_seed=recipe.seed,
+        **options.load_options(),
         **kwargs,
     )
     align_pad_token(model, tokenizer)
