@@ -6,6 +6,8 @@ Methods, each registering itself by paper name in :data:`ADAPTERS` (``tunesmith 
 * ``houlsby``, ``pfeiffer``, ``parallel``: bottleneck adapters (:mod:`.bottleneck`);
 * ``lora`` (:mod:`.lora`), ``dora`` (:mod:`.dora`), ``ia3`` (:mod:`.ia3`): weight updates that
   merge into the base;
+* ``olora``: one LoRA per task, summed, the earlier ones frozen (:mod:`.olora`, O-LoRA's model
+  side);
 * ``prefix``: prefix tuning for decoder-only models (:mod:`.prefix`).
 
 Importing this package imports every method module below, so the tables are full. Injection is
@@ -40,6 +42,7 @@ from tunesmith.adapters.io import (
 )
 from tunesmith.adapters.loading import load_model_or_adapter
 from tunesmith.adapters.lora import LoraConfig
+from tunesmith.adapters.olora import OLoraConfig
 from tunesmith.adapters.methods import (
     ADAPTERS,
     METHODS,
@@ -62,6 +65,7 @@ from tunesmith.adapters.model import (
     mark_trainable,
     merge_adapter,
     merge_and_unload,
+    frozen_parameters,
     no_decay_parameters,
     set_active_adapter,
     trainable_summary,
@@ -81,6 +85,7 @@ __all__ = [
     "HoulsbyConfig",
     "IA3Config",
     "LoraConfig",
+    "OLoraConfig",
     "ParallelConfig",
     "PeftMapping",
     "PfeifferConfig",
@@ -104,6 +109,7 @@ __all__ = [
     "mark_trainable",
     "merge_adapter",
     "merge_and_unload",
+    "frozen_parameters",
     "no_decay_parameters",
     "read_adapter_meta",
     "save_adapter",

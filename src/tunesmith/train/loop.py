@@ -85,6 +85,8 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
         for key, value in parts.items():
             parts_sum[key] = parts_sum.get(key, 0.0) + value / len(micro_batches)
     trainable = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    for term in run.terms:  # gradient surgery (A-GEM's projection) before clipping
+        term.adjust_gradients(run.raw_model, trainable)
     grad_norm = clip_gradients(trainable, run.recipe.optim.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
