@@ -42,7 +42,6 @@ from tunesmith.adapters.io import (
 )
 from tunesmith.adapters.loading import load_model_or_adapter
 from tunesmith.adapters.lora import LoraConfig
-from tunesmith.adapters.olora import OLoraConfig
 from tunesmith.adapters.methods import (
     ADAPTERS,
     METHODS,
@@ -59,18 +58,19 @@ from tunesmith.adapters.model import (
     delete_adapter,
     disable_adapters,
     enable_adapters,
+    frozen_parameters,
     head_parameters,
     list_adapters,
     load_adapter_state_dict,
     mark_trainable,
     merge_adapter,
     merge_and_unload,
-    frozen_parameters,
     no_decay_parameters,
     set_active_adapter,
     trainable_summary,
     unmerge_adapter,
 )
+from tunesmith.adapters.olora import OLoraConfig
 from tunesmith.adapters.prefix import PrefixConfig
 from tunesmith.adapters.targets import TARGETS, ArchTargets
 

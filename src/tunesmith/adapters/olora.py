@@ -82,8 +82,12 @@ class OLoraLayer(AdapterLayer):
 
     def __init__(self, n_in: int, n_out: int, config: OLoraConfig, fan_in_fan_out: bool) -> None:
         super().__init__()
-        self.lora_A = nn.ModuleList(nn.Linear(n_in, config.r, bias=False) for _ in range(config.tasks))
-        self.lora_B = nn.ModuleList(nn.Linear(config.r, n_out, bias=False) for _ in range(config.tasks))
+        self.lora_A = nn.ModuleList(
+            nn.Linear(n_in, config.r, bias=False) for _ in range(config.tasks)
+        )
+        self.lora_B = nn.ModuleList(
+            nn.Linear(config.r, n_out, bias=False) for _ in range(config.tasks)
+        )
         self.lora_dropout = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
         self.scaling = config.scaling
         self.fan_in_fan_out = fan_in_fan_out
