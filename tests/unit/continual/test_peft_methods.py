@@ -20,11 +20,14 @@ from tunesmith.adapters import (
 from tunesmith.continual import parse_sequence, run_sequence
 from tunesmith.errors import ConfigError
 from tunesmith.heads import label_projection_names
+from tunesmith.objectives.base import ObjectiveTerm, register
 from tunesmith.objectives.continual import (
     METHODS,
+    ContinualMethod,
     ContinualState,
     agem_project,
     mas_importance,
+    register_method,
 )
 from tunesmith.objectives.continual.mas import output_sq_norm
 from tunesmith.objectives.continual.olora import l2_new, orthogonality
@@ -226,3 +229,69 @@ def test_methods_that_train_adapters_need_one(tiny_bert, two_tasks, tmp_path):
         run_sequence(
             _adapter_sequence(tiny_bert, two_tasks, tmp_path, "olora", adapter={"type": "houlsby"})
         )
+
+
+class _ZeroGrads(ObjectiveTerm):
+    """Clears every gradient in the loop's adjust_gradients hook: nothing may move."""
+
+    name = "test_zero_grads"
+
+    def loss(self, model, batch, outputs):
+        return torch.zeros(())
+
+    def adjust_gradients(self, model, params):
+        for p in params:
+            p.grad.zero_()
+
+
+class _ZeroMethod(ContinualMethod):
+    name = "test_zero_grads"
+
+    def terms(self, seq, k):
+        return [{"name": "test_zero_grads", "weight": 0.0}]
+
+
+register(_ZeroGrads, "test only")
+register_method(_ZeroMethod, "test only")
+
+
+def test_the_loop_calls_adjust_gradients_before_the_step(tiny_bert, two_tasks, tmp_path):
+    data = sequence_dict(tiny_bert, two_tasks, tmp_path, "test_zero_grads", keep_state=True)
+    data["adapter"] = LORA
+    data["optim"]["weight_decay"] = 0.0
+    run_sequence(parse_sequence(data))
+    start = adapter_parameters(
+        load_model_or_adapter(str(tmp_path / "init/1-topic"), TASK), "default"
+    )
+    end = adapter_parameters(_load(tmp_path, "1-topic"), "default")
+    assert all(start[n].equal(end[n]) for n in start)
+
+
+def test_agem_term_projects_against_the_memory(tiny_bert, two_tasks, tmp_path):
+    """The term's hook with a memory: the step it leaves has a non-negative dot with g_ref."""
+    seq = _adapter_sequence(tiny_bert, two_tasks, tmp_path, "agem", keep_state=True)
+    run_sequence(seq)
+    from tunesmith.objectives.continual import AGEMTerm
+    from tunesmith.objectives.continual.replay import memory_loss
+
+    model = _load(tmp_path, "1-topic")
+    params = [p for n, p in model.named_parameters() if n in _trainable(model)]
+    term = AGEMTerm(params=AGEMTerm.Params(batch_size=4, seed=1))
+    term.bind_state(ContinualState.load(tmp_path / "state" / "stage-1.safetensors"))
+    term.setup(model)
+    assert term.examples and len(term.heads) == 1
+    for p in params:  # a gradient that certainly conflicts: minus the memory's own
+        p.grad = None
+    state = term.generator.get_state()
+    ref_loss = memory_loss(model, TASK, term.heads, term.draw(4), term.collator)
+    ref = torch.autograd.grad(ref_loss, params, allow_unused=True)
+    for p, r in zip(params, ref, strict=True):
+        p.grad = torch.zeros_like(p) if r is None else -r.detach().clone()
+    term.generator.set_state(state)  # the hook draws the same memory batch
+    term.adjust_gradients(model, params)
+    assert term.projected == 1.0
+    dot = sum(
+        float((p.grad * (r if r is not None else 0)).sum())
+        for p, r in zip(params, ref, strict=True)
+    )
+    assert abs(dot) < 1e-5  # -g_ref projected onto g_ref's normal plane: zero
