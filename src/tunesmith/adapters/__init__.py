@@ -6,6 +6,8 @@ Methods, each registering itself by paper name in :data:`ADAPTERS` (``tunesmith 
 * ``houlsby``, ``pfeiffer``, ``parallel``: bottleneck adapters (:mod:`.bottleneck`);
 * ``lora`` (:mod:`.lora`), ``dora`` (:mod:`.dora`), ``ia3`` (:mod:`.ia3`): weight updates that
   merge into the base;
+* ``olora``: one LoRA per task, summed, the earlier ones frozen (:mod:`.olora`, O-LoRA's model
+  side);
 * ``prefix``: prefix tuning for decoder-only models (:mod:`.prefix`).
 
 Importing this package imports every method module below, so the tables are full. Injection is
@@ -57,6 +59,7 @@ from tunesmith.adapters.model import (
     delete_adapter,
     disable_adapters,
     enable_adapters,
+    frozen_parameters,
     head_parameters,
     list_adapters,
     load_adapter_state_dict,
@@ -68,6 +71,7 @@ from tunesmith.adapters.model import (
     trainable_summary,
     unmerge_adapter,
 )
+from tunesmith.adapters.olora import OLoraConfig
 from tunesmith.adapters.prefix import PrefixConfig
 from tunesmith.adapters.targets import TARGETS, ArchTargets
 
@@ -82,6 +86,7 @@ __all__ = [
     "HoulsbyConfig",
     "IA3Config",
     "LoraConfig",
+    "OLoraConfig",
     "ParallelConfig",
     "PeftMapping",
     "PfeifferConfig",
@@ -106,6 +111,7 @@ __all__ = [
     "mark_trainable",
     "merge_adapter",
     "merge_and_unload",
+    "frozen_parameters",
     "no_decay_parameters",
     "read_adapter_meta",
     "save_adapter",

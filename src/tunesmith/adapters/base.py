@@ -74,6 +74,11 @@ class AdapterLayer(nn.Module):
 
     no_decay: ClassVar[tuple[str, ...]] = ()  # parameters weight decay must not pull to zero
 
+    def frozen_parameters(self) -> tuple[str, ...]:
+        """Parameters (names relative to the layer) that stay frozen when the adapter trains
+        (:func:`~tunesmith.adapters.model.mark_trainable`): O-LoRA's earlier tasks' blocks."""
+        return ()
+
     def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         return None
 

@@ -40,6 +40,7 @@ __all__ = [
     "load_adapter_state_dict",
     "mark_trainable",
     "merge_adapter",
+    "frozen_parameters",
     "no_decay_parameters",
     "merge_and_unload",
     "set_active_adapter",
@@ -191,13 +192,24 @@ def no_decay_parameters(model: nn.Module) -> set[str]:
     return names
 
 
+def frozen_parameters(model: nn.Module, name: str) -> set[str]:
+    """Parameter names of adapter ``name`` its layers keep frozen while it trains
+    (``AdapterLayer.frozen_parameters``: O-LoRA's earlier tasks' blocks)."""
+    names = set()
+    for module_name, _, slot in slots(model):
+        if name in slot:
+            prefix = f"{module_name}.{SLOT}.{name}." if module_name else f"{SLOT}.{name}."
+            names |= {prefix + p for p in slot[name].frozen_parameters()}
+    return names
+
+
 def mark_trainable(model: nn.Module, name: str, train_head: bool = False) -> list[str]:
     """Make adapter ``name`` active and the only trainable part (plus the task head if
     ``train_head``); every other parameter gets ``requires_grad=False``. Returns the trainable
     names. Call before building the optimizer (and before ``transfer.apply_freezing``, which only
     freezes)."""
     set_active_adapter(model, name)
-    wanted = set(adapter_parameters(model, name))
+    wanted = set(adapter_parameters(model, name)) - frozen_parameters(model, name)
     if train_head:
         wanted |= set(head_parameters(model))
     for n, p in model.named_parameters():

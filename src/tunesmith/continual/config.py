@@ -189,14 +189,22 @@ def check_sequence(stages: list[Stage], cfg: ContinualConfig) -> None:
         raise ConfigError(
             "continual.heads", f"a {task} model has no label head to keep per task", "use shared"
         )
-    if stages[0].recipe.adapter is not None and cfg.heads == "separate" and task != "causal_lm":
+    method = method_class(cfg.method)
+    adapter = stages[0].recipe.adapter
+    if method.needs_adapter and adapter is None:
         raise ConfigError(
             "adapter",
-            "task sequences with adapters need one shared head (continual.heads: shared) or a "
-            "causal LM: a fresh per-task head cannot be put on an adapter-only checkpoint yet",
-            "set continual.heads: shared; each stage then goes on training the same adapter",
+            f"continual.method {method.name} trains adapters: the recipe needs an adapter: section",
+            "e.g. adapter: {type: lora, r: 8}",
         )
-    if len(stages) < 2 and not method_class(cfg.method).joint:
+    if method.joint and adapter is not None and cfg.heads == "separate" and task != "causal_lm":
+        raise ConfigError(
+            "adapter",
+            "joint training with separate heads (a multi-head model) and an adapter is not "
+            "supported yet",
+            "set continual.heads: shared for the joint upper bound with an adapter",
+        )
+    if len(stages) < 2 and not method.joint:
         raise ConfigError("stages", "a task sequence needs at least two stages")
 
 

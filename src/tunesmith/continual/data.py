@@ -87,6 +87,7 @@ def stage_recipe(
     objectives: list[dict] | None = None,
     data_root: Path | None = None,
     splits: dict[str, str] | None = None,
+    adapter: Any = None,
 ) -> Recipe:
     """``task``'s recipe reading the frozen files (or ``splits``), with the given overrides."""
     data = to_dict(task.recipe)
@@ -108,4 +109,6 @@ def stage_recipe(
         data["output_dir"] = output_dir
     if objectives is not None:
         data["objectives"] = objectives
+    if adapter is not None:  # the stage's own (a continual method may change it)
+        data["adapter"] = to_dict(adapter)
     return parse_recipe(data)

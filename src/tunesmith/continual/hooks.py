@@ -16,6 +16,7 @@ skipped when its output file already exists (so a resumed sequence redoes only w
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,13 +145,18 @@ def load_head(ctx: SequenceContext, name: str) -> dict[str, torch.Tensor]:
     return load_file(str(ctx.head_path(name)))
 
 
-def score_row(ctx: SequenceContext, model, trained: int) -> list[dict[str, float]]:
+def score_row(
+    ctx: SequenceContext, model, trained: int, own: Callable[[int], Any] | None = None
+) -> list[dict[str, float]]:
     """Every task's metrics with ``model``, which has been trained on tasks ``0..trained``
     (``trained = -1``: the initial model). Separate heads: task j's saved head when j was
     trained, else a fresh head seeded by ``seed + j`` (the same one the initial row uses).
-    A multi-head model (joint training with separate heads) scores each task with its head."""
+    A multi-head model (joint training with separate heads) scores each task with its head.
+    ``own(j)``: task-id routing, the model task j <= trained is scored with (its own stage's)."""
     metrics = []
+    current = model
     for j, task in enumerate(ctx.tasks):
+        model = own(j) if own is not None and j <= trained else current
         examples, vocab = ctx.eval_data(j)
         if not ctx.classification:
             view = model

@@ -22,6 +22,7 @@ files; a stage killed mid-way resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -46,6 +47,7 @@ from tunesmith.continual.hooks import (
     write_row,
 )
 from tunesmith.continual.metrics import matrix_report
+from tunesmith.continual.starts import write_adapter_start
 from tunesmith.errors import ConfigError
 from tunesmith.heads import fresh_head
 from tunesmith.metrics import LOWER_IS_BETTER
@@ -225,7 +227,8 @@ class _Runner:
             row = json.loads(row_path.read_text())["row"]
         else:
             trained = len(ctx.tasks) - 1 if self.joint else k
-            row = write_row(row_path, score_row(ctx, model(), trained), ctx.metric)
+            own = self._own_model(k, model) if self.method.routed else None
+            row = write_row(row_path, score_row(ctx, model(), trained, own), ctx.metric)
         if not self.joint and k + 1 < len(ctx.tasks):
             self.method.after_stage(ctx, k)
             if self._terms(k + 1) and not ctx.state_path(k + 1).is_file():
@@ -234,6 +237,17 @@ class _Runner:
         if init.is_dir() and not self.cfg.keep_state:
             shutil.rmtree(init, ignore_errors=True)
         return row
+
+    def _own_model(self, k: int, current):
+        """Task-id routing: task j <= k is scored with stage j's model (its adapter + head)."""
+        ctx = self.ctx
+
+        def own(j: int):
+            if j == k:
+                return current()
+            return load_stage_model(ctx, ctx.run_dir(j, ctx.names[j]) / "best")
+
+        return own
 
     # -- one stage's recipe -----------------------------------------------------------------
 
@@ -255,14 +269,24 @@ class _Runner:
             model=self.initial_model if k == 0 else self._start_model(k),
             output_dir=str(run_dir),
             objectives=[to_dict(o) for o in task.recipe.objectives] + self._terms(k),
+            adapter=self._adapter(k),
         )
+
+    def _adapter(self, k: int) -> Any:
+        """Stage k's ``adapter:`` section (the method may change it: O-LoRA adds a LoRA)."""
+        adapter = self.ctx.tasks[k].recipe.adapter
+        return None if adapter is None else self.method.stage_adapter(self.ctx, k, adapter)
 
     def _start_model(self, k: int) -> str:
         """Stage k starts from stage k-1's best model. Separate heads with as many labels as the
         previous task: the loop would keep the old head, so start from a copy with a fresh one."""
         ctx = self.ctx
+        if self.method.routed:  # a fresh adapter (and head) per task, on the initial model
+            return self.initial_model
         prev = ctx.run_dir(k - 1, ctx.names[k - 1])
         task, before = ctx.tasks[k], ctx.tasks[k - 1]
+        if task.recipe.adapter is not None:
+            return self._adapter_start(k, prev)
         if ctx.shared or len(task.labels) != len(before.labels):
             return str(prev)
         init = self.out / "init" / f"{k}-{task.name}"
@@ -274,6 +298,18 @@ class _Runner:
                     params[n].copy_(t)
             model.save_pretrained(str(init))
             ctx.tokenizer.save_pretrained(str(init))
+        return str(init)
+
+    def _adapter_start(self, k: int, prev: Path) -> str:
+        """An adapter stage starts from stage k-1's run as it is (one shared head, the same
+        adapter), else from a start folder written from it (:mod:`tunesmith.continual.starts`)."""
+        ctx, adapter = self.ctx, self._adapter(k)
+        separate = ctx.classification and not ctx.shared
+        if not separate and adapter == self._adapter(k - 1):
+            return str(prev)
+        recipe = dataclasses.replace(ctx.tasks[k].recipe, adapter=adapter)
+        init = self.out / "init" / f"{k}-{ctx.names[k]}"
+        write_adapter_start(ctx, prev / "best", init, k, recipe.adapter_settings())
         return str(init)
 
     def _joint_recipe(self, run_dir: Path) -> Recipe:

@@ -60,6 +60,10 @@ class ObjectiveTerm:
         :meth:`setup`; the loop puts their parameters in the optimizer."""
         return []
 
+    def adjust_gradients(self, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
+        """Change the accumulated gradients of ``params`` in place before clipping and the
+        optimizer step (gradient surgery, e.g. A-GEM's projection); the default does nothing."""
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to checkpoint so a resumed run continues with the same term state."""
         return {}

@@ -89,8 +89,10 @@ def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]
         for key, value in parts.items():
             parts_sum[key] = parts_sum.get(key, 0.0) + value / len(micro_batches)
     trainable = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
-    if run.scaler:  # fp16: clip the true gradients
+    if run.scaler:  # fp16: project and clip the true gradients
         run.scaler.unscale_(run.optimizer)
+    for term in run.terms:  # gradient surgery (A-GEM's projection) before clipping
+        term.adjust_gradients(run.raw_model, trainable)
     grad_norm = clip_gradients(trainable, run.recipe.optim.max_grad_norm)
     if step_optimizer(run):
         run.scheduler.step()

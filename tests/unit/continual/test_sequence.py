@@ -164,8 +164,11 @@ def test_sequence_recipe_validation(tiny_bert, two_tasks, tmp_path):
     bad = {**data, "stages": [data["stages"][0], {**data["stages"][1], "optim": {"lrr": 1}}]}
     with pytest.raises(ConfigError, match=r"stages\[1\].*optim.lrr"):
         parse_sequence(bad)
+    # separate heads + adapter: accepted since issue 16 (a fresh head per stage on the adapter)
+    assert parse_sequence({**data, "adapter": "lora"}).stages[1].recipe.adapter == "lora"
+    joint = {**data, "continual": {"method": "joint"}}
     with pytest.raises(ConfigError, match="heads: shared"):
-        parse_sequence({**data, "adapter": "lora"})  # separate heads + adapter
+        parse_sequence({**joint, "adapter": "lora"})  # joint multi-head + adapter: not yet
     shared = {**data, "continual": {"method": "ewc", "heads": "shared"}}
     assert parse_sequence({**shared, "adapter": "lora"}).stages[1].recipe.adapter == "lora"
     path = tmp_path / "seq.yaml"

@@ -12,6 +12,10 @@ its work between stages (:mod:`.base` explains the interface):
 ``replay``                experience replay, Chaudhry et al. 2019 (:mod:`.replay`)
 ``ewc_replay``            EWC + replay; preset ``ewc+replay`` (:mod:`.ewc_replay`)
 ``joint``                 every task in one stage, the upper bound (:mod:`.joint`)
+``mas``                   Memory Aware Synapses, Aljundi et al. 2018 (:mod:`.mas`)
+``agem``                  A-GEM, Chaudhry et al. 2019 (:mod:`.agem`)
+``olora``                 O-LoRA, Wang et al. 2023: a LoRA per task, orthogonal (:mod:`.olora`)
+``adapter_per_task``      a fresh adapter + head per task, task-id routing (:mod:`.adapter_per_task`)
 ========================  ==================================================================
 
 What the terms share: the per-stage :class:`ContinualState` (:mod:`.state`), the diagonal
@@ -20,15 +24,21 @@ Fisher (:mod:`.fisher`), the quadratic penalties (:mod:`.penalty`), the reservoi
 """
 
 from tunesmith.objectives.continual import (  # noqa: F401  (each registers its method)
+    adapter_per_task,
+    agem,
     ewc,
     ewc_replay,
     joint,
     l2_anchor,
     lwf,
+    mas,
     naive,
+    olora,
     online_ewc,
     replay,
 )
+from tunesmith.objectives.continual.adapter_per_task import AdapterPerTaskMethod
+from tunesmith.objectives.continual.agem import AGEMMethod, AGEMTerm, agem_project
 from tunesmith.objectives.continual.base import (
     METHODS,
     PRESETS,
@@ -52,7 +62,9 @@ from tunesmith.objectives.continual.fisher import (
 from tunesmith.objectives.continual.joint import JointMethod
 from tunesmith.objectives.continual.l2_anchor import L2AnchorMethod, L2AnchorTerm
 from tunesmith.objectives.continual.lwf import LwFMethod, LwFTerm
+from tunesmith.objectives.continual.mas import MASMethod, MASTerm, mas_importance
 from tunesmith.objectives.continual.naive import NaiveMethod
+from tunesmith.objectives.continual.olora import OLoRAMethod, OLoRATerm
 from tunesmith.objectives.continual.online_ewc import OnlineEWCMethod, OnlineEWCTerm
 from tunesmith.objectives.continual.penalty import merge_quadratics, quadratic_penalty
 from tunesmith.objectives.continual.replay import ReplayMethod, ReplayTerm
@@ -60,6 +72,15 @@ from tunesmith.objectives.continual.state import ContinualState, check_task_name
 from tunesmith.objectives.continual.term import ContinualTerm
 
 __all__ = [
+    "AGEMMethod",
+    "AGEMTerm",
+    "AdapterPerTaskMethod",
+    "MASMethod",
+    "MASTerm",
+    "OLoRAMethod",
+    "OLoRATerm",
+    "agem_project",
+    "mas_importance",
     "METHODS",
     "PRESETS",
     "CombinedMethod",

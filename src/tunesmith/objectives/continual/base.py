@@ -11,7 +11,10 @@ A continual method says what a task sequence adds to an ordinary run, and nothin
 * :meth:`ContinualMethod.update_state` - what the method puts in the
   :class:`~tunesmith.objectives.continual.state.ContinualState` handed to the next stage
   (anchors, Fishers, replay examples);
-* :meth:`ContinualMethod.train_file` - another training file for stage k (data-side replay).
+* :meth:`ContinualMethod.train_file` - another training file for stage k (data-side replay);
+* :meth:`ContinualMethod.stage_adapter` - stage k's ``adapter:`` section (O-LoRA: one more LoRA);
+* ``needs_adapter`` / ``routed`` - the recipe must have an adapter; every stage starts from the
+  initial model and each task is scored with its own stage's model (adapter per task).
 
 The sequence runner (:mod:`tunesmith.continual`) calls these through a :class:`SequenceView`, so
 a method never imports the runner. A method built from others (``ewc_replay`` = ``ewc`` +
@@ -92,6 +95,11 @@ class ContinualMethod:
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams
     joint: ClassVar[bool] = False  # train every task in one stage instead (the upper bound)
+    # the recipe must have an ``adapter:`` (O-LoRA, adapter per task)
+    needs_adapter: ClassVar[bool] = False
+    # task-id routing: every stage starts from the initial model, and task j is scored with the
+    # model of its own stage j (its adapter and head): nothing trained later can touch it
+    routed: ClassVar[bool] = False
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
@@ -128,6 +136,12 @@ class ContinualMethod:
         """Stage k's training file relative to ``<out>/data`` (None: the task's own)."""
         return None
 
+    def stage_adapter(self, seq: SequenceView, k: int, adapter: Any) -> Any:
+        """Stage k's ``adapter:`` section, given the recipe's (a name or a mapping). When it
+        differs from stage k-1's, the runner writes stage k's start: stage k-1's adapter copied
+        into this one (same keys), the new parameters as initialised (O-LoRA adds a block)."""
+        return adapter
+
 
 class CombinedMethod(ContinualMethod):
     """Several methods at once (``parts``), each with its own section and hooks, in order."""
@@ -156,6 +170,11 @@ class CombinedMethod(ContinualMethod):
     def update_state(self, state, previous, seq, model, i) -> None:
         for m in self.methods:
             m.update_state(state, previous, seq, model, i)
+
+    def stage_adapter(self, seq: SequenceView, k: int, adapter: Any) -> Any:
+        for m in self.methods:
+            adapter = m.stage_adapter(seq, k, adapter)
+        return adapter
 
     def train_file(self, seq: SequenceView, k: int) -> str | None:
         files = [f for m in self.methods if (f := m.train_file(seq, k)) is not None]

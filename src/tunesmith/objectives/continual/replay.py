@@ -31,9 +31,9 @@ from tunesmith.objectives.base import register
 from tunesmith.objectives.continual.base import ContinualMethod, SequenceView, register_method
 from tunesmith.objectives.continual.buffer import ReservoirBuffer
 from tunesmith.objectives.continual.term import STATE_HELP, ContinualTerm, device_of
-from tunesmith.tasks import model_inputs
+from tunesmith.tasks import model_inputs, task_loss
 
-__all__ = ["ReplayMethod", "ReplayTerm", "buffer_path"]
+__all__ = ["ReplayMethod", "ReplayTerm", "buffer_path", "memory_loss", "write_encoded_buffer"]
 
 
 class ReplayTerm(ContinualTerm):
@@ -60,6 +60,10 @@ class ReplayTerm(ContinualTerm):
             return
         lines = Path(state.replay_file).read_text().splitlines()
         self.examples = [json.loads(line) for line in lines if line.strip()]
+        pad = model.config.pad_token_id
+        self.collator = Collator(pad_token_id=pad if pad is not None else 0)
+        if state.heads != "separate":  # one shared head / a causal LM: the model's own loss
+            return
         tasks = [t for t in state.seen if t in state.head_weights]
         index = {t: i for i, t in enumerate(tasks)}
         self.heads = [state.head_weights[t] for t in tasks]
@@ -70,29 +74,45 @@ class ReplayTerm(ContinualTerm):
             )
         for ex in self.examples:
             ex["head"] = index[ex["task"]]
-        pad = model.config.pad_token_id
-        self.collator = Collator(pad_token_id=pad if pad is not None else 0)
+
+    def draw(self, k: int) -> list[dict]:
+        """``k`` buffered examples, drawn with replacement (the term's seeded generator)."""
+        idx = torch.randint(len(self.examples), (k,), generator=self.generator).tolist()
+        return [self.examples[i] for i in idx]
 
     def loss(self, model, batch, outputs) -> torch.Tensor:
-        device = device_of(model)
         if not self.examples:
-            return torch.zeros((), device=device)
+            return torch.zeros((), device=device_of(model))
         k = max(1, round(self.params.ratio * batch["input_ids"].shape[0]))
-        idx = torch.randint(len(self.examples), (k,), generator=self.generator).tolist()
-        chosen = [self.examples[i] for i in idx]
-        keys = ("input_ids", "attention_mask", "token_type_ids", "labels")
-        replay = self.collator([{key: ex[key] for key in keys if key in ex} for ex in chosen])
-        replay = {key: v.to(device) for key, v in replay.items()}
-        per_head = logits_per_head(model, self.heads, model_inputs(self.task, replay))
-        heads = torch.tensor([ex["head"] for ex in chosen], device=device)
-        total = torch.zeros((), device=device)
-        for h, logits in enumerate(per_head):
-            rows = heads == h
-            if rows.any():
-                total = total + F.cross_entropy(
-                    logits[rows].float(), replay["labels"][rows], reduction="sum"
-                )
-        return total / k
+        return memory_loss(model, self.task, self.heads, self.draw(k), self.collator)
+
+
+def memory_loss(
+    model: nn.Module,
+    task: str,
+    heads: list[dict[str, torch.Tensor]],
+    chosen: list[dict],
+    collator: Collator,
+) -> torch.Tensor:
+    """The mean loss of the buffered examples ``chosen``: through each one's own stored head
+    (``ex["head"]`` indexes ``heads``) with separate heads, else the model's own task loss."""
+    device = device_of(model)
+    keys = ("input_ids", "attention_mask", "token_type_ids", "labels")
+    replay = collator([{key: ex[key] for key in keys if key in ex} for ex in chosen])
+    replay = {key: v.to(device) for key, v in replay.items()}
+    if not heads:
+        logits = model(**model_inputs(task, replay)).logits
+        return task_loss(task, logits, replay["labels"])
+    per_head = logits_per_head(model, heads, model_inputs(task, replay))
+    index = torch.tensor([ex["head"] for ex in chosen], device=device)
+    total = torch.zeros((), device=device)
+    for h, logits in enumerate(per_head):
+        rows = index == h
+        if rows.any():
+            total = total + F.cross_entropy(
+                logits[rows].float(), replay["labels"][rows], reduction="sum"
+            )
+    return total / len(chosen)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}
@@ -105,6 +125,22 @@ class ReplayTerm(ContinualTerm):
 def buffer_path(seq: SequenceView, i: int) -> Path:
     """The reservoir after stage i."""
     return seq.out / "replay" / f"after-{i}.json"
+
+
+def write_encoded_buffer(seq: SequenceView, i: int) -> str:
+    """The reservoir after stage i, each record encoded with its own task's recipe and tagged
+    with its task, as ``<out>/replay/encoded-<i+1>.jsonl`` (the file the terms read)."""
+    k = i + 1
+    buffer = ReservoirBuffer.load(buffer_path(seq, i))
+    lines = []
+    for j, name in enumerate(seq.names[:k]):
+        records = [r for r in buffer.items if r["task"] == name]
+        if records:
+            encoded = seq.encoded(j, records, f"replay buffer ({name})")
+            lines += [{**ex, "task": name} for ex in encoded]
+    path = seq.out / "replay" / f"encoded-{k}.jsonl"
+    seq.write_jsonl(path, lines)
+    return str(path)
 
 
 def _separate(seq: SequenceView) -> bool:
@@ -148,19 +184,8 @@ class ReplayMethod(ContinualMethod):
 
     def update_state(self, state, previous, seq, model, i) -> None:
         """Separate heads: the buffer after stage i, encoded per task, as JSONL for the term."""
-        if not _separate(seq):
-            return
-        k = i + 1
-        buffer = ReservoirBuffer.load(buffer_path(seq, i))
-        lines = []
-        for j, name in enumerate(seq.names[:k]):
-            records = [r for r in buffer.items if r["task"] == name]
-            if records:
-                encoded = seq.encoded(j, records, f"replay buffer ({name})")
-                lines += [{**ex, "task": name} for ex in encoded]
-        path = seq.out / "replay" / f"encoded-{k}.jsonl"
-        seq.write_jsonl(path, lines)
-        state.replay_file = str(path)
+        if _separate(seq):
+            state.replay_file = write_encoded_buffer(seq, i)
 
     def train_file(self, seq: SequenceView, k: int) -> str | None:
         """Shared head / causal LM: task k's training records plus replayed ones."""
