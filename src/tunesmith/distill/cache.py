@@ -4,15 +4,23 @@ What is stored (only where a loss is taken, so prompts and padding cost nothing)
 
 * classification: the teacher's full logits — ``(C,)`` per example for sequence classification,
   ``(C,)`` per labelled token for token classification;
-* causal LM: the top-k log-probabilities (at T=1, fp32) and their token ids at every position t
-  whose next token is trained (``labels[t + 1] != -100``), i.e. at the rows of ``logits[:, :-1]``
-  that :func:`tunesmith.distill.losses.lm_token_mask` keeps. Temperature is applied at loss time
-  (:func:`~tunesmith.distill.losses.sparse_forward_kl`), so one cache serves every T.
+* causal LM: the top-k log-probabilities (at T=1, stored fp16), their token ids (int32) and the
+  tail bucket ``log(1 - sum of the top-k probabilities)`` (fp32, the logsumexp of the other
+  tokens' log-probs) at every position t whose next token is trained (``labels[t + 1] != -100``),
+  i.e. at the rows of ``logits[:, :-1]`` that :func:`tunesmith.distill.losses.lm_token_mask`
+  keeps. KL / JSD against these are exact over the top k and correct in total mass
+  (:mod:`tunesmith.distill.topk`); temperature is applied at loss time, so one cache serves every
+  T. ``meta.json`` records ``bytes_per_token`` (k * (2 + 4) + 4 for an LM).
 
 Layout: ``<root>/<key[:24]>/meta.json`` + ``shard-00000.safetensors`` ... Each shard holds
-``values`` (P, C|k) float32, ``ids`` (P, k) int32 (LM only), ``positions`` (P,) int32 (row of the
-logits each value belongs to), ``offsets`` (n + 1,) int64 (example i owns rows
-``offsets[i]:offsets[i+1]``) and ``lengths`` (n,) int32 (sequence lengths).
+``values`` (P, C|k) (float32 logits, or float16 log-probs for an LM), ``ids`` (P, k) int32 and
+``tail`` (P,) float32 (LM only), ``positions`` (P,) int32 (row of the logits each value belongs
+to), ``offsets`` (n + 1,) int64 (example i owns rows ``offsets[i]:offsets[i+1]``) and ``lengths``
+(n,) int32 (sequence lengths).
+
+The teacher may be a :class:`~tunesmith.distill.ensemble.TeacherEnsemble` (several teachers):
+the mixture's top-k + tail is stored, and its weights / mode are part of its state dict, hence of
+the key. The same cache holds LwF's previous-model targets in continual sequences.
 
 The key is the sha256 of (format version, teacher architecture + config hash + a sha256 of every
 weight tensor, a sha256 of the examples' input_ids / attention_mask / token_type_ids / labels,
@@ -42,6 +50,7 @@ from torch import nn
 
 from tunesmith.data.collate import Collator
 from tunesmith.distill.collate import TEACHER_KEYS
+from tunesmith.distill.topk import teacher_tail
 from tunesmith.errors import DataError, ModelError
 from tunesmith.models import model_identity
 from tunesmith.registry import TASKS
@@ -52,6 +61,7 @@ __all__ = [
     "TEACHER_KEYS",
     "TeacherCache",
     "attach_teacher_outputs",
+    "bytes_per_token",
     "cache_key",
     "data_fingerprint",
     "weights_fingerprint",
@@ -59,7 +69,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: LM values fp16 + tail bucket
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -106,6 +116,24 @@ def _positions(task: str, ex: dict[str, Any]) -> list[int]:
     return task_kind(task).scored_positions(ex.get("labels"), len(ex["input_ids"]))
 
 
+def _inputs(teacher: nn.Module) -> tuple[str, ...]:
+    """Example keys the teacher reads (a per-example teacher ensemble also reads the labels)."""
+    return (*_INPUTS, "labels") if getattr(teacher, "needs_labels", False) else _INPUTS
+
+
+Rows = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[int]]
+
+
+def _compact(values: torch.Tensor, top_k: int | None, pos: list[int]) -> Rows:
+    """(values, ids, tail, positions) of one example from its (P, C|V) fp32 logits rows."""
+    if top_k is None:
+        return values.cpu().contiguous(), None, None, pos
+    log_probs = F.log_softmax(values, dim=-1)
+    lp, ids = log_probs.topk(top_k, dim=-1)
+    tail = teacher_tail(log_probs, ids)
+    return lp.half().cpu(), ids.cpu().to(torch.int32), tail.cpu(), pos
+
+
 @torch.no_grad()
 def _teacher_rows(
     teacher: nn.Module,
@@ -113,40 +141,44 @@ def _teacher_rows(
     task: str,
     top_k: int | None,
     batch_size: int,
-) -> list[tuple[torch.Tensor, torch.Tensor | None, list[int]]]:
-    """Per example: (values (P, C|k), ids (P, k) | None, positions). Batches by length."""
+) -> list[Rows]:
+    """Per example: (values (P, C|k), ids (P, k) | None, tail (P,) | None, positions)."""
     pad = teacher.config.pad_token_id if teacher.config.pad_token_id is not None else 0
     collate = Collator(pad_token_id=pad)
     device = next(teacher.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     out: list[Any] = [None] * len(examples)
+    keys = _inputs(teacher)
     teacher.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = collate([{k: examples[i][k] for k in _INPUTS if k in examples[i]} for i in idx])
+        batch = collate([{k: examples[i][k] for k in keys if k in examples[i]} for i in idx])
         logits = teacher(**{k: v.to(device) for k, v in batch.items()}).logits
         for row, i in enumerate(idx):  # select rows (and top-k) on the device: (B, T, V) is big
             pos = _positions(task, examples[i])
             values = (logits[row : row + 1] if logits.dim() == 2 else logits[row, pos]).float()
-            if top_k is None:
-                out[i] = (values.cpu().contiguous(), None, pos)
-            else:
-                lp, ids = F.log_softmax(values, dim=-1).topk(top_k, dim=-1)
-                out[i] = (lp.cpu().contiguous(), ids.cpu().to(torch.int32), pos)
+            out[i] = _compact(values, top_k, pos)
     return out
 
 
-def _write_shard(path: Path, rows: list[Any], lengths: list[int], width: int) -> None:
-    counts = [len(pos) for _, _, pos in rows]
+def bytes_per_token(top_k: int | None, width: int) -> int:
+    """Stored bytes per cached position: fp16 log-probs + int32 ids + fp32 tail for an LM,
+    fp32 logits for a classifier (positions / offsets bookkeeping not counted)."""
+    return top_k * (2 + 4) + 4 if top_k is not None else width * 4
+
+
+def _write_shard(path: Path, rows: list[Rows], lengths: list[int], width: int) -> None:
+    counts = [len(r[3]) for r in rows]
     offsets = torch.tensor([0, *np.cumsum(counts).tolist()], dtype=torch.int64)
     tensors = {
-        "values": torch.cat([v for v, _, _ in rows]) if rows else torch.zeros(0, width),
-        "positions": torch.tensor([p for _, _, pos in rows for p in pos], dtype=torch.int32),
+        "values": torch.cat([r[0] for r in rows]) if rows else torch.zeros(0, width),
+        "positions": torch.tensor([p for r in rows for p in r[3]], dtype=torch.int32),
         "offsets": offsets,
         "lengths": torch.tensor(lengths, dtype=torch.int32),
     }
     if rows and rows[0][1] is not None:
-        tensors["ids"] = torch.cat([ids for _, ids, _ in rows])
+        tensors["ids"] = torch.cat([r[1] for r in rows])
+        tensors["tail"] = torch.cat([r[2] for r in rows])
     save_file(tensors, str(path))
 
 
@@ -172,6 +204,7 @@ class TeacherCache:
                 "to have it computed again"
             ) from None
         self.reused = True  # set to False by build() when it computed the outputs
+        self.bytes_per_token: int = self.meta.get("bytes_per_token", 0)
 
     @classmethod
     def build(
@@ -220,6 +253,7 @@ class TeacherCache:
                 lengths = [len(ex["input_ids"]) for ex in chunk]
                 _write_shard(tmp / names[-1], rows[start : start + shard_size], lengths, width)
             meta = {"key": key, "description": desc, "shard_size": shard_size, "shards": names}
+            meta["bytes_per_token"] = bytes_per_token(top_k, width)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # last: marks complete
             if final.exists():  # an incomplete or stale directory (different full key)
                 shutil.rmtree(final, ignore_errors=True)
@@ -248,21 +282,25 @@ class TeacherCache:
 
     def rows(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, int]:
         """Compact rows of example ``i``: values (P, C|k), ids (P, k) | None, positions (P,), T."""
+        shard, a, b, length = self._locate(i)
+        ids = shard["ids"][a:b] if "ids" in shard else None
+        return shard["values"][a:b], ids, shard["positions"][a:b], length
+
+    def _locate(self, i: int) -> tuple[dict[str, torch.Tensor], int, int, int]:
         if not 0 <= i < self.n_examples:
             raise IndexError(f"example {i} is outside the cache's {self.n_examples} examples")
         shard = self.shards[i // self.shard_size]
         j = i % self.shard_size
         a, b = int(shard["offsets"][j]), int(shard["offsets"][j + 1])
-        ids = shard["ids"][a:b] if "ids" in shard else None
-        return shard["values"][a:b], ids, shard["positions"][a:b], int(shard["lengths"][j])
+        return shard, a, b, int(shard["lengths"][j])
 
     def example(self, i: int) -> dict[str, torch.Tensor]:
         """Example ``i``'s teacher outputs in the batch-key layout (see :data:`TEACHER_KEYS`).
 
         sequence classification: ``teacher_logits`` (C,); token classification:
-        ``teacher_logits`` (T_i, C); causal LM: ``teacher_topk_logprobs`` (T_i, k) float32 and
-        ``teacher_topk_ids`` (T_i, k) int64, row t = prediction of token t+1. Rows the cache does
-        not hold (masked positions) are zeros.
+        ``teacher_logits`` (T_i, C); causal LM: ``teacher_topk_logprobs`` (T_i, k) float16,
+        ``teacher_topk_ids`` (T_i, k) int64 and ``teacher_topk_tail`` (T_i,) float32, row t =
+        prediction of token t+1. Rows the cache does not hold (masked positions) are zeros.
         """
         values, ids, pos, length = self.rows(i)
         if not task_kind(self.task).per_token:
@@ -273,7 +311,14 @@ class TeacherCache:
             return {"teacher_logits": dense}
         dense_ids = torch.zeros(length, ids.shape[-1], dtype=torch.long)
         dense_ids[pos.long()] = ids.long()
-        return {"teacher_topk_logprobs": dense, "teacher_topk_ids": dense_ids}
+        shard, a, b, _ = self._locate(i)
+        tail = torch.zeros(length, dtype=torch.float32)
+        tail[pos.long()] = shard["tail"][a:b]
+        return {
+            "teacher_topk_logprobs": dense,
+            "teacher_topk_ids": dense_ids,
+            "teacher_topk_tail": tail,
+        }
 
 
 def attach_teacher_outputs(

@@ -5,8 +5,9 @@ wraps it and also pads the teacher keys that :func:`~tunesmith.distill.cache.att
 put on each example, aligned position by position with ``input_ids``:
 
 * ``teacher_logits``: (B, C) for sequence classification, (B, T, C) for token classification;
-* ``teacher_topk_logprobs`` (B, T, k) float32 and ``teacher_topk_ids`` (B, T, k) int64 for causal
-  LMs (row t = the teacher's prediction of token t+1; compare with ``logits[:, :-1]``).
+* ``teacher_topk_logprobs`` (B, T, k) float16, ``teacher_topk_ids`` (B, T, k) int64 and
+  ``teacher_topk_tail`` (B, T) float32 for causal LMs (row t = the teacher's prediction of token
+  t+1; compare with ``logits[:, :-1]``).
 
 Padding positions are zeros; the losses never read them (they are masked by labels).
 """
@@ -23,7 +24,13 @@ from tunesmith.data.collate import Collator
 
 __all__ = ["DistillCollator", "pad_teacher_outputs"]
 
-TEACHER_KEYS = ("teacher_logits", "teacher_topk_logprobs", "teacher_topk_ids")
+TEACHER_KEYS = (
+    "teacher_logits",
+    "teacher_topk_logprobs",
+    "teacher_topk_ids",
+    "teacher_topk_tail",
+)
+_PER_TOKEN = ("teacher_topk_tail",)  # (T_i,) per example: a sequence axis, nothing else
 
 
 def _pad_stack(rows: list[torch.Tensor], length: int | None, side: str) -> torch.Tensor:
@@ -54,6 +61,8 @@ def pad_teacher_outputs(
             raise ValueError(f"some examples in the batch have {key!r} and some do not")
         rows = [torch.as_tensor(f[key]) for f in features]
         seq_length = length if rows[0].dim() > 1 else None
+        if key in _PER_TOKEN:
+            seq_length = length or max(r.shape[0] for r in rows)
         batch[key] = _pad_stack(rows, seq_length, side)
         if key == "teacher_topk_ids":
             batch[key] = batch[key].long()

@@ -39,6 +39,7 @@ from tunesmith.distill.losses import (
 from tunesmith.distill.seqkd import generate_completions, prompts_from_batch
 from tunesmith.distill.student import layer_map
 from tunesmith.distill.teacher import TeacherRunner
+from tunesmith.distill.topk import topk_tail_rows
 from tunesmith.errors import ConfigError
 from tunesmith.objectives.base import ObjectiveTerm, register
 
@@ -97,16 +98,33 @@ class DistillTerm(ObjectiveTerm):
         return self.teacher(batch)
 
 
+def cached_lm_divergence(student, batch, mask, beta: float, temperature: float) -> torch.Tensor:
+    """Mean over the kept rows of the top-k + tail divergence (no T^2): ``student`` (B, T-1, V)
+    next-token logits, ``mask`` (B, T-1), the cached batch keys shifted alike."""
+    keep = mask.bool()
+    rows = topk_tail_rows(
+        student[keep],
+        batch["teacher_topk_ids"][:, :-1][keep],
+        batch["teacher_topk_logprobs"][:, :-1][keep],
+        batch["teacher_topk_tail"][:, :-1][keep],
+        beta,
+        temperature,
+    )
+    return rows.sum() / max(rows.numel(), 1)
+
+
 def _lm_divergence(term: DistillTerm, logits, batch, beta: float, temperature: float):
     """T^2 * divergence between next-token distributions over the trained positions."""
     mask = lm_token_mask(batch["labels"])
     student = logits[:, :-1]
+    if "teacher_topk_tail" in batch:  # cached top-k + tail: any beta (tunesmith.distill.topk)
+        return temperature**2 * cached_lm_divergence(student, batch, mask, beta, temperature)
     if "teacher_topk_logprobs" in batch:
         if beta != 0.0:
             raise ConfigError(
                 f"objectives.{term.name}.params.beta",
-                "cached top-k teacher outputs support forward KL only (beta: 0)",
-                "set beta: 0, or train with a live teacher (no cache) for reverse KL / JSD",
+                "cached top-k teacher outputs without a tail bucket support forward KL only",
+                "rebuild the cache (tail buckets), or set beta: 0",
             )
         lp, ids = batch["teacher_topk_logprobs"][:, :-1], batch["teacher_topk_ids"][:, :-1]
         return temperature**2 * sparse_forward_kl(student, lp, ids, mask, temperature)

@@ -30,7 +30,7 @@ def test_classification_round_trip_is_exact(tmp_path, bert_teacher, bert_tok):
     attached = attach_teacher_outputs([dict(ex) for ex in examples], cache)
     stored = DistillCollator(Collator(pad_token_id=0))(attached)["teacher_logits"]
     computed = _teacher_rows(bert_teacher, examples, "sequence_classification", None, 32)
-    assert torch.equal(stored, torch.cat([values for values, _, _ in computed]))  # bit-exact
+    assert torch.equal(stored, torch.cat([rows[0] for rows in computed]))  # bit-exact
     expected = torch.cat([_logits(bert_teacher, [ex]) for ex in examples])  # unpadded forward
     assert torch.allclose(stored, expected, atol=1e-6)
     again = TeacherCache.build(tmp_path, bert_teacher, examples, task="sequence_classification")
@@ -50,7 +50,7 @@ def test_lm_top_k_rows_sit_on_trained_positions(tmp_path, llama_teacher, causal_
         lp, ids = F.log_softmax(logits.float(), -1).topk(4, -1)
         trained = [t for t in range(len(ex["input_ids"]) - 1) if ex["labels"][t + 1] != -100]
         assert got["teacher_topk_logprobs"].shape == (len(ex["input_ids"]), 4)
-        assert torch.allclose(got["teacher_topk_logprobs"][trained], lp[trained], atol=1e-6)
+        assert torch.allclose(got["teacher_topk_logprobs"][trained].float(), lp[trained], atol=2e-2)
         assert torch.equal(got["teacher_topk_ids"][trained], ids[trained])
         untrained = [t for t in range(len(ex["input_ids"])) if t not in trained]
         assert got["teacher_topk_logprobs"][untrained].abs().sum() == 0

@@ -109,8 +109,12 @@ def test_lm_kd_from_full_top_k_cache_equals_live(tmp_path, llama_teacher, causal
     # kd on a causal LM is the same shifted, prompt-masked forward KL
     kd = KDTerm(params=KDTerm.Params(temperature=2.0))
     assert torch.allclose(kd.loss(student, batch, outputs), a, atol=1e-6)
+    # with the tail bucket, JSD / reverse KL work on the cache too; a tail-less (old-style) batch
+    # still supports forward KL only
+    LMKDTerm(params=LMKDTerm.Params(beta=0.5)).loss(student, batch, outputs)
+    no_tail = {k: v for k, v in batch.items() if k != "teacher_topk_tail"}
     with pytest.raises(ConfigError, match="forward KL only"):
-        LMKDTerm(params=LMKDTerm.Params(beta=0.5)).loss(student, batch, outputs)
+        LMKDTerm(params=LMKDTerm.Params(beta=0.5)).loss(student, no_tail, outputs)
 
 
 def test_same_weights_student_has_zero_distillation_losses(bert_teacher, bert_tok):
