@@ -252,6 +252,7 @@ def resolve_recipe_paths(recipe: Recipe, folder: Path) -> Recipe:
                 src.dataset = _beside(src.dataset, [folder], f"{key}.{split}.dataset")
     root = (recipe.data or DataConfig()).root_path()
     owners = [("model", recipe), ("teacher", recipe.distill)]
+    owners += [("model", t) for t in (recipe.distill.teachers or [])] if recipe.distill else []
     if isinstance(recipe.model, ModelConfig):
         owners[0] = ("name", recipe.model)
     for key, owner in owners:
@@ -289,6 +290,8 @@ def check_model_sources(recipe: Recipe) -> None:
     key = "model.name" if isinstance(recipe.model, ModelConfig) else "model"
     check_model_source(key, recipe.model_source if recipe.model is not None else None)
     check_model_source("distill.teacher", recipe.distill.teacher if recipe.distill else None)
+    for i, t in enumerate((recipe.distill.teachers or []) if recipe.distill else []):
+        check_model_source(f"distill.teachers[{i}].model", t.model)
 
 
 def parse_recipe(data: dict, overrides: list[str] | None = None) -> Recipe:

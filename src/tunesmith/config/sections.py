@@ -374,9 +374,19 @@ class ObjectiveConfig:
 
 @dataclass
 class FromTeacherConfig:
-    layers: Literal["every_other"] | list[int] = fld(
-        "every_other", "teacher blocks copied into the student (DistilBERT: every other one)"
+    layers: Literal["every_other", "keep_ends", "evenly"] | list[int] = fld(
+        "every_other",
+        "teacher blocks copied into the student: every_other (DistilBERT), keep_ends (first and "
+        "last blocks, drop a middle run: decoders heal best), evenly (n spread out), or a list",
     )
+    n: int | None = fld(None, "blocks kept by keep_ends / evenly (default: half, rounded up)")
+    report_choices: bool = fld(
+        False, "also log / record the loss before training of every preset at the same n"
+    )
+
+    def validate(self, path: str) -> None:
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"{path}.n", f"must be >= 1, got {self.n}")
 
 
 @dataclass
@@ -387,21 +397,61 @@ class StudentConfig:
 
 
 @dataclass
-class DistillConfig:
-    """Knowledge distillation: which teacher, and whether its outputs are cached on disk."""
+class TeacherSpec:
+    """One of several teachers (``distill.teachers``)."""
 
-    teacher: str = fld(
-        help="teacher: a tunesmith run dir, a local folder, an embedded name or hub id"
+    model: str = fld(help="a tunesmith run dir, a local folder, an embedded name or hub id")
+    weight: float = fld(1.0, "its share of the mixture (weights are normalised to sum to 1)")
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation: which teacher(s), and whether their outputs are cached on disk."""
+
+    teacher: str | None = fld(
+        None, "teacher: a tunesmith run dir, a local folder, an embedded name or hub id"
+    )
+    teachers: list[TeacherSpec] | None = fld(
+        None,
+        "several teachers with one tokenizer / label set: [{model, weight}, ...] (instead of "
+        "teacher); their weighted mixture teaches",
+    )
+    mode: Literal["mixture", "per_example"] = fld(
+        "mixture",
+        "several teachers: mixture of their distributions, or per_example (the teacher with the "
+        "lowest loss on each example's labels teaches it)",
     )
     cache: bool = fld(False, "compute the teacher's train outputs once and reuse them from disk")
     cache_dir: str | None = fld(
         None, "teacher cache root (default: <TUNESMITH_CACHE>/teacher_outputs)"
     )
-    top_k: int = fld(32, "causal LM cache: keep the teacher's top-k log-probs per token")
+    top_k: int = fld(
+        32, "causal LM cache: keep the teacher's top-k log-probs per token (plus a tail bucket)"
+    )
 
     def validate(self, path: str) -> None:
         if self.top_k < 1:
             raise ConfigError(f"{path}.top_k", "must be >= 1")
+        # a saved recipe repeats teachers[0] as teacher (set below): that is not a second one
+        both = self.teachers and self.teacher not in (None, self.teachers[0].model)
+        if both or (self.teacher is None and not self.teachers):
+            raise ConfigError(
+                path, "give exactly one of teacher and teachers", "teacher: x, or teachers: [...]"
+            )
+        if self.teachers:
+            for i, t in enumerate(self.teachers):
+                if not t.weight > 0:
+                    raise ConfigError(
+                        f"{path}.teachers[{i}].weight", f"must be > 0, got {t.weight}"
+                    )
+            self.teacher = self.teachers[0].model  # tokenizer, fingerprint, paths: the first one
+
+    @property
+    def teacher_specs(self) -> list[tuple[str, float]]:
+        """[(model, weight), ...]: the one teacher with weight 1, or every listed teacher."""
+        if self.teachers:
+            return [(t.model, t.weight) for t in self.teachers]
+        return [(self.teacher, 1.0)]
 
 
 @dataclass

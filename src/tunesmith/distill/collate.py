@@ -15,7 +15,7 @@ Padding positions are zeros; the losses never read them (they are masked by labe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -74,6 +74,7 @@ class DistillCollator:
     """``base(features)`` plus the padded teacher keys (same length and side as ``input_ids``)."""
 
     base: Collator
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. the cache's bytes per token
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.base(features)

@@ -24,29 +24,59 @@ from tunesmith.errors import ModelError
 from tunesmith.transfer import layer_layout
 
 __all__ = [
+    "LAYER_PRESETS",
     "TEACHER_LAYERS_KEY",
     "layer_map",
     "select_layers",
     "student_from_teacher",
+    "teacher_depth",
     "uniform_layer_map",
 ]
 
 TEACHER_LAYERS_KEY = "tunesmith_teacher_layers"
 
 
-def select_layers(num_layers: int, layers: str | Sequence[int]) -> list[int]:
+LAYER_PRESETS = {
+    "every_other": "every second block, ending with the top one (DistilBERT / TinyBERT)",
+    "keep_ends": "the first ceil(n/2) and last floor(n/2) blocks: drop a contiguous middle run",
+    "evenly": "n blocks evenly spaced from the first to the last (both kept)",
+}
+
+
+def _preset(num_layers: int, name: str, n: int | None) -> list[int]:
+    if name == "every_other":
+        return list(range(num_layers - 1, -1, -2))[::-1]
+    n = (num_layers + 1) // 2 if n is None else n
+    if not 1 <= n <= num_layers:
+        raise ModelError(f"student layers {name!r}: n must be in 1..{num_layers}, got {n}")
+    if name == "keep_ends":
+        front = (n + 1) // 2
+        return list(range(front)) + list(range(num_layers - (n - front), num_layers))
+    if n == 1:
+        return [num_layers - 1]
+    return sorted({round(i * (num_layers - 1) / (n - 1)) for i in range(n)})
+
+
+def select_layers(num_layers: int, layers: str | Sequence[int], n: int | None = None) -> list[int]:
     """Teacher block indices (0-based, ascending) for the student.
 
-    ``"every_other"`` keeps every second block *ending with the top one* (6 -> [1, 3, 5],
-    5 -> [0, 2, 4]): the top block feeds the final norm and head, so keeping it keeps their input
-    distribution, and it gives TinyBERT's uniform mapping (student layer i <-> teacher layer 2i).
-    For DistilBERT's exact choice on 12 layers pass ``[0, 2, 4, 7, 9, 11]``. Negative indices count
-    from the top.
+    Presets (:data:`LAYER_PRESETS`): ``"every_other"`` keeps every second block *ending with the
+    top one* (6 -> [1, 3, 5], 5 -> [0, 2, 4]): the top block feeds the final norm and head, so
+    keeping it keeps their input distribution, and it gives TinyBERT's uniform mapping (student
+    layer i <-> teacher layer 2i). ``"keep_ends"`` keeps the first and last blocks and drops a
+    contiguous run from the middle (30 blocks, n=15: 0..7 and 23..29), where decoders are most
+    redundant (Gromov et al. 2024, "The Unreasonable Ineffectiveness of the Deeper Layers"), so
+    the student's early features and its head's inputs stay as the teacher's. ``"evenly"`` keeps
+    n blocks evenly spaced with both ends. ``n`` (default: half, rounded up) applies to those
+    two. For DistilBERT's exact choice on 12 layers pass ``[0, 2, 4, 7, 9, 11]``. Negative indices
+    count from the top.
     """
     if isinstance(layers, str):
-        if layers != "every_other":
-            raise ModelError(f"unknown layer selection {layers!r}; use 'every_other' or a list")
-        return list(range(num_layers - 1, -1, -2))[::-1]
+        if layers not in LAYER_PRESETS:
+            raise ModelError(
+                f"unknown layer selection {layers!r}; use one of {sorted(LAYER_PRESETS)} or a list"
+            )
+        return _preset(num_layers, layers, n)
     chosen = [i + num_layers if i < 0 else i for i in layers]
     bad = [i for i in chosen if not 0 <= i < num_layers]
     if bad or not chosen:
@@ -97,8 +127,13 @@ def _remap(
     return out
 
 
+def teacher_depth(teacher: nn.Module) -> int:
+    """Number of blocks in the teacher's block stack."""
+    return len(teacher.get_submodule(_block_stack(teacher)))
+
+
 def student_from_teacher(
-    teacher: nn.Module, layers: str | Sequence[int] = "every_other"
+    teacher: nn.Module, layers: str | Sequence[int] = "every_other", n: int | None = None
 ) -> nn.Module:
     """A copy of ``teacher`` keeping only the blocks ``layers`` (see :func:`select_layers`).
 
@@ -111,7 +146,7 @@ def student_from_teacher(
         raise ModelError("build the student from a plain model; merge the teacher's adapters first")
     stack = _block_stack(teacher)
     num_layers = len(teacher.get_submodule(stack))
-    chosen = select_layers(num_layers, layers)
+    chosen = select_layers(num_layers, layers, n)
     config = _student_config(teacher.config, chosen)
     param = next(teacher.parameters())
     with torch.random.fork_rng(devices=[]):

@@ -154,8 +154,8 @@ class TeacherRunner:
 
     def inputs(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         keys = [k for k in _INPUT_KEYS if k in self._accepts]
-        if _is_seq2seq(self.model):
-            keys.append("labels")  # builds the decoder inputs
+        if _is_seq2seq(self.model) or getattr(self.model, "needs_labels", False):
+            keys.append("labels")  # builds the decoder inputs / picks a teacher per example
         return {k: batch[k] for k in keys if k in batch}
 
     @torch.no_grad()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 __all__ = [
     "TAIL_FLOOR",
     "bucket_log_probs",
+    "cached_lm_divergence",
     "teacher_tail",
     "topk_forward_kl",
     "topk_jsd",
@@ -120,3 +121,21 @@ def topk_reverse_kl(student_logits, topk_ids, topk_logprobs, tail, temperature=1
 def topk_jsd(student_logits, topk_ids, topk_logprobs, tail, beta=0.5, temperature=1.0):
     """Mean over rows of the generalized JSD(beta) in top-k + tail buckets."""
     return _mean(topk_tail_rows(student_logits, topk_ids, topk_logprobs, tail, beta, temperature))
+
+
+def cached_lm_divergence(
+    student: torch.Tensor, batch, mask: torch.Tensor, beta: float, temperature: float
+) -> torch.Tensor:
+    """Mean over the kept rows of :func:`topk_tail_rows` (no T^2) for a causal LM batch carrying
+    the cached keys (``teacher_topk_ids`` / ``_logprobs`` / ``_tail``, (B, T, ...)):
+    ``student`` (B, T-1, V) next-token logits, ``mask`` (B, T-1); the keys are shifted alike."""
+    keep = mask.bool()
+    rows = topk_tail_rows(
+        student[keep],
+        batch["teacher_topk_ids"][:, :-1][keep],
+        batch["teacher_topk_logprobs"][:, :-1][keep],
+        batch["teacher_topk_tail"][:, :-1][keep],
+        beta,
+        temperature,
+    )
+    return _mean(rows)

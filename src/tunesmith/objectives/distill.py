@@ -39,7 +39,7 @@ from tunesmith.distill.losses import (
 from tunesmith.distill.seqkd import generate_completions, prompts_from_batch
 from tunesmith.distill.student import layer_map
 from tunesmith.distill.teacher import TeacherRunner
-from tunesmith.distill.topk import topk_tail_rows
+from tunesmith.distill.topk import cached_lm_divergence
 from tunesmith.errors import ConfigError
 from tunesmith.objectives.base import ObjectiveTerm, register
 
@@ -96,21 +96,6 @@ class DistillTerm(ObjectiveTerm):
                 "set distill.teacher in the recipe (or build the teacher cache)",
             )
         return self.teacher(batch)
-
-
-def cached_lm_divergence(student, batch, mask, beta: float, temperature: float) -> torch.Tensor:
-    """Mean over the kept rows of the top-k + tail divergence (no T^2): ``student`` (B, T-1, V)
-    next-token logits, ``mask`` (B, T-1), the cached batch keys shifted alike."""
-    keep = mask.bool()
-    rows = topk_tail_rows(
-        student[keep],
-        batch["teacher_topk_ids"][:, :-1][keep],
-        batch["teacher_topk_logprobs"][:, :-1][keep],
-        batch["teacher_topk_tail"][:, :-1][keep],
-        beta,
-        temperature,
-    )
-    return rows.sum() / max(rows.numel(), 1)
 
 
 def _lm_divergence(term: DistillTerm, logits, batch, beta: float, temperature: float):

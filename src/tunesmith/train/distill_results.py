@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from tunesmith.distill import load_teacher
+from tunesmith.distill.ensemble import TeacherEnsemble
 from tunesmith.metrics import greater_is_better
 from tunesmith.models import count_parameters
 from tunesmith.tasks import model_inputs
@@ -95,9 +96,24 @@ def speed(
 
 def _load_run_teacher(run: Run) -> nn.Module:
     """The run's teacher, loaded again as the run loaded it: a live teacher bound to the terms
-    may have been switched to eager attention (attention KD), which would skew the timing."""
-    teacher = load_teacher(run.recipe.distill.teacher, run.recipe.task)
-    return teacher.to(run.accelerator.device)
+    may have been switched to eager attention (attention KD), which would skew the timing.
+    Several teachers are scored as their mixture (per-example choice needs gold labels)."""
+    d = run.recipe.distill
+    specs = d.teacher_specs
+    if len(specs) == 1:
+        return load_teacher(specs[0][0], run.recipe.task).to(run.accelerator.device)
+    models = [load_teacher(spec, run.recipe.task) for spec, _ in specs]
+    mixture = TeacherEnsemble(models, [w for _, w in specs], "mixture", run.recipe.task)
+    return mixture.to(run.accelerator.device)
+
+
+def run_notes(run: Run) -> dict[str, Any]:
+    """What the set-up learned about the student and the cache (loss before training, layer
+    choices, cache bytes per token), for ``summary.json``."""
+    notes = dict(getattr(run.collator, "info", None) or {})
+    model = run.raw_model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return notes | dict(getattr(base, "tunesmith_distill_notes", None) or {})
 
 
 def distill_results(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +123,7 @@ def distill_results(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     mode, metric = run.mode, run.metric
     teacher = _load_run_teacher(run)
     out: dict[str, Any] = {"metric": metric, "teacher": {}, "student": {}, "kept_pct": {}}
+    out |= run_notes(run)
     for split in ("dev", "test"):
         if split not in summary:
             continue
@@ -147,6 +164,10 @@ def describe_results(d: dict[str, Any]) -> list[str]:
                 f"{d['student'][split][metric]:.4f} ({_pct(d['kept_pct'].get(split))} of the "
                 "teacher's score kept)"
             )
+    if "student_loss_before_training" in d:
+        lines.append(f"distill student loss before training: {d['student_loss_before_training']}")
+    if d.get("cache_bytes_per_token"):
+        lines.append(f"distill teacher cache: {d['cache_bytes_per_token']} bytes per token")
     lines.append(
         f"distill parameters: teacher {d['teacher_params']:,}, student {d['student_params']:,} "
         f"({d['params_pct']}%)"

@@ -7,6 +7,12 @@ positions with labels != -100). The previous model is loaded from the folder the
 
 Method ``lwf`` (``continual: {method: lwf, lwf: {weight, temperature}}``) needs nothing of its
 own between stages: the runner's state always names the previous model and the old heads.
+
+Causal LMs with ``cache: true``: the previous model's top-k + tail targets on the stage's
+training data are computed once into the teacher cache (:mod:`tunesmith.distill.cache`, the same
+format and fingerprinting as a distillation teacher's) before training, and the term reads them
+from the batch (:func:`tunesmith.distill.topk.cached_lm_divergence`): no previous-model forward
+per step, and the previous model is not kept in memory.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import nn
 from tunesmith.adapters import load_model_or_adapter
 from tunesmith.configschema import fld
 from tunesmith.distill.losses import generalized_jsd, hinton_kd_loss, lm_token_mask
+from tunesmith.distill.topk import cached_lm_divergence
 from tunesmith.errors import ConfigError
 from tunesmith.heads import logits_per_head
 from tunesmith.objectives.base import register
@@ -31,6 +38,9 @@ from tunesmith.tasks import IGNORE_INDEX, model_inputs, task_kind
 __all__ = ["LwFMethod", "LwFTerm"]
 
 _T_HELP = "softmax temperature T (Li & Hoiem use 2; loss * T^2)"
+_CACHE_HELP = (
+    "causal LM: the previous model's top-k + tail targets cached once (no forward per step)"
+)
 
 
 class LwFTerm(ContinualTerm):
@@ -40,8 +50,12 @@ class LwFTerm(ContinualTerm):
     class Params:
         state: str | None = fld(None, STATE_HELP)
         temperature: float = fld(2.0, _T_HELP)
+        cache: bool = fld(False, _CACHE_HELP)
+        top_k: int = fld(32, "cached targets: the previous model's top-k log-probs per token")
+        cache_dir: str | None = fld(None, "cached targets' root (default: the teacher cache's)")
 
     previous: nn.Module | None = None
+    cached: bool = False
 
     def __init__(self, weight: float = 1.0, params: Any = None):
         super().__init__(weight, params)
@@ -49,20 +63,41 @@ class LwFTerm(ContinualTerm):
             raise ConfigError(f"objectives.{self.name}.params.temperature", "must be > 0")
         self.heads: list[dict[str, torch.Tensor]] = []
 
+    def _load_previous(self) -> nn.Module:
+        state = self.continual_state()
+        previous = load_model_or_adapter(state.previous_model, state.task, dtype=self.frozen_dtype)
+        return previous.requires_grad_(False).eval()
+
+    def cache_request(self) -> tuple[nn.Module, int, str | None] | None:
+        """(previous model, k, cache root) when its targets should be cached, else None."""
+        state = self.continual_state()
+        if not self.params.cache or state.previous_model is None:
+            return None
+        if not task_kind(state.task).label_shift:
+            raise ConfigError(
+                f"objectives.{self.name}.params.cache",
+                "cached LwF targets are for causal LMs",
+                "classifiers run the previous model live (it is cheap)",
+            )
+        return self._load_previous(), self.params.top_k, self.params.cache_dir
+
+    def cache_ready(self, cache: Any) -> None:
+        """The targets are attached to the training examples: no live previous model."""
+        self.cached = True
+
     def setup(self, model: nn.Module) -> None:
         state = self.continual_state()
-        if state.previous_model is None:
-            return  # first stage: nothing to remember
-        self.previous = load_model_or_adapter(
-            state.previous_model, state.task, dtype=self.frozen_dtype
-        )
-        self.previous.requires_grad_(False)
-        self.previous.eval()
+        if state.previous_model is None or self.cached:
+            return  # first stage: nothing to remember; or targets cached
+        self.previous = self._load_previous()
         kind = task_kind(state.task)
         if state.heads == "separate" and kind.classification and not kind.per_token:
             self.heads = [state.head_weights[t] for t in state.seen if t in state.head_weights]
 
     def loss(self, model, batch, outputs) -> torch.Tensor:
+        if self.cached and "teacher_topk_tail" in batch:
+            mask, T = lm_token_mask(batch["labels"]), self.params.temperature
+            return T**2 * cached_lm_divergence(outputs.logits[:, :-1], batch, mask, 0.0, T)
         if self.previous is None:
             return torch.zeros((), device=device_of(model))
         device = device_of(model)
@@ -100,6 +135,8 @@ class LwFMethod(ContinualMethod):
     class Params:
         weight: float = fld(1.0, "lambda, the lwf term's weight")
         temperature: float = fld(2.0, _T_HELP)
+        cache: bool = fld(False, _CACHE_HELP)
+        top_k: int = fld(32, "cached targets: top-k log-probs per token (plus a tail bucket)")
 
         def validate(self, path: str) -> None:
             check_weight(self.weight, path)
@@ -107,7 +144,10 @@ class LwFMethod(ContinualMethod):
                 raise ConfigError(f"{path}.temperature", "must be > 0")
 
     def terms(self, seq: SequenceView, k: int) -> list[dict[str, Any]]:
-        params = {"state": str(seq.state_path(k)), "temperature": self.params.temperature}
+        p = self.params
+        params = {"state": str(seq.state_path(k)), "temperature": p.temperature}
+        if p.cache:
+            params |= {"cache": True, "top_k": p.top_k}
         return [{"name": "lwf", "weight": self.params.weight, "params": params}]
 
 
