@@ -126,9 +126,9 @@ def load_run_teacher(
         )
     teacher = load_teachers(recipe, frozen)
     members = list(teacher.teachers) if isinstance(teacher, TeacherEnsemble) else [teacher]
+    labels = members[0].config.id2label
     for spec, member in zip(specs[1:], members[1:], strict=True):
         if vocab is not None:
-            labels = members[0].config.id2label
             _same(spec, specs[0], lambda m=member: check_labels(m.config.id2label, labels))
     if not _cross_tokenizer(terms):
         check_compatible(first, tokenizer)

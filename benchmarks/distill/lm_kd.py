@@ -1,0 +1,295 @@
+"""LM distillation benchmark (issue 17): do decoder students distilled from a teacher beat SFT?
+
+Parts (``--part``, default all):
+
+* ``task`` — TREC coarse written text-to-text ("trec question: <q>" -> one label word). Teacher:
+  SmolLM2-135M-Instruct fine-tuned on it (configs/lm17/trec_teacher.yaml). Students: keep_ends
+  blocks of the teacher (15 and 20 of 30), the same steps for SFT on gold words, forward KL,
+  reverse KL, JSD(0.5) and on-policy GKD (each KD run: 0.5 CE + 0.5 KD). Label-word accuracy on
+  the test set (ranking the six words by log-likelihood). Cache rows: forward KL on the top-64 +
+  tail cache vs the live teacher (accuracy, tokens/s, bytes per token). Multi-teacher: two
+  teachers fine-tuned with different seeds, their mixture (cached) teaching a 15-block student.
+* ``general`` — alpaca_2k, teacher = the instruct model itself (held-out loss 2.00): SFT vs
+  forward / reverse KL students (15 and 20 blocks) at equal steps; dev loss curve every 100 steps.
+* ``cross`` — Gemma-3-270m (embedded ``gemma3``, another tokenizer) fine-tuned on TREC teaches the
+  pretrained SmolLM2 through ``uld``; SFT-only beside it.
+
+Every row: ``method``, ``dataset``, ``student_blocks``, ``accuracy`` / ``eval_loss``,
+``teacher_accuracy`` / ``teacher_eval_loss``, ``steps``, ``tokens_per_s``, ``wall_s``,
+``cached``, ``cache_bytes_per_token``, ``student_loss_before_training`` (and the choices' losses).
+Rows go into results.json beside the classifier rows (same ``{"runs": [...]}``), keyed by
+(dataset, method, student_blocks, variant).
+
+    python benchmarks/distill/lm_kd.py                 # everything (GPU: see the README estimate)
+    python benchmarks/distill/lm_kd.py --part task --blocks 15
+    python benchmarks/distill/lm_kd.py --quick         # wiring check on tiny random models, CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from tunesmith.config import parse_recipe
+from tunesmith.distill.heal import initial_loss  # noqa: F401  (re-exported for notebooks)
+from tunesmith.models import load_model, load_tokenizer
+from tunesmith.paths import data_root
+from tunesmith.train.loop import train
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CONFIGS = HERE / "configs" / "lm17"
+WORDS = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
+         "LOC": "location", "NUM": "number"}  # fmt: skip
+PROMPT = "trec question: {q}"
+KD = {  # method -> objectives added to 0.5 CE (SFT: CE only)
+    "sft": [],
+    "forward_kl": [{"name": "lm_kd", "weight": 0.5, "params": {"beta": 0.0}}],
+    "reverse_kl": [{"name": "lm_kd", "weight": 0.5, "params": {"beta": 1.0}}],
+    "jsd": [{"name": "lm_kd", "weight": 0.5, "params": {"beta": 0.5}}],
+    "gkd": [{"name": "gkd", "weight": 0.5,
+             "params": {"lmbda": 0.5, "beta": 0.5, "max_new_tokens": 4}}],
+}  # fmt: skip
+GENERAL = ["sft", "forward_kl", "reverse_kl"]
+
+
+def prepare_trec(root: Path, limit: dict | None = None) -> Path:
+    """``root/trec_t2t/{train,test}.json`` (alpaca fields) from the shared TREC files."""
+    out = root / "trec_t2t"
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        lines = (data_root() / "trec" / f"{split}.txt").read_text(encoding="latin-1").splitlines()
+        records = []
+        for line in lines:
+            label, text = line.split(" ", 1)
+            records.append({"instruction": PROMPT.format(q=text.strip()), "input": "",
+                            "output": WORDS[label.split(":")[0]]})  # fmt: skip
+        records = records[: (limit or {}).get(split, len(records))]
+        (out / f"{split}.json").write_text(json.dumps(records))
+    return root
+
+
+@torch.no_grad()
+def label_word_accuracy(model_dir: Path, records: list[dict]) -> float:
+    """Share of test records whose gold word has the highest log-likelihood of the six words,
+    each scored as training wrote it (plain template: ``instruction + "\n" + word``, one
+    tokenisation of the whole text; the word's tokens after the prompt's)."""
+    tok = load_tokenizer(str(model_dir))
+    model = load_model(str(model_dir), "causal_lm").eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    words = list(WORDS.values())
+    right = 0
+    for rec in records:
+        prompt = rec["instruction"] + "\n"
+        n = len(tok(prompt)["input_ids"])
+        full = [tok(prompt + w)["input_ids"] for w in words]
+        width = max(len(f) for f in full)
+        ids = torch.tensor([f + [f[-1]] * (width - len(f)) for f in full], device=device)
+        logp = model(input_ids=ids).logits.float().log_softmax(-1)
+        scores = []
+        for i, f in enumerate(full):
+            pos = torch.arange(n - 1, len(f) - 1, device=device)
+            scores.append(float(logp[i, pos, ids[i, pos + 1]].sum()))
+        right += words[max(range(len(words)), key=scores.__getitem__)] == rec["output"]
+    return round(right / max(len(records), 1), 4)
+
+
+def recipe_for(config: str, overrides: list[str], patch: dict | None = None):
+    raw = yaml.safe_load((CONFIGS / config).read_text())
+    for key, value in (patch or {}).items():
+        raw[key] = value
+    return parse_recipe(raw, overrides)
+
+
+def run(recipe, run_dir: Path) -> dict:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = train(recipe, run_dir)
+    summary["bench_wall_s"] = round(time.perf_counter() - t0, 1)
+    return summary
+
+
+def curve(run_dir: Path) -> list[list[float]]:
+    """[[step, dev loss], ...] from the run's metrics.jsonl."""
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("split") in ("dev", "dev_at_start") and "loss" in rec:
+            out.append([rec["step"], round(rec["loss"], 4)])
+    return out
+
+
+def row(method, dataset, blocks, summary, variant="", **extra) -> dict:
+    d = summary.get("distill", {})
+    return {
+        "method": method, "dataset": dataset, "student_blocks": blocks, "variant": variant,
+        "steps": summary["steps"], "tokens_per_s": summary.get("tokens_per_s"),
+        "wall_s": summary["wall_s"], "cached": bool(d.get("cache_bytes_per_token")),
+        "cache_bytes_per_token": d.get("cache_bytes_per_token"),
+        "student_loss_before_training": d.get("student_loss_before_training"),
+        "student_choices": d.get("student_choices"), "student_layers": d.get("student_layers"),
+    } | extra  # fmt: skip
+
+
+class Rows:
+    """results.json's runs, this benchmark's rows replaced by (dataset, method, blocks, variant)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.body = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+
+    def put(self, r: dict) -> None:
+        key = lambda x: (x["dataset"], x["method"], x.get("student_blocks"), x.get("variant"))  # noqa: E731
+        self.body["runs"] = [x for x in self.body["runs"] if key(x) != key(r)] + [r]
+        self.path.write_text(json.dumps(self.body, indent=2))
+        print(json.dumps({k: r.get(k) for k in ("dataset", "method", "student_blocks", "variant",
+              "accuracy", "eval_loss", "tokens_per_s")}), flush=True)  # fmt: skip
+
+
+def task_part(args, out: Path, rows: Rows, base: list[str]) -> None:
+    data = ["data.root=" + str(out / "data")]
+    test = json.loads((out / "data" / "trec_t2t" / "test.json").read_text())
+    teachers = []
+    for seed in (13, 14):
+        t_dir = out / f"trec_teacher_s{seed}"
+        teacher_over = base + data + [f"seed={seed}"] + args.teacher_over
+        s = run(recipe_for("trec_teacher.yaml", teacher_over), t_dir)
+        acc = label_word_accuracy(t_dir / "best", test)
+        rows.put(row("teacher", "trec_t2t", None, s, f"seed{seed}", accuracy=acc))
+        teachers.append((t_dir, acc))
+    (teacher, t_acc) = teachers[0]
+    for blocks in args.blocks:
+        for method in args.methods:
+            over = base + data + [f"distill.teacher={teacher}", f"student.from_teacher.n={blocks}"]
+            patch = {"task_weight": 0.5 if KD[method] else 1.0, "objectives": KD[method]}
+            variants = [("", [])]
+            if method == "forward_kl":
+                variants.append(("cache", ["distill.cache=true"]))
+            for variant, extra in variants:
+                r_dir = out / f"trec_{method}_b{blocks}{'_' + variant if variant else ''}"
+                s = run(recipe_for("trec_student.yaml", over + extra, patch), r_dir)
+                acc = label_word_accuracy(r_dir / "best", test)
+                rows.put(row(method, "trec_t2t", blocks, s, variant, accuracy=acc,
+                             teacher_accuracy=t_acc))  # fmt: skip
+    over = base + data + [f"student.from_teacher.n={args.blocks[0]}", "distill.cache=true"]
+    patch = {"task_weight": 0.5, "objectives": KD["forward_kl"],
+             "distill": {"teachers": [{"model": str(t)} for t, _ in teachers], "cache": True,
+                         "top_k": 64}}  # fmt: skip
+    r_dir = out / "trec_multi_teacher"
+    s = run(recipe_for("trec_student.yaml", over, patch), r_dir)
+    rows.put(row("forward_kl", "trec_t2t", args.blocks[0], s, "multi_teacher_mixture",
+                 accuracy=label_word_accuracy(r_dir / "best", test),
+                 teacher_accuracy=[a for _, a in teachers]))  # fmt: skip
+
+
+def general_part(args, out: Path, rows: Rows, base: list[str]) -> None:
+    for blocks in args.blocks:
+        for method in GENERAL:
+            over = base + [f"student.from_teacher.n={blocks}"] + args.general_over
+            patch = {"task_weight": 0.5 if KD[method] else 1.0, "objectives": KD[method]}
+            r_dir = out / f"alpaca_{method}_b{blocks}"
+            s = run(recipe_for("alpaca_student.yaml", over, patch), r_dir)
+            rows.put(row(method, "alpaca_2k", blocks, s, "", eval_loss=s["dev"]["loss"],
+                         perplexity=s["dev"].get("perplexity"), curve=curve(r_dir),
+                         teacher_eval_loss=s["distill"]["teacher"]["dev"]["loss"]))  # fmt: skip
+
+
+def cross_part(args, out: Path, rows: Rows, base: list[str]) -> None:
+    data = ["data.root=" + str(out / "data")]
+    test = json.loads((out / "data" / "trec_t2t" / "test.json").read_text())
+    t_dir = out / "trec_gemma3_teacher"
+    s = run(recipe_for("trec_gemma3_teacher.yaml", base + data + args.cross_teacher_over), t_dir)
+    t_acc = label_word_accuracy(t_dir / "best", test)
+    rows.put(row("teacher", "trec_t2t", None, s, "gemma3", accuracy=t_acc))
+    over = base + data + args.cross_student_over
+    uld = [f"distill.teacher={t_dir}"]
+    for method, extra, patch in (
+        ("uld", uld, {}),
+        ("sft", [], {"objectives": [], "distill": None}),
+    ):
+        r_dir = out / f"trec_cross_{method}"
+        s = run(recipe_for("trec_uld_student.yaml", over + extra, patch), r_dir)
+        rows.put(
+            row(
+                method,
+                "trec_t2t",
+                30,
+                s,
+                "cross_tokenizer",
+                accuracy=label_word_accuracy(r_dir / "best", test),
+                teacher_accuracy=t_acc,
+            )
+        )
+
+
+def quick_models(out: Path) -> dict[str, str]:
+    """Tiny random Llamas for --quick: a 6-block teacher and one with another tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.testing import tiny_config, tiny_tokenizer
+
+    paths = {}
+    for name, words, layers in (("teacher", None, 6), ("other", ["trec", "zebra"], 2)):
+        tok = tiny_tokenizer(words, kind="causal")
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(
+            tiny_config("llama", len(tok), num_hidden_layers=layers)
+        )
+        model.save_pretrained(out / name)
+        tok.save_pretrained(out / name)
+        paths[name] = str(out / name)
+    return paths
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", nargs="+", choices=["task", "general", "cross"],
+                   default=["task", "general", "cross"])  # fmt: skip
+    p.add_argument("--blocks", nargs="+", type=int, default=[15, 20])
+    p.add_argument("--methods", nargs="+", choices=list(KD), default=list(KD))
+    p.add_argument("--quick", action="store_true", help="tiny random models, a few steps (CPU)")
+    p.add_argument("--runs-dir", help="default runs/bench_distill_lm (quick: ..._quick)")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    suffix = "_quick" if args.quick else ""
+    out = Path(args.runs_dir or ROOT / "runs" / f"bench_distill_lm{suffix}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = Rows(HERE / f"results{suffix}.json")
+    args.teacher_over, args.general_over = [], []
+    args.cross_teacher_over, args.cross_student_over = [], []
+    base: list[str] = []
+    limit = None
+    if args.quick:
+        tiny = quick_models(out)
+        args.blocks = [3, 4]
+        steps = ["train.max_steps=2", "train.eval_every=2", "train.batch_size=4",
+                 "train.eval_batch_size=4", "train.precision=fp32"]  # fmt: skip
+        base = steps + ["data.limit={train: 16, dev: 4}"]
+        limit = {"train": 64, "test": 8}
+        args.teacher_over = [f"model={tiny['teacher']}"]
+        args.general_over = [f"distill.teacher={tiny['teacher']}", "data.max_length=48"]
+        args.cross_teacher_over = [f"model={tiny['other']}"]
+        args.cross_student_over = [f"model={tiny['teacher']}"]
+    if {"task", "cross"} & set(args.part):
+        prepare_trec(out / "data", limit)
+    if not (data_root() / "trec").is_dir():
+        sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
+    for part in args.part:
+        {"task": task_part, "general": general_part, "cross": cross_part}[part](
+            args, out, rows, base
+        )
+
+
+if __name__ == "__main__":
+    main()
