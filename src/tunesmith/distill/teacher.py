@@ -192,9 +192,7 @@ class TeacherRunner:
             "output_attentions": self.need_attentions,
         }
         if self.head_skipped:
-            out, self._last_hidden = forward_hidden(
-                self.model, lm_head(self.model).module, inputs
-            )
+            out, self._last_hidden = forward_hidden(self.model, lm_head(self.model).module, inputs)
         else:
             out = self.model(**inputs)
         self._last_ids, self._last_out = ids, out
