@@ -1,4 +1,4 @@
-"""train.loss_chunk_tokens through the loop: the same loss curve as the unchunked loss."""
+"""train.loss_chunk_tokens through the loop: the same loss curve (train and dev) as unchunked."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 from tunesmith.config import parse_recipe
 from tunesmith.distill.chunked import chunked_forward
 from tunesmith.errors import ConfigError
-from tunesmith.train import loop
+from tunesmith.train import evaluation, loop
 from tunesmith.train.loop import train
 
 from .conftest import make_recipe
@@ -36,6 +36,9 @@ def run_twice(tmp_path, monkeypatch, model_dir, tiny_data, **over):
         return chunked_forward(*args, **kwargs)
 
     monkeypatch.setattr(loop, "chunked_forward", counted)
+    evals = []
+    nll = evaluation._chunked_nll
+    monkeypatch.setattr(evaluation, "_chunked_nll", lambda *a: evals.append(a[-1]) or nll(*a))
     base = {"train.max_steps": 6, "train.log_every": 1, "train.eval_every": 3, **over}
     for name, chunk in (("plain", "null"), ("chunked", 7)):
         recipe = make_recipe(
@@ -43,7 +46,7 @@ def run_twice(tmp_path, monkeypatch, model_dir, tiny_data, **over):
         )
         train(recipe)
         assert len(calls) == (0 if chunk == "null" else 6)  # every step chunked
-    assert set(calls) == {7}
+    assert set(calls) == {7} and set(evals) == {7}  # dev loss chunked too
     return curve(tmp_path / "chunked"), curve(tmp_path / "plain")
 
 
