@@ -90,3 +90,14 @@ def test_loss_chunk_tokens_is_checked():
     with pytest.raises(ConfigError, match="loss_chunk_tokens: chunks the causal_lm loss"):
         parse_recipe(cls, ["train.loss_chunk_tokens=512"])
     assert parse_recipe(base, ["train.loss_chunk_tokens=512"]).train.loss_chunk_tokens == 512
+
+
+def test_text_to_text_causal_run_trains_chunked(tiny_models, tiny_data, tmp_path):
+    from .test_loop_text_to_text import text_recipe
+
+    model = tiny_models["llama", LM]
+    over = {"train.max_steps": 6, "train.log_every": 1}
+    train(text_recipe(model, tiny_data, tmp_path / "plain", **over))
+    chunked = {**over, "train.loss_chunk_tokens": 5}
+    train(text_recipe(model, tiny_data, tmp_path / "chunked", **chunked))
+    assert_same_curve(curve(tmp_path / "chunked"), curve(tmp_path / "plain"))
