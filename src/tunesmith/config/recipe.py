@@ -125,6 +125,12 @@ class Recipe:
                 f"{what} needs a teacher",
                 "add distill: {teacher: <run dir | folder | model name>}",
             )
+        if self.train.loss_chunk_tokens is not None and self.task != "causal_lm":
+            raise ConfigError(
+                "train.loss_chunk_tokens",
+                f"chunks the causal_lm loss; a {self.task} task has none to chunk",
+                "remove the key",
+            )
         if self.task_weight < 0:
             raise ConfigError("task_weight", "must be >= 0")
         if self.head.pooling != "auto" and self.task != "sequence_classification":

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from tunesmith.adapters import delete_adapter, load_adapter, load_adapter_weights
 from tunesmith.atomic import atomic_write_json
 from tunesmith.config import Recipe
+from tunesmith.distill.chunked import chunked_forward
 from tunesmith.errors import TrainingError
 from tunesmith.objectives import combine
 from tunesmith.optim import clip_gradients
@@ -61,8 +62,14 @@ def forward_loss(
     model's head (``{"task": name}``; empty for a single model)."""
     with autocast(run.precision, run.accelerator.device):
         extra = {k: v for term in run.terms for k, v in term.forward_kwargs().items()}
-        outputs = run.model(**model_inputs(task, batch), **extra, **head)
-        loss = task_loss(task, outputs.logits, batch["labels"])
+        inputs = {**model_inputs(task, batch), **extra, **head}
+        if run.recipe.train.loss_chunk_tokens:  # causal LM: head + loss per chunk of tokens
+            chunk = run.recipe.train.loss_chunk_tokens
+            outputs = chunked_forward(run.model, run.raw_model, inputs, chunk, run.terms)
+            loss = outputs.lm.loss(batch["labels"])
+        else:
+            outputs = run.model(**inputs)
+            loss = task_loss(task, outputs.logits, batch["labels"])
         return combine(loss, run.terms, run.raw_model, batch, outputs, run.recipe.task_weight)
 
 
