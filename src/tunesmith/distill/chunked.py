@@ -23,14 +23,17 @@ cached top-k teacher outputs are sliced per chunk. Dropout inside the head (e.g.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint
 
 from tunesmith.distill.losses import generalized_jsd, lm_token_mask, sparse_forward_kl
@@ -58,12 +61,33 @@ class LMHead:
 
     module: nn.Module
     softcap: float | None = None
+    root: nn.Module | None = None  # the model owning ``module`` (FSDP: see ``gathered``)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.module(hidden)
+        with gathered(self.root, self.module):
+            logits = self.module(hidden)
         if self.softcap:  # Gemma 2/3: the same three operations as the model's forward
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
+
+
+@contextlib.contextmanager
+def gathered(root: nn.Module | None, head: nn.Module) -> Iterator[None]:
+    """FSDP2 (``train.distributed.strategy: fsdp``): the head is part of the sharded root unit.
+    A training forward leaves the root's weights gathered until its backward, so the per-chunk
+    head calls (and their recompute in backward) see full weights; a ``no_grad`` forward
+    (evaluation, the start-up check) reshards them at once: gather them for the call here."""
+    sharded = isinstance(root, FSDPModule) and any(
+        isinstance(p, DTensor) for p in head.parameters()
+    )
+    if not sharded:
+        yield
+        return
+    root.unshard()
+    try:
+        yield
+    finally:
+        root.reshard()
 
 
 def forward_hidden(
@@ -101,7 +125,7 @@ def lm_head(model: nn.Module) -> LMHead:
     reproduce its logits on a short input (a model that transforms its logits otherwise, e.g.
     by a logit scale, is refused instead of training on a different loss)."""
     cap = getattr(model.config, "final_logit_softcapping", None)
-    head = LMHead(model.get_output_embeddings(), float(cap) if cap else None)
+    head = LMHead(model.get_output_embeddings(), float(cap) if cap else None, root=model)
     if model not in _checked:
         _check_head(model, head)
         _checked.add(model)
