@@ -60,6 +60,8 @@ def run_fsdp_case(a: argparse.Namespace, tmp: Path) -> list[dict]:
     runs = []
     for strategy in ("ddp", "fsdp"):
         r = run_strategy(strategy, a, tmp)
-        print(f"{r['case']} {strategy}: {r.get('state_bytes_per_rank', r.get('error'))}", flush=True)
+        print(
+            f"{r['case']} {strategy}: {r.get('state_bytes_per_rank', r.get('error'))}", flush=True
+        )
         runs.append(r)
     return runs

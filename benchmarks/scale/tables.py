@@ -76,7 +76,10 @@ def verdicts(groups: dict) -> list[str]:
     """The issue's targets, each with its numbers (or why it cannot be judged)."""
     g = {k: v for k, v in groups.items() if v["n"]}
     lines = []
-    fp32, best = g.get(("smollm2_lora", "tunesmith", "fp32")), g.get(("smollm2_lora", "tunesmith", BEST))
+    fp32, best = (
+        g.get(("smollm2_lora", "tunesmith", "fp32")),
+        g.get(("smollm2_lora", "tunesmith", BEST)),
+    )
     trainer = g.get(("smollm2_lora", "trainer", BEST.replace("+chunk", "")))
     checks = [
         ("tokens/s vs tunesmith fp32", _ratio(best, fp32, "tokens_per_s"), SPEED_VS_FP32, ">="),
@@ -106,8 +109,11 @@ def _loss_lines(g: dict) -> list[str]:
             if not ref:
                 continue
             gaps = {
-                cfg: max(abs(v["loss_at_steps"][s] - ref["loss_at_steps"][s])
-                         for s in v["loss_at_steps"] if s in ref["loss_at_steps"])  # fmt: skip
+                cfg: max(
+                    abs(v["loss_at_steps"][s] - ref["loss_at_steps"][s])
+                    for s in v["loss_at_steps"]
+                    if s in ref["loss_at_steps"]
+                )  # fmt: skip
                 for (c, i, cfg), v in g.items()
                 if c == case and i == impl and cfg != "fp32" and v["loss_at_steps"]
             }

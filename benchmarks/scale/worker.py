@@ -126,7 +126,7 @@ class Probe:
 
         self.steps, self.ends, self.tokens, self.pending = steps, [], [], 0
         self.peak_rss_mb = self.peak_rss_steady_mb = None
-        self.hwm_reset = False
+        self.hwm_reset, self.peak_rss_first_mb, self.rss_at_reset_mb = False, None, None
         self.handle = register_optimizer_step_post_hook(self._on_step)
 
     def watch(self) -> None:
@@ -138,7 +138,7 @@ class Probe:
             if module.training and isinstance(module, torch.nn.Embedding) and args:
                 self.pending += int(args[0].numel())
 
-        torch.nn.modules.module.register_module_forward_pre_hook(count)
+        self.hook = torch.nn.modules.module.register_module_forward_pre_hook(count)
 
     def _on_step(self, optimizer, args, kwargs) -> None:
         self.ends.append(time.perf_counter())
@@ -147,6 +147,7 @@ class Probe:
         if len(self.ends) == 1:
             self.peak_rss_first_mb = vm_hwm_mb()
             self.hwm_reset = reset_hwm()
+            self.rss_at_reset_mb = vm_hwm_mb()
         if len(self.ends) == self.steps:
             self.peak_rss_steady_mb = vm_hwm_mb() if self.hwm_reset else None
             self.peak_rss_mb = max(self.peak_rss_first_mb, self.peak_rss_steady_mb or 0.0)
@@ -161,6 +162,8 @@ class Probe:
             "step_s": [round(s, 3) for s in step_s],
             "peak_rss_mb": self.peak_rss_mb,
             "peak_rss_steady_mb": self.peak_rss_steady_mb,
+            "peak_rss_step1_mb": self.peak_rss_first_mb,
+            "rss_at_reset_mb": self.rss_at_reset_mb if self.hwm_reset else None,
         }
 
 
@@ -182,20 +185,28 @@ def flop_params(case: str) -> dict:
     config = AutoConfig.from_pretrained(resolve_model(c["model"]))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
+    return count_flop_params(model, c["adapter"])
+
+
+def count_flop_params(model, adapter: dict | None) -> dict:
+    """:func:`flop_params` on a built model; ``adapter``: the case's LoRA settings or None."""
+    import torch
+
     head = model.get_output_embeddings().weight
     total, lora = 0, 0
     for name, p in model.named_parameters():  # shared (tied) weights are listed once
         if name.endswith("embed_tokens.weight") and p is not head:
             continue
         total += p.numel()
-    if not any(p is head for p in model.parameters()):
-        total += head.numel()
-    ad = c["adapter"]
     for name, m in model.named_modules():
-        if ad and isinstance(m, torch.nn.Linear) and name.split(".")[-1] in ad["targets"]:
-            lora += ad["r"] * (m.in_features + m.out_features)
-    trainable, frozen = (lora, total) if ad else (total, 0)
-    return {"n_trainable": trainable, "n_frozen": frozen, "flops_per_token": 6 * trainable + 4 * frozen}
+        if adapter and isinstance(m, torch.nn.Linear) and name.split(".")[-1] in adapter["targets"]:
+            lora += adapter["r"] * (m.in_features + m.out_features)
+    trainable, frozen = (lora, total) if adapter else (total, 0)
+    return {
+        "n_trainable": trainable,
+        "n_frozen": frozen,
+        "flops_per_token": 6 * trainable + 4 * frozen,
+    }
 
 
 def train_losses_tunesmith(run_dir: Path) -> dict:
@@ -218,12 +229,12 @@ def run_tunesmith(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path) ->
     return out
 
 
-def packed_rows(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path, tokenizer) -> list:
+def packed_rows(case: str, a: argparse.Namespace, run_dir: Path, tokenizer) -> list:
     """tunesmith's packed training rows: what the tunesmith side trains on."""
     from tunesmith.config import parse_recipe
     from tunesmith.data.pipeline import build_datasets
 
-    recipe = parse_recipe(recipe_dict(case, {**cfg, "chunked_loss": False}, a, run_dir))
+    recipe = parse_recipe(recipe_dict(case, parse_config("fp32"), a, run_dir))  # data only
     keys = ("input_ids", "labels", "position_ids")
     return [{k: row[k] for k in keys} for row in build_datasets(recipe, tokenizer).train]
 
@@ -251,7 +262,7 @@ def run_trainer(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path) -> d
 
     c = CASES[case]
     tokenizer = load_tokenizer(c["model"])
-    rows = packed_rows(case, cfg, a, run_dir, tokenizer)
+    rows = packed_rows(case, a, run_dir, tokenizer)
     set_seed(SEED)
     dtype = torch.bfloat16 if cfg["frozen_dtype"] == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(resolve_model(c["model"]), dtype=dtype)
