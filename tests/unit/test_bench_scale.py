@@ -31,7 +31,7 @@ def _load(name: str):
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("worker"), _load("run"), _load("tables")
+    return _load("scale_worker"), _load("run"), _load("scale_tables")
 
 
 def _args(**kw) -> argparse.Namespace:

@@ -46,7 +46,7 @@ MULTI_HEAD = "multi_head"
 class Recipe:
     model: str | None = fld(
         None,
-        "embedded name (minilm, smollm2), local folder or hub id "
+        "embedded name (minilm, smollm2, gemma3), local folder or hub id "
         "(may be left out when student.from_teacher builds the model)",
     )
     task: str = fld(help="task kind (see `tunesmith list`), or multi_head")

@@ -165,6 +165,11 @@ def render(data: dict) -> str:
             + (f"; total {meta['total_s'] / 60:.0f} min" if "total_s" in meta else "")
             + "."
         )
+        if "--quick" in meta.get("command", ""):
+            head.append(
+                "\n_Smoke test (`--quick`: 3 short steps): it checks the harness, it does not "
+                "measure the targets; `python benchmarks/scale/run.py` replaces it._"
+            )
         if meta.get("timing_note"):
             head.append(f"\n_Timing note: {meta['timing_note']}._")
     return "\n".join(head + ["", table(groups), ""] + verdicts(groups) + fsdp_lines(runs))

@@ -1,7 +1,7 @@
 """One timed training run of the scale benchmark, tunesmith or transformers' Trainer (+ PEFT), in
 this (fresh) process; run.py starts one per run so every peak RSS is that run's alone.
 
-    python benchmarks/scale/worker.py CASE IMPL CONFIG --steps N --threads T --json-out out.json
+    python benchmarks/scale/scale_worker.py CASE IMPL CONFIG --steps N --threads T --json-out out.json
 
 CONFIG names the precision and memory settings (see :func:`parse_config`): ``fp32``, ``bf16``
 (autocast over fp32 weights), ``bf16base`` (frozen weights stored in bf16, plus bf16 autocast),
@@ -149,8 +149,9 @@ class Probe:
             self.hwm_reset = reset_hwm()
             self.rss_at_reset_mb = vm_hwm_mb()
         if len(self.ends) == self.steps:
-            self.peak_rss_steady_mb = vm_hwm_mb() if self.hwm_reset else None
-            self.peak_rss_mb = max(self.peak_rss_first_mb, self.peak_rss_steady_mb or 0.0)
+            now = vm_hwm_mb()  # since the reset, or (reset refused) since the start
+            self.peak_rss_steady_mb = now if self.hwm_reset else None
+            self.peak_rss_mb = max(self.peak_rss_first_mb, now)
 
     def summary(self) -> dict:
         steady = self.ends[-1] - self.ends[0]
@@ -253,6 +254,17 @@ def collate_packed(rows: list[dict]) -> dict:
             "position_ids": pad("position_ids", 0)}  # fmt: skip
 
 
+def _checkpointing_args(on: bool) -> dict:
+    """transformers 5.x renamed gradient_checkpointing to activation_checkpointing."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    new = "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
+    name = "activation_checkpointing" if new else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def run_trainer(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path) -> dict:
     import peft
     import torch
@@ -283,8 +295,7 @@ def run_trainer(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path) -> d
         optim="adamw_torch",
         seed=SEED,
         bf16=cfg["precision"] == "bf16",
-        gradient_checkpointing=cfg["grad_ckpt"],
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg["grad_ckpt"] else None,
+        **_checkpointing_args(cfg["grad_ckpt"]),
         train_sampling_strategy="group_by_length",  # the issue's setting (rows are equal length)
         remove_unused_columns=False,
         eval_strategy="no",

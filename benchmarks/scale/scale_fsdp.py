@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from worker import SEED, parse_config, recipe_dict
+from scale_worker import SEED, parse_config, recipe_dict
 
 CASE, CONFIG, NPROC = "smollm2_lora", "fp32", 2
 
