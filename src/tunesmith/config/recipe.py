@@ -46,8 +46,8 @@ MULTI_HEAD = "multi_head"
 class Recipe:
     model: str | ModelConfig | None = fld(
         None,
-        "embedded name (minilm, smollm2), local folder or hub id, or a mapping {name, revision, "
-        "dtype, attn_implementation, trust_remote_code, quantization} "
+        "embedded name (minilm, smollm2, gemma3), local folder or hub id, or a mapping {name, "
+        "revision, dtype, attn_implementation, trust_remote_code, quantization} "
         "(may be left out when student.from_teacher builds the model)",
     )
     task: str = fld(help="task kind (see `tunesmith list`), or multi_head")
