@@ -55,6 +55,7 @@ PLAN: list[tuple[str, str, str, int]] = [
     ("smollm2_lora", "trainer", "bf16base+ckpt", 3),
     ("smollm2_lora", "tunesmith", "fp32", 1),
     ("smollm2_lora", "tunesmith", "bf16", 1),
+    ("smollm2_lora", "tunesmith", "bf16base+ckpt", 1),  # the Trainer's exact config, on our side
     ("smollm2_full", "tunesmith", "bf16+ckpt+chunk", 1),
     ("smollm2_full", "trainer", "bf16+ckpt", 1),
     ("gemma3_lora", "tunesmith", "bf16base+ckpt", 1),
