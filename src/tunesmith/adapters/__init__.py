@@ -8,7 +8,11 @@ Methods, each registering itself by paper name in :data:`ADAPTERS` (``tunesmith 
   merge into the base;
 * ``olora``: one LoRA per task, summed, the earlier ones frozen (:mod:`.olora`, O-LoRA's model
   side);
-* ``prefix``: prefix tuning for decoder-only models (:mod:`.prefix`).
+* ``prefix``: prefix tuning for decoder-only models (:mod:`.prefix`);
+* ``fusion``: AdapterFusion, attention over trained frozen adapters (:mod:`.fusion`).
+
+Per-task adapters on a multi-head model (one adapter and head per task on one frozen base,
+``adapter: {..., per_task: true}`` in a ``task: multi_head`` recipe) are in :mod:`.pertask`.
 
 Importing this package imports every method module below, so the tables are full. Injection is
 architecture-agnostic (forward hooks on modules found by name, per-architecture defaults in
@@ -32,6 +36,7 @@ from tunesmith.adapters.bottleneck import (
     PfeifferConfig,
 )
 from tunesmith.adapters.dora import DoraConfig
+from tunesmith.adapters.fusion import FusionConfig, fusion_attention
 from tunesmith.adapters.ia3 import IA3Config
 from tunesmith.adapters.io import (
     adapter_size_bytes,
@@ -83,6 +88,7 @@ __all__ = [
     "ArchTargets",
     "BottleneckConfig",
     "DoraConfig",
+    "FusionConfig",
     "HoulsbyConfig",
     "IA3Config",
     "LoraConfig",
@@ -112,6 +118,7 @@ __all__ = [
     "merge_adapter",
     "merge_and_unload",
     "frozen_parameters",
+    "fusion_attention",
     "no_decay_parameters",
     "read_adapter_meta",
     "save_adapter",
