@@ -77,6 +77,7 @@ from tunesmith.adapters.model import (
     unmerge_adapter,
 )
 from tunesmith.adapters.olora import OLoraConfig
+from tunesmith.adapters.pertask import PerTaskAdapterModel, load_multitask
 from tunesmith.adapters.prefix import PrefixConfig
 from tunesmith.adapters.targets import TARGETS, ArchTargets
 
@@ -95,6 +96,7 @@ __all__ = [
     "OLoraConfig",
     "ParallelConfig",
     "PeftMapping",
+    "PerTaskAdapterModel",
     "PfeifferConfig",
     "PrefixConfig",
     "active_adapter",
@@ -114,6 +116,7 @@ __all__ = [
     "load_adapter_weights",
     "load_adapter_state_dict",
     "load_model_or_adapter",
+    "load_multitask",
     "mark_trainable",
     "merge_adapter",
     "merge_and_unload",

@@ -264,6 +264,10 @@ def reload_best(run: Run, best: Path) -> None:
             elif main:
                 load_adapter_weights(run.raw_model, best, run.adapter[0])
         return
+    load_saved = getattr(run.raw_model, "load_saved", None)  # its own best/ layout (per-task
+    if run.adapter is None and load_saved is not None:  # adapters: adapters/pertask.py)
+        load_saved(best)
+        return
     if run.adapter is None:
         load_safetensors_model(run.raw_model, str(best / "model.safetensors"), strict=False)
         return
