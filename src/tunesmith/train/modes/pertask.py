@@ -12,6 +12,8 @@ from torch import nn
 
 from tunesmith.adapters import PerTaskAdapterModel
 from tunesmith.heads import HeadSpec
+from tunesmith.models import resolve_model
+from tunesmith.pooling import checkpoint_pooling
 from tunesmith.precision import DTYPES
 from tunesmith.tasks import task_kind
 from tunesmith.train.modes.mixture import Mixture
@@ -24,7 +26,8 @@ class PerTaskAdapters(Mixture):
     def build_model(self) -> nn.Module:
         r = self.recipe
         labels = self.labels()
-        heads = {t.name: HeadSpec(t.head, labels[t.name], _pooling(t)) for t in r.tasks}
+        found = checkpoint_pooling(resolve_model(r.model_source))
+        heads = {t.name: HeadSpec(t.head, labels[t.name], _pooling(t, found)) for t in r.tasks}
         _, _, config = r.adapter_settings()
         dtype = DTYPES.get(r.model_options.dtype)
         kwargs = {"dtype": dtype} if dtype is not None else {}
@@ -38,9 +41,10 @@ class PerTaskAdapters(Mixture):
         return summary
 
 
-def _pooling(task: Any) -> str | None:
-    """A sequence head reads the first token unless told otherwise: the base's pooler stays
-    frozen under the adapters (the rule of ``head.pooling: auto``)."""
+def _pooling(task: Any, checkpoint: str | None) -> str | None:
+    """``tasks[].pooling``, else the rule of ``head.pooling: auto`` for a frozen pooler: the
+    checkpoint's own pooling (MiniLM: mean, from its sentence-transformers config), else the
+    first token."""
     if task.pooling is not None or task_kind(task.head).per_token:
         return task.pooling
-    return "cls"
+    return checkpoint or "cls"
