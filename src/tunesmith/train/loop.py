@@ -22,7 +22,12 @@ from safetensors.torch import load_file
 from safetensors.torch import load_model as load_safetensors_model
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import delete_adapter, load_adapter, load_adapter_weights
+from tunesmith.adapters import (
+    delete_adapter,
+    fusion_attention,
+    load_adapter,
+    load_adapter_weights,
+)
 from tunesmith.atomic import atomic_write_json
 from tunesmith.config import Recipe
 from tunesmith.distill.chunked import chunked_forward
@@ -271,6 +276,10 @@ def reload_best(run: Run, best: Path) -> None:
             elif main:
                 load_adapter_weights(run.raw_model, best, run.adapter[0])
         return
+    load_saved = getattr(run.raw_model, "load_saved", None)  # its own best/ layout (per-task
+    if run.adapter is None and load_saved is not None:  # adapters: adapters/pertask.py)
+        load_saved(best)
+        return
     if run.adapter is None:
         load_safetensors_model(run.raw_model, str(best / "model.safetensors"), strict=False)
         return
@@ -316,8 +325,10 @@ def finish(run: Run) -> dict[str, Any]:
     confusion = {}
     for split in ("dev", "test"):
         if run.mode.has(split):
-            with autocast(run.precision, acc.device):
+            with autocast(run.precision, acc.device), fusion_attention(run.raw_model) as fused:
                 result = run.mode.evaluate_detailed(run.raw_model, split)
+            if fused and split == "dev":  # AdapterFusion: mean attention per layer on dev
+                summary["fusion"] = fused
             summary[split] = result.metrics
             if result.confusion is not None:  # rows: gold label, columns: predicted
                 confusion[split] = {"labels": result.labels, "matrix": result.confusion}
