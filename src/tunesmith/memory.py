@@ -105,7 +105,11 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Non-reentrant activation checkpointing of every block (``use_cache`` off); frozen input
     embeddings get an output that requires grad (PEFT's ``enable_input_require_grads``)."""
     target = _checkpointable(model)
-    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(target, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if getattr(target.config, "use_cache", None):
         target.config.use_cache = False
     embeddings = target.get_input_embeddings()

@@ -8,13 +8,17 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from tunesmith.adapters import list_adapters, load_model_or_adapter, merge_and_unload
+from tunesmith.adapters import (
+    list_adapters,
+    load_model_or_adapter,
+    load_multitask,
+    merge_and_unload,
+)
 from tunesmith.config import load_recipe
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, build_task_datasets, text_format
 from tunesmith.errors import ConfigError, ModelError, TunesmithError, reading
-from tunesmith.heads import MultiHeadModel
 from tunesmith.models import is_adapter_folder, load_tokenizer
 from tunesmith.tasks import task_kind
 from tunesmith.train.evaluation import evaluate
@@ -39,8 +43,8 @@ def load_run(run_dir: str | Path):
         with reading(run_dir / "labels.json", ModelError):
             labels = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(str(best))
-    if (best / "multitask.json").is_file():  # shared encoder + one head per task
-        model = MultiHeadModel.from_pretrained(best)
+    if (best / "multitask.json").is_file():  # one head (and maybe adapter) per task
+        model = load_multitask(best)
     else:  # a plain HF folder, or an adapter run's best/ (base + adapter rebuilt)
         kwargs = {}
         if is_adapter_folder(best) and isinstance(labels, list):  # the head the adapter saved

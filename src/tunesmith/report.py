@@ -162,6 +162,29 @@ def _plot(panels: list[Panel], path: Path) -> str | None:
     return None
 
 
+def _fusion_lines(fusion: dict[str, Any], png: Path) -> list[str]:
+    """A layer x fused-adapter table of the mean attention weights, and ``fusion.png``."""
+    names, layers = fusion.get("adapters", []), fusion.get("layers", {})
+    lines = ["| layer | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(f"{w:.3f}" for w in v) + " |" for k, v in layers.items()]
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return [*lines, "", "_No plot: matplotlib is not installed._"]
+    fig = Figure(figsize=(1.2 + 0.9 * len(names), 0.8 + 0.35 * len(layers)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow([layers[k] for k in layers], vmin=0, vmax=1, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(layers)), list(layers))
+    ax.set_ylabel("layer")
+    fig.colorbar(image, ax=ax, label="attention")
+    fig.tight_layout()
+    fig.savefig(png)
+    return [*lines, "", f"![fusion attention]({png.name})"]
+
+
 def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in obj.items():
@@ -186,7 +209,7 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
 
 
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
-    own_section = {"distill", "confusion"}
+    own_section = {"distill", "confusion", "fusion"}
     rows = _flatten({k: v for k, v in summary.items() if k not in own_section})
     trainable, total = rows.get("trainable_params"), rows.get("total_params")
     if _is_number(trainable) and _is_number(total) and total:
@@ -339,6 +362,10 @@ def write_report(run_dir: Path | str, title: str | None = None) -> Path:
         confusion = _confusion_lines(summary["confusion"])
         if confusion:
             md += ["", "## Confusion matrix", *confusion]
+
+    if summary and isinstance(summary.get("fusion"), dict) and summary["fusion"]:
+        md += ["", "## AdapterFusion attention (dev mean per layer)", ""]
+        md += _fusion_lines(summary["fusion"], run_dir / "fusion.png")
 
     labels = _label_lines(run_dir)
     if labels:

@@ -8,7 +8,11 @@ Methods, each registering itself by paper name in :data:`ADAPTERS` (``tunesmith 
   merge into the base;
 * ``olora``: one LoRA per task, summed, the earlier ones frozen (:mod:`.olora`, O-LoRA's model
   side);
-* ``prefix``: prefix tuning for decoder-only models (:mod:`.prefix`).
+* ``prefix``: prefix tuning for decoder-only models (:mod:`.prefix`);
+* ``fusion``: AdapterFusion, attention over trained frozen adapters (:mod:`.fusion`).
+
+Per-task adapters on a multi-head model (one adapter and head per task on one frozen base,
+``adapter: {..., per_task: true}`` in a ``task: multi_head`` recipe) are in :mod:`.pertask`.
 
 Importing this package imports every method module below, so the tables are full. Injection is
 architecture-agnostic (forward hooks on modules found by name, per-architecture defaults in
@@ -32,6 +36,7 @@ from tunesmith.adapters.bottleneck import (
     PfeifferConfig,
 )
 from tunesmith.adapters.dora import DoraConfig
+from tunesmith.adapters.fusion import FusionConfig, fusion_attention
 from tunesmith.adapters.ia3 import IA3Config
 from tunesmith.adapters.io import (
     adapter_size_bytes,
@@ -72,6 +77,7 @@ from tunesmith.adapters.model import (
     unmerge_adapter,
 )
 from tunesmith.adapters.olora import OLoraConfig
+from tunesmith.adapters.pertask import PerTaskAdapterModel, load_multitask
 from tunesmith.adapters.prefix import PrefixConfig
 from tunesmith.adapters.targets import TARGETS, ArchTargets
 
@@ -83,12 +89,14 @@ __all__ = [
     "ArchTargets",
     "BottleneckConfig",
     "DoraConfig",
+    "FusionConfig",
     "HoulsbyConfig",
     "IA3Config",
     "LoraConfig",
     "OLoraConfig",
     "ParallelConfig",
     "PeftMapping",
+    "PerTaskAdapterModel",
     "PfeifferConfig",
     "PrefixConfig",
     "active_adapter",
@@ -108,10 +116,12 @@ __all__ = [
     "load_adapter_weights",
     "load_adapter_state_dict",
     "load_model_or_adapter",
+    "load_multitask",
     "mark_trainable",
     "merge_adapter",
     "merge_and_unload",
     "frozen_parameters",
+    "fusion_attention",
     "no_decay_parameters",
     "read_adapter_meta",
     "save_adapter",

@@ -71,12 +71,17 @@ class AdapterMethod:
     """One adapter implementation and the recipe presets (paper names) that configure it."""
 
     name: str  # the ``method`` ClassVar of its config classes
-    inject: Callable[[nn.Module, str, Any], list[str]]  # (model, adapter name, config) -> modules
+    # (model, adapter name, config) -> modules, or (modules, config as resolved) when injection
+    # fills in part of the config (fusion: the fused adapters' configs), which is then stored
+    inject: Callable[[nn.Module, str, Any], list[str] | tuple[list[str], Any]]
     presets: Mapping[str, tuple[type, str]]  # recipe ``adapter.type`` -> (config class, help)
     mergeable: bool = False  # a weight delta: its layers implement merge/unmerge
     identity_at_init: bool = True  # the adapted model equals the base model before training
     supports: Callable[[str | None], bool] = _all_architectures  # by ``config.model_type``
     peft: PeftMapping | None = None  # saved in PEFT's format (and read from it)
+    # built from other trained adapters (fusion): its config names them, so the method x
+    # architecture test matrices leave it out and its own tests cover it
+    composite: bool = False
 
 
 def register(method: AdapterMethod) -> AdapterMethod:

@@ -81,6 +81,8 @@ def add_adapter(model: nn.Module, name: str, config: Any) -> list[str]:
         for _, module, _ in slots(model):
             detach(module, name)  # leave no half-injected adapter behind
         raise
+    if isinstance(touched, tuple):  # the config as injection resolved it (fusion's members)
+        touched, config = touched
     state.adapters[name] = AdapterInfo(name, config, touched)
     set_active_adapter(model, name)
     return touched

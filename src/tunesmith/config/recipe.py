@@ -46,8 +46,8 @@ MULTI_HEAD = "multi_head"
 class Recipe:
     model: str | ModelConfig | None = fld(
         None,
-        "embedded name (minilm, smollm2), local folder or hub id, or a mapping {name, revision, "
-        "dtype, attn_implementation, trust_remote_code, quantization} "
+        "embedded name (minilm, smollm2, gemma3), local folder or hub id, or a mapping {name, "
+        "revision, dtype, attn_implementation, trust_remote_code, quantization} "
         "(may be left out when student.from_teacher builds the model)",
     )
     task: str = fld(help="task kind (see `tunesmith list`), or multi_head")
@@ -67,7 +67,8 @@ class Recipe:
         None,
         "parameter-efficient adapter, e.g. {type: lora, r: 8} or houlsby (see `tunesmith "
         "list`); tunesmith keys inside it: name (default 'default'), train_head (default: true "
-        "for classification)",
+        "for classification), per_task (task: multi_head only: one adapter of this kind per "
+        "task, each named after its task, on one frozen base)",
     )
     distill: DistillConfig | None = fld(None, "teacher for distillation terms")
     student: StudentConfig | None = fld(None, "how the student model is built (distillation)")
@@ -125,6 +126,12 @@ class Recipe:
                 f"{what} needs a teacher",
                 "add distill: {teacher: <run dir | folder | model name>}",
             )
+        if self.train.loss_chunk_tokens is not None and self.task != "causal_lm":
+            raise ConfigError(
+                "train.loss_chunk_tokens",
+                f"chunks the causal_lm loss; a {self.task} task has none to chunk",
+                "remove the key",
+            )
         if self.task_weight < 0:
             raise ConfigError("task_weight", "must be >= 0")
         if self.head.pooling != "auto" and self.task != "sequence_classification":
@@ -151,6 +158,22 @@ class Recipe:
     def adapter_settings(self) -> tuple[str, bool, Any]:
         """(adapter name, train the task head?, validated method config) of ``adapter:``."""
         spec = {"type": self.adapter} if isinstance(self.adapter, str) else dict(self.adapter)
+        per_task = spec.pop("per_task", False)
+        if not isinstance(per_task, bool):
+            raise ConfigError("adapter.per_task", f"must be true or false, got {per_task!r}")
+        if per_task and self.task != MULTI_HEAD:
+            raise ConfigError(
+                "adapter.per_task",
+                f"one adapter per task is for task: multi_head recipes, not {self.task}",
+                "remove per_task, or list the tasks under tasks: with task: multi_head",
+            )
+        if per_task and (spec.pop("train_head", True) is not True or "name" in spec):
+            raise ConfigError(
+                "adapter",
+                "with per_task: true every task's new head trains and its adapter is named "
+                "after the task",
+                "remove adapter.train_head and adapter.name",
+            )
         name = spec.pop("name", "default")
         classification = self.task in TASKS and TASKS.get(self.task).classification
         train_head = spec.pop("train_head", classification)
@@ -187,11 +210,24 @@ class Recipe:
                 )
         unsupported = ("distill", "student") if text else ("adapter", "distill", "student")
         for what in unsupported:
+            if what == "adapter" and self.per_task_adapters:
+                continue  # one adapter + head per task (adapters/pertask.py)
             if getattr(self, what) is not None:
-                raise ConfigError(what, f"is not supported with multi-task {self.task} yet")
+                raise ConfigError(
+                    what,
+                    f"is not supported with multi-task {self.task} yet",
+                    "give adapter: {..., per_task: true} for one adapter per task"
+                    if what == "adapter"
+                    else None,
+                )
         m = self.mixing
         weights = {t.name: t.weight for t in self.tasks} if m.strategy == "explicit" else None
         check_mixing(names, m.strategy, cap=m.cap, temperature=m.temperature, weights=weights)
+
+    @property
+    def per_task_adapters(self) -> bool:
+        """``adapter: {..., per_task: true}``: one adapter (and head) per task of a mixture."""
+        return isinstance(self.adapter, dict) and self.adapter.get("per_task") is True
 
     @property
     def text_to_text(self) -> bool:

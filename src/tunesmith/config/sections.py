@@ -334,6 +334,12 @@ class TrainConfig:
         "recompute each block's activations in backward instead of keeping them (less memory, "
         "about a third more compute)",
     )
+    loss_chunk_tokens: int | None = fld(
+        None,
+        "causal_lm: compute the output head and the LM losses (cross-entropy, kd, lm_kd, gkd) "
+        "this many tokens at a time, recomputed in backward, so a micro-batch's full logits "
+        "(tokens x vocabulary) are never held; same loss and gradients (null = unchunked)",
+    )
     length_grouping: bool = fld(True, "batch similar lengths together to cut padding")
     tensorboard: bool = fld(True, "also write TensorBoard scalars (when installed)")
     report_to: list[str] = fld(
@@ -351,6 +357,7 @@ class TrainConfig:
     def validate(self, path: str) -> None:
         counts = ("batch_size", "eval_batch_size", "log_every", "keep_checkpoints")
         optional = ("max_steps", "eval_every", "save_every", "early_stopping_patience")
+        optional += ("loss_chunk_tokens",)
         for name in (*counts, *optional, "generate_max_new_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from tunesmith.adapters import load_model_or_adapter
+from tunesmith.distill.chunked import forward_hidden, lm_head
 from tunesmith.errors import ModelError
 
 __all__ = [
@@ -126,6 +127,10 @@ class TeacherRunner:
     ``batch["input_ids"]`` is the same tensor object. The teacher moves to the batch's device on
     first use. ``need_hidden_states`` / ``need_attentions`` are switched on by the terms that
     use them (attentions need the eager attention implementation, set once here).
+
+    With a chunked LM loss (``train.loss_chunk_tokens``) the runner is switched to
+    :meth:`skip_head`: the teacher's logits are never built whole; :meth:`final_hidden` gives its
+    final hidden states, to which the losses apply its head chunk by chunk.
     """
 
     def __init__(self, model: nn.Module):
@@ -134,6 +139,8 @@ class TeacherRunner:
         self.need_attentions = False
         self._last_ids: torch.Tensor | None = None
         self._last_out: Any = None
+        self._last_hidden: torch.Tensor | None = None
+        self.head_skipped = False
         params = inspect.signature(model.forward).parameters
         self._accepts = {k for k in _INPUT_KEYS if k in params} | {"labels"}
 
@@ -149,8 +156,20 @@ class TeacherRunner:
                 self.model.set_attn_implementation("eager")
         self.clear()
 
+    def skip_head(self) -> None:
+        """From now on run the teacher without its output head (see the class docstring)."""
+        if not self.head_skipped:
+            self.head_skipped = True
+            self.clear()
+
     def clear(self) -> None:
-        self._last_ids, self._last_out = None, None
+        self._last_ids, self._last_out, self._last_hidden = None, None, None
+
+    def final_hidden(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's final hidden states (B, T, H) on ``batch`` (the head's input)."""
+        self.skip_head()
+        self(batch)
+        return self._last_hidden
 
     def inputs(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         keys = [k for k in _INPUT_KEYS if k in self._accepts]
@@ -167,10 +186,14 @@ class TeacherRunner:
         if device != ids.device:
             self.model.to(ids.device)
         self.model.eval()
-        out = self.model(
+        inputs = {
             **self.inputs(batch),
-            output_hidden_states=self.need_hidden_states,
-            output_attentions=self.need_attentions,
-        )
+            "output_hidden_states": self.need_hidden_states,
+            "output_attentions": self.need_attentions,
+        }
+        if self.head_skipped:
+            out, self._last_hidden = forward_hidden(self.model, lm_head(self.model).module, inputs)
+        else:
+            out = self.model(**inputs)
         self._last_ids, self._last_out = ids, out
         return out

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from tunesmith.configschema import fld
+from tunesmith.distill.chunked import ChunkedOutputs, chunked_forward, lm_head
 from tunesmith.distill.losses import (
     attention_loss,
     generalized_jsd,
@@ -98,11 +99,17 @@ class DistillTerm(ObjectiveTerm):
         return self.teacher(batch)
 
 
-def _lm_divergence(term: DistillTerm, logits, batch, beta: float, temperature: float):
-    """T^2 * divergence between next-token distributions over the trained positions."""
-    mask = lm_token_mask(batch["labels"])
-    student = logits[:, :-1]
+def _lm_divergence(term: DistillTerm, outputs, batch, beta: float, temperature: float):
+    """T^2 * divergence between next-token distributions over the trained positions.
+
+    ``outputs``: the student's model outputs; :class:`ChunkedOutputs` (``train.loss_chunk_tokens``)
+    computes the same value chunk by chunk, never holding either model's full logits."""
+    chunked = outputs.lm if isinstance(outputs, ChunkedOutputs) else None
+    labels = batch["labels"]
     if "teacher_topk_tail" in batch:  # cached top-k + tail: any beta (tunesmith.distill.topk)
+        if chunked is not None:
+            return temperature**2 * chunked.topk_tail(labels, batch, beta, temperature)
+        mask, student = lm_token_mask(labels), outputs.logits[:, :-1]
         return temperature**2 * cached_lm_divergence(student, batch, mask, beta, temperature)
     if "teacher_topk_logprobs" in batch:
         if beta != 0.0:
@@ -111,9 +118,19 @@ def _lm_divergence(term: DistillTerm, logits, batch, beta: float, temperature: f
                 "cached top-k teacher outputs without a tail bucket support forward KL only",
                 "rebuild the cache (tail buckets), or set beta: 0",
             )
-        lp, ids = batch["teacher_topk_logprobs"][:, :-1], batch["teacher_topk_ids"][:, :-1]
-        return temperature**2 * sparse_forward_kl(student, lp, ids, mask, temperature)
+        lp, ids = batch["teacher_topk_logprobs"], batch["teacher_topk_ids"]
+        if chunked is not None:
+            return temperature**2 * chunked.sparse_forward_kl(labels, lp, ids, temperature)
+        mask, student = lm_token_mask(labels), outputs.logits[:, :-1]
+        return temperature**2 * sparse_forward_kl(
+            student, lp[:, :-1], ids[:, :-1], mask, temperature
+        )
+    if chunked is not None:
+        runner = term.teacher if term.teacher is not None else term.teacher_outputs(batch)
+        hidden, head = runner.final_hidden(batch), lm_head(runner.model)
+        return temperature**2 * chunked.divergence(labels, hidden, head, beta, temperature)
     teacher = term.teacher_outputs(batch).logits[:, :-1]
+    mask, student = lm_token_mask(labels), outputs.logits[:, :-1]
     return temperature**2 * generalized_jsd(student, teacher, beta, temperature, mask)
 
 
@@ -135,7 +152,7 @@ class KDTerm(DistillTerm):
             self.setup(model)
         T = self.params.temperature
         if self._causal:
-            return _lm_divergence(self, outputs.logits, batch, 0.0, T)
+            return _lm_divergence(self, outputs, batch, 0.0, T)
         logits = outputs.logits
         cached = batch.get("teacher_logits")
         teacher = cached if cached is not None else self.teacher_outputs(batch).logits
@@ -153,9 +170,7 @@ class LMKDTerm(DistillTerm):
         temperature: float = fld(1.0, "softmax temperature T (the loss is scaled by T^2)")
 
     def loss(self, model, batch, outputs) -> torch.Tensor:
-        return _lm_divergence(
-            self, outputs.logits, batch, self.params.beta, self.params.temperature
-        )
+        return _lm_divergence(self, outputs, batch, self.params.beta, self.params.temperature)
 
 
 def _pairs(term: DistillTerm, model: nn.Module, first: int) -> list[tuple[int, int]]:
@@ -332,11 +347,12 @@ class OnPolicyTerm(DistillTerm):
         self.last_on_policy = float(torch.rand(1, generator=self.generator)) < p.lmbda
         if self.last_on_policy:
             batch = self._sample(model, batch)
-            keys = ("input_ids", "attention_mask", "position_ids")
-            logits = model(**{k: batch[k] for k in keys}).logits
-        else:
-            logits = outputs.logits
-        return _lm_divergence(self, logits, batch, p.beta, p.temperature)
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+            if isinstance(outputs, ChunkedOutputs):  # the sampled batch, chunked as well
+                outputs = chunked_forward(model, model, inputs, outputs.lm.chunk)
+            else:
+                outputs = model(**inputs)
+        return _lm_divergence(self, outputs, batch, p.beta, p.temperature)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}

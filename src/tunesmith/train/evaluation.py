@@ -24,6 +24,7 @@ from accelerate.utils import gather_object
 from torch import nn
 
 from tunesmith.data.labels import LabelVocab
+from tunesmith.distill.chunked import chunked_causal_lm_loss, forward_hidden, lm_head
 from tunesmith.errors import ConfigError
 from tunesmith.metrics import LOWER_IS_BETTER, compute_metrics, confusion_matrix
 from tunesmith.tasks import IGNORE_INDEX, task_kind
@@ -75,8 +76,30 @@ def predict_logits(
         model(**task_kind(task).model_inputs(batch))
 
 
-def _local_results(model, examples, collator, task, batch_size, accelerator):
+@torch.no_grad()
+def _chunked_nll(model, examples, collator, batch_size, accelerator, chunk: int) -> dict:
+    """Causal LM with ``train.loss_chunk_tokens``: the summed NLL without any full logits."""
+    head = lm_head(model)
+    nll, count = 0.0, 0
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for idx in eval_batches(examples, batch_size, rank, world):
+        batch = {
+            k: v.to(accelerator.device) for k, v in collator([examples[i] for i in idx]).items()
+        }
+        inputs = task_kind("causal_lm").model_inputs(batch)
+        _, hidden = forward_hidden(model, head.module, inputs)
+        y = batch["labels"]
+        n = int(y[:, 1:].ne(IGNORE_INDEX).sum())
+        nll += float(chunked_causal_lm_loss(hidden, y, head, chunk)) * n
+        count += n
+    return {"preds": [], "labels": [], "nll": nll, "count": count}
+
+
+def _local_results(model, examples, collator, task, batch_size, accelerator, chunk=None):
     kind = task_kind(task)
+    if chunk is not None and task == "causal_lm":
+        return _chunked_nll(model, examples, collator, batch_size, accelerator, chunk)
     preds, labels, nll, count = [], [], 0.0, 0
     for _, batch, logits in predict_logits(
         model,
@@ -123,14 +146,17 @@ def evaluate_detailed(
     vocab: LabelVocab | None,
     accelerator: Accelerator,
     batch_size: int,
+    loss_chunk_tokens: int | None = None,
 ) -> Evaluation:
-    """:func:`evaluate`, with the confusion matrix where the task has one (all processes call it)."""
+    """:func:`evaluate`, with the confusion matrix where the task has one (all processes call it).
+    ``loss_chunk_tokens``: a causal LM's mean NLL chunk by chunk, without the full logits."""
     if any("labels" not in ex for ex in examples[:1]):
         raise ValueError("evaluation needs labelled examples")
     was_training = model.training
-    parts = gather_object(
-        [_local_results(model, examples, collator, task, batch_size, accelerator)]
+    local = _local_results(
+        model, examples, collator, task, batch_size, accelerator, loss_chunk_tokens
     )
+    parts = gather_object([local])
     model.train(was_training)
     preds = [p for part in parts for p in part["preds"]]
     labels = [y for part in parts for y in part["labels"]]

@@ -22,9 +22,15 @@ from safetensors.torch import load_file
 from safetensors.torch import load_model as load_safetensors_model
 from tqdm.auto import tqdm
 
-from tunesmith.adapters import delete_adapter, load_adapter, load_adapter_weights
+from tunesmith.adapters import (
+    delete_adapter,
+    fusion_attention,
+    load_adapter,
+    load_adapter_weights,
+)
 from tunesmith.atomic import atomic_write_json
 from tunesmith.config import Recipe
+from tunesmith.distill.chunked import chunked_forward
 from tunesmith.errors import TrainingError
 from tunesmith.objectives import combine
 from tunesmith.optim import clip_gradients
@@ -61,8 +67,14 @@ def forward_loss(
     model's head (``{"task": name}``; empty for a single model)."""
     with autocast(run.precision, run.accelerator.device):
         extra = {k: v for term in run.terms for k, v in term.forward_kwargs().items()}
-        outputs = run.model(**model_inputs(task, batch), **extra, **head)
-        loss = task_loss(task, outputs.logits, batch["labels"])
+        inputs = {**model_inputs(task, batch), **extra, **head}
+        if run.recipe.train.loss_chunk_tokens:  # causal LM: head + loss per chunk of tokens
+            chunk = run.recipe.train.loss_chunk_tokens
+            outputs = chunked_forward(run.model, run.raw_model, inputs, chunk, run.terms)
+            loss = outputs.lm.loss(batch["labels"])
+        else:
+            outputs = run.model(**inputs)
+            loss = task_loss(task, outputs.logits, batch["labels"])
         return combine(loss, run.terms, run.raw_model, batch, outputs, run.recipe.task_weight)
 
 
@@ -264,6 +276,10 @@ def reload_best(run: Run, best: Path) -> None:
             elif main:
                 load_adapter_weights(run.raw_model, best, run.adapter[0])
         return
+    load_saved = getattr(run.raw_model, "load_saved", None)  # its own best/ layout (per-task
+    if run.adapter is None and load_saved is not None:  # adapters: adapters/pertask.py)
+        load_saved(best)
+        return
     if run.adapter is None:
         load_safetensors_model(run.raw_model, str(best / "model.safetensors"), strict=False)
         return
@@ -309,8 +325,10 @@ def finish(run: Run) -> dict[str, Any]:
     confusion = {}
     for split in ("dev", "test"):
         if run.mode.has(split):
-            with autocast(run.precision, acc.device):
+            with autocast(run.precision, acc.device), fusion_attention(run.raw_model) as fused:
                 result = run.mode.evaluate_detailed(run.raw_model, split)
+            if fused and split == "dev":  # AdapterFusion: mean attention per layer on dev
+                summary["fusion"] = fused
             summary[split] = result.metrics
             if result.confusion is not None:  # rows: gold label, columns: predicted
                 confusion[split] = {"labels": result.labels, "matrix": result.confusion}

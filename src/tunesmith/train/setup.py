@@ -142,7 +142,7 @@ def write_run_files(check: RunCheck, recipe: Recipe, labels: Labels) -> None:
 
 def attach_adapter(recipe: Recipe, model: nn.Module) -> tuple[str, bool] | None:
     """Inject the recipe's adapter and leave only it (and the head, if asked) trainable."""
-    if recipe.adapter is None:
+    if recipe.adapter is None or recipe.per_task_adapters:  # per task: the mode built them
         return None
     name, train_head, config = recipe.adapter_settings()
     if name in list_adapters(model):  # the model is an adapter run: go on training its adapter

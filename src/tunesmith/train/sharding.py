@@ -73,7 +73,10 @@ def shard_model(
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for block in block_modules(model):
         fully_shard(block, mesh=mesh, reshard_after_forward=reshard)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+    # The root (embeddings, final norm, output head) stays gathered from forward to backward:
+    # backward needs it at once, and the chunked LM loss (train.loss_chunk_tokens) calls the
+    # head again outside the forward, in the backward's recompute.
+    fully_shard(model, mesh=mesh, reshard_after_forward=False)
     sharded = dict(model.named_parameters(remove_duplicate=False))
 
     def swap(p: torch.Tensor) -> torch.Tensor:

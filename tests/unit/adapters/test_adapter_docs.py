@@ -12,7 +12,12 @@ BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), fla
 
 
 # what each example prints, in order
-PRINTS = ["trainable%:", "was saved from base model"]
+PRINTS = [
+    "trainable%:",
+    "was saved from base model",
+    "fusion attention per layer:",
+    "per-example logits:",
+]
 
 
 def test_the_doc_has_the_examples():

@@ -83,8 +83,12 @@ def write_recipes(root: Path) -> dict[str, Path]:
         "optim": {"lr": 1e-2, "warmup_steps": 1},
         "train": {"batch_size": 4, **TRAIN, "max_steps": 2},
     }
+    # the same LoRA run through the chunked LM loss and gradient checkpointing (the head is called
+    # outside the sharded model's forward, again in the backward's recompute)
+    chunked = {**lora, "train": {**lora["train"], "loss_chunk_tokens": 8}}
+    chunked["train"]["gradient_checkpointing"] = True
     paths = {}
-    for name, recipe in (("full", full), ("lora", lora)):
+    for name, recipe in (("full", full), ("lora", lora), ("lora-chunked", chunked)):
         paths[name] = root / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump(recipe))
     return paths
@@ -109,7 +113,9 @@ def launched(tmp_path_factory):
         "killed": Launch(
             "killed", root, torchrun(str(root / "interrupt.py"), str(recipes["full"]), "{out}", "3")
         ),
-        "lora": Launch("lora", root, torchrun(*cli, str(recipes["lora"]), "--output-dir", "{out}")),
+        "lora": Launch(
+            "lora", root, torchrun(*cli, str(recipes["lora-chunked"]), "--output-dir", "{out}")
+        ),
     }
     for launch, port in zip(launches.values(), free_ports(len(launches)), strict=True):
         launch.start(port)
@@ -117,6 +123,9 @@ def launched(tmp_path_factory):
         one = load_recipe(recipes["full"])
         one.train.batch_size = 8
         train(one, root / "one-process")
+        one_lora = load_recipe(recipes["lora"])  # unchunked, no checkpointing
+        one_lora.train.batch_size = 8
+        train(one_lora, root / "one-process-lora")
     except BaseException:
         for launch in launches.values():
             launch.kill()
@@ -180,7 +189,7 @@ def test_killed_fsdp_run_resumes_exactly(launched):
         close(load_file(str(killed / name)), load_file(str(root / "fsdp" / name)), 0.0)
 
 
-def test_fsdp_lora_run_saves_a_peft_adapter(launched):
+def test_fsdp_lora_run_with_chunked_loss_saves_a_peft_adapter(launched):
     launched["launches"]["lora"].finished()
     best = launched["root"] / "lora" / "best"
     config = json.loads((best / "adapter_config.json").read_text())
@@ -191,6 +200,8 @@ def test_fsdp_lora_run_saves_a_peft_adapter(launched):
     assert all(tensors[k].shape[1] == 4 for k in lora_b)  # full (gathered), not one shard
     assert any(tensors[k].abs().sum() > 0 for k in lora_b)  # B starts at zero: it trained
     assert not (best / "model.safetensors").exists()  # adapter-only
+    one = launched["root"] / "one-process-lora" / "best" / "adapter_model.safetensors"
+    close(tensors, load_file(str(one)), 1e-5)  # chunked + checkpointed + sharded = plain
 
 
 def test_fsdp_refuses_gradual_unfreezing(tmp_path):

@@ -25,6 +25,7 @@ from torch import nn
 
 from tunesmith.adapters import load_model_or_adapter
 from tunesmith.configschema import fld
+from tunesmith.distill.chunked import ChunkedOutputs
 from tunesmith.distill.losses import generalized_jsd, hinton_kd_loss, lm_token_mask
 from tunesmith.distill.topk import cached_lm_divergence
 from tunesmith.errors import ConfigError
@@ -97,6 +98,8 @@ class LwFTerm(ContinualTerm):
     def loss(self, model, batch, outputs) -> torch.Tensor:
         if self.cached and "teacher_topk_tail" in batch:
             mask, T = lm_token_mask(batch["labels"]), self.params.temperature
+            if isinstance(outputs, ChunkedOutputs):  # train.loss_chunk_tokens
+                return T**2 * outputs.lm.topk_tail(batch["labels"], batch, 0.0, T)
             return T**2 * cached_lm_divergence(outputs.logits[:, :-1], batch, mask, 0.0, T)
         if self.previous is None:
             return torch.zeros((), device=device_of(model))

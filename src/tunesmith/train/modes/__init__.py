@@ -12,12 +12,14 @@ from tunesmith.config import Recipe
 from tunesmith.errors import ConfigError
 from tunesmith.train.modes.base import Labels, Plan, RunMode
 from tunesmith.train.modes.mixture import Mixture, TaskMixture
+from tunesmith.train.modes.pertask import PerTaskAdapters
 from tunesmith.train.modes.single import SingleTask
 from tunesmith.train.modes.text_to_text import TextToText
 
 __all__ = [
     "Labels",
     "Mixture",
+    "PerTaskAdapters",
     "Plan",
     "RunMode",
     "SingleTask",
@@ -45,6 +47,8 @@ def build_mode(
         )
     if recipe.text_to_text:
         return TextToText.build(recipe, tokenizer, accelerator, datasets=datasets)
+    if recipe.per_task_adapters:  # one adapter + head per task on a frozen base
+        return PerTaskAdapters.build(recipe, tokenizer, accelerator, datasets=datasets)
     if recipe.tasks:
         return Mixture.build(recipe, tokenizer, accelerator, datasets=datasets)
     return SingleTask.build(recipe, tokenizer, accelerator, datasets=datasets)

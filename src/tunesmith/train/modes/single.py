@@ -106,6 +106,7 @@ class SingleTask(RunMode):
             self.data.vocab,
             self.accelerator,
             self.recipe.train.eval_batch_size,
+            self.recipe.train.loss_chunk_tokens,
         )
 
     def labels(self) -> Labels:
