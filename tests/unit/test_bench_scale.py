@@ -88,7 +88,7 @@ def test_plan_selection(bench):
     more = run.build_plan(_args(repeats=5, cases=["smollm2_lora"]))
     assert {reps for *_, reps in more} == {5, 1}  # only the repeated rows change
     assert all(case == "smollm2_lora" for case, *_ in more)
-    assert 30 * 60 < run.estimate_s(run.PLAN, 10) < 45 * 60  # the documented ~40 min budget
+    assert 30 * 60 < run.estimate_s(run.PLAN, 10) < 50 * 60  # the documented ~45 min budget
 
 
 def test_flop_count_on_a_tied_model(bench):
