@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tunesmith.config import parse_recipe
-from tunesmith.config.sections import TrainConfig
+from tunesmith.config.training import TrainConfig
 from tunesmith.testing import tiny_config
 
 HERE = Path(__file__).resolve().parents[2] / "benchmarks" / "scale"

@@ -1,9 +1,10 @@
 """Recipes, typed and validated at the edge (the config layer; imports only core).
 
-:mod:`.recipe` is the whole run (:class:`Recipe`, :func:`load_recipe`), :mod:`.sections` its
-sections as dataclasses with help text, :mod:`.checks` the checks that look methods up in the core
-registries, :mod:`.sources` the checks of ``model`` / ``distill.teacher`` paths (no model loads).
-Everything is importable from here.
+:mod:`.recipe` is the whole run (:class:`Recipe`, :func:`load_recipe`); :mod:`.sections` (what is
+trained on) and :mod:`.training` (how it is trained) its sections as dataclasses with help text;
+:mod:`.files` the recipe's paths (resolved beside the recipe) and the checks that its files exist;
+:mod:`.checks` the checks that look methods up in the core registries; :mod:`.sources` the checks
+of ``model`` / ``distill.teacher`` paths (no model loads). Everything is importable from here.
 """
 
 from tunesmith.config.checks import (
@@ -13,34 +14,35 @@ from tunesmith.config.checks import (
     check_mixing,
     check_weights,
 )
+from tunesmith.config.files import check_files, check_model_sources, resolve_recipe_paths
 from tunesmith.config.recipe import (
     MULTI_HEAD,
     Recipe,
-    check_files,
-    check_model_sources,
     dump_recipe,
     load_recipe,
     parse_recipe,
     read_yaml_mapping,
-    resolve_recipe_paths,
 )
 from tunesmith.config.sections import (
     DataConfig,
     DistillConfig,
     FromTeacherConfig,
-    GradualUnfreezeConfig,
     HeadConfig,
     MixingConfig,
     ObjectiveConfig,
-    OptimConfig,
     SplitSource,
     StudentConfig,
     TaskConfig,
     TextConfig,
+)
+from tunesmith.config.sources import ModelConfig
+from tunesmith.config.training import (
+    DistributedConfig,
+    GradualUnfreezeConfig,
+    OptimConfig,
     TrainConfig,
     TransferConfig,
 )
-from tunesmith.config.sources import ModelConfig
 from tunesmith.configschema import fld
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "MULTI_HEAD",
     "DataConfig",
     "DistillConfig",
+    "DistributedConfig",
     "FromTeacherConfig",
     "GradualUnfreezeConfig",
     "HeadConfig",
