@@ -4,17 +4,17 @@
 ``model: smollm2`` to SmolLM2-135M-Instruct, converted once from the packaged GGUF into a cached
 safetensors folder (see ``MODELS.md``); anything else is a local folder or a hub id. Task kinds
 name their transformers Auto class (:mod:`tunesmith.tasks`); an architecture without a head for
-the task is a :class:`~tunesmith.errors.ModelError` that names the tasks it does support.
+the task is a :class:`~tunesmith.errors.ModelError` that names the tasks it does support. The
+``from_pretrained`` keywords and load errors are in :mod:`tunesmith.loadopts`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,14 @@ from transformers import (
 from tunesmith.config.sources import only_pickle_weights
 from tunesmith.embedded import EMBEDDED, embedded_name
 from tunesmith.errors import ModelError
+from tunesmith.loadopts import (
+    hub_options,
+    load_errors,
+    log_new_weights,
+    quantization_options,
+    quiet_load_report,
+    with_attention,
+)
 from tunesmith.paths import hub_offline, looks_like_path
 from tunesmith.pooling import CONFIG_KEY, apply_pooling, current_pooling
 from tunesmith.tasks import TASKS, task_kind
@@ -115,37 +123,6 @@ def is_adapter_folder(path: str | os.PathLike[str]) -> bool:
     return not (path / "config.json").is_file() and any((path / f).is_file() for f in ADAPTER_FILES)
 
 
-@contextlib.contextmanager
-def _load_errors(name: str, resolved: str) -> Iterator[None]:
-    """Turn transformers' OSError/ValueError for an unloadable model into a ModelError."""
-    try:
-        yield
-    except (OSError, ValueError) as exc:
-        if "trust_remote_code" in str(exc):
-            raise ModelError(
-                f"model {name!r} needs Python code it ships itself (its config's auto_map names "
-                "modeling files), which transformers would download and execute with your "
-                f"rights; tunesmith refuses that unless the recipe says model: {{name: {name}, "
-                "trust_remote_code: true}} (read the code first)"
-            ) from exc
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if Path(resolved).exists():
-            raise ModelError(
-                f"cannot load model {name!r} from {resolved}: {reason} (is it a folder written "
-                "by save_pretrained, with config.json, weights and tokenizer files?)"
-            ) from exc
-        hub = (
-            "HF_HUB_OFFLINE is set, so the model hub is not asked and it is not in the local cache"
-            if hub_offline()
-            else "the model hub is unreachable or has no such id"
-        )
-        raise ModelError(
-            f"cannot load model {name!r}: it is neither an embedded model nor a local folder, and "
-            f"{hub} ({reason}); use an embedded model ({', '.join(EMBEDDED.names())}) or a local "
-            "folder"
-        ) from exc
-
-
 # ---------------------------------------------------------------------------------------------
 # Tasks, tokenizers, models
 
@@ -166,8 +143,8 @@ def load_tokenizer(
     ``revision`` / ``trust_remote_code``: as for :func:`load_model`."""
     name = os.fspath(name_or_path)
     resolved = resolve_model(name)
-    hub = _hub_options(name, resolved, revision, trust_remote_code)
-    with _load_errors(name, resolved):
+    hub = hub_options(name, resolved, revision, trust_remote_code)
+    with load_errors(name, resolved):
         tokenizer = AutoTokenizer.from_pretrained(resolved, **hub)
     if tokenizer.pad_token is None:
         fallback = tokenizer.eos_token or tokenizer.unk_token
@@ -220,10 +197,10 @@ def load_model(
         )
     if not from_scratch:
         refuse_pickled_weights(resolved, name)
-    hub = _hub_options(name, resolved, revision, trust_remote_code)
+    hub = hub_options(name, resolved, revision, trust_remote_code)
     config, relabelled = _task_config(name, resolved, task, num_labels, id2label, label2id, hub)
     extra = {**hub, **quantization_options(quantization, name)}
-    attention = _with_sdpa if attn_implementation is None else _with_attention(attn_implementation)
+    attention = with_attention(attn_implementation)
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
             torch.manual_seed(init_seed)
@@ -235,7 +212,7 @@ def load_model(
             )
             logger.info("built %s for %s from scratch (random init)", type(model).__name__, name)
         else:
-            with _load_errors(name, resolved), _quiet_load_report():
+            with load_errors(name, resolved), quiet_load_report():
                 model, info = attention(
                     lambda **kw: auto_cls.from_pretrained(
                         resolved,
@@ -248,7 +225,7 @@ def load_model(
                         **kw,
                     )
                 )
-            _log_new_weights(model, name, info, restored)
+            log_new_weights(model, name, info, restored)
     model.config.name_or_path = name
     restore_pooling(model)
     return model
@@ -274,7 +251,7 @@ def _task_config(
     """The checkpoint's config with the task's labels, and whether the head's size changed.
     A :class:`ModelError` when the architecture has no head for ``task``."""
     kind = task_kind(task)
-    with _load_errors(name, resolved):
+    with load_errors(name, resolved):
         config = AutoConfig.from_pretrained(resolved, **(hub or {}))
     if type(config) not in kind.auto_class._model_mapping:
         supported = ", ".join(supported_tasks(config)) or "none of " + ", ".join(TASKS.names())
@@ -315,123 +292,6 @@ def _apply_labels(
         if num_labels < 1:
             raise ModelError(f"num_labels must be >= 1, got {num_labels}")
         config.num_labels = num_labels
-
-
-def _hub_options(
-    name: str, resolved: str, revision: str | None, trust_remote_code: bool
-) -> dict[str, Any]:
-    """``from_pretrained`` keywords for ``revision`` / ``trust_remote_code``; a revision of a
-    local folder (or an embedded model) is a :class:`ModelError`: a folder has one version."""
-    if revision is not None and Path(resolved).exists():
-        raise ModelError(
-            f"model {name!r} is a local folder ({resolved}); revision {revision!r} applies to "
-            "hub ids only: remove it, or check the wanted version out into the folder"
-        )
-    out: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if revision is not None:
-        out["revision"] = revision
-    return out
-
-
-def quantization_options(quantization: str | None, name: str) -> dict[str, Any]:
-    """``from_pretrained`` keywords for a 4-bit NF4 base (QLoRA); one-line errors without CUDA
-    or bitsandbytes."""
-    if quantization is None:
-        return {}
-    if quantization != "4bit":
-        raise ModelError(f"model.quantization {quantization!r}: only 4bit is supported")
-    if not torch.cuda.is_available():
-        raise ModelError(
-            f"model {name!r}: a 4-bit base (model.quantization: 4bit) needs a CUDA GPU "
-            "(bitsandbytes); on a CPU use model.dtype: bf16 with an adapter instead"
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
-    except ImportError as exc:
-        raise ModelError(
-            f"model.quantization: 4bit needs the bitsandbytes package ({exc}); pip install "
-            "bitsandbytes"
-        ) from None
-    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute,
-    )
-    return {"quantization_config": config, "device_map": {"": torch.cuda.current_device()}}
-
-
-def _with_attention(implementation: str) -> Any:
-    """A builder caller with the attention backend the recipe names (no fallback)."""
-    return lambda build: build(attn_implementation=implementation)
-
-
-def _with_sdpa(build: Any) -> Any:
-    """Call ``build(attn_implementation="sdpa")``, or ``build()`` where SDPA is unsupported."""
-    try:
-        return build(attn_implementation="sdpa")
-    except (ValueError, ImportError) as exc:
-        if "sdpa" not in str(exc).lower() and "attention" not in str(exc).lower():
-            raise
-        return build()
-
-
-class _DropLoadReport(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "LOAD REPORT" not in str(record.msg)
-
-
-@contextlib.contextmanager
-def _quiet_load_report() -> Iterator[None]:
-    """Hide transformers' multi-line "newly initialized weights" table (we log one line)."""
-    modeling_logger = logging.getLogger("transformers.modeling_utils")
-    report_filter = _DropLoadReport()
-    modeling_logger.addFilter(report_filter)
-    try:
-        yield
-    finally:
-        modeling_logger.removeFilter(report_filter)
-
-
-def _log_new_weights(
-    model: PreTrainedModel, name: str, info: dict[str, Any], restored: Sequence[str] = ()
-) -> None:
-    params = dict(model.named_parameters(remove_duplicate=False))
-    new = sorted(set(info.get("missing_keys", ())) | set(info.get("mismatched_keys", ())))
-    new = [key if isinstance(key, str) else key[0] for key in new]
-    new = [key for key in new if not any(key.startswith(f"{m}.") for m in restored)]
-    n_new = sum(params[key].numel() for key in new if key in params)
-    total = sum(p.numel() for p in model.parameters())
-    shown = ", ".join(new[:4]) + (", ..." if len(new) > 4 else "")
-    if n_new:
-        logger.info(
-            "loaded %s from %r: %s new parameters randomly initialised (%s)",
-            type(model).__name__,
-            name,
-            f"{n_new:,}",
-            shown,
-        )
-    if n_new > total / 2:
-        logger.warning(
-            "%s of %s parameters of %r were not in the checkpoint; is it the right model?",
-            f"{n_new:,}",
-            f"{total:,}",
-            name,
-        )
-    unexpected = info.get("unexpected_keys") or ()
-    if unexpected:
-        prefix = f"{getattr(model, 'base_model_prefix', '')}."
-        parts = sorted({k.removeprefix(prefix).split(".")[0] for k in unexpected})
-        logger.info(
-            "%r: left out %d checkpoint tensors of parts %s has no use for (%s): normal when a "
-            "pretrained model gets a task head (e.g. its pretraining heads or pooler)",
-            name,
-            len(unexpected),
-            type(model).__name__,
-            ", ".join(parts[:4]) + (", ..." if len(parts) > 4 else ""),
-        )
 
 
 def align_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int | None:
