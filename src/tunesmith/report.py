@@ -14,8 +14,8 @@ Inputs, all in the run directory:
 * ``labels.json`` (optional) — the label list (``{task: labels}`` for several tasks), shown as a
   table of class ids and labels, with the recipe's ``data.label_names`` beside them.
 
-matplotlib is imported lazily and drawn with the Agg canvas (no display, no pyplot state); without
-it the report is still written and says why it has no curves.
+The figures (``curves.png``, ``fusion.png``) are drawn by :mod:`tunesmith.figures`; without
+matplotlib the report is still written and says why it has no curves.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import yaml
 
 from tunesmith.atomic import atomic_write_text
 from tunesmith.errors import DataError
+from tunesmith.figures import Panel, Series, fusion_lines, plot_curves
 
 __all__ = ["METRICS_FILE", "read_metrics", "write_report"]
 
@@ -40,10 +41,6 @@ METRICS_FILE = "metrics.jsonl"
 TRAIN_SPLIT = "train"
 _RECORD_KEYS = {"step", "epoch", "split", "time"}
 _LR_KEYS = ("lr", "learning_rate")
-
-# A panel is (title, [(legend label, steps, values), ...]).
-Series = tuple[str, list[float], list[float]]
-Panel = tuple[str, list[Series]]
 
 
 def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
@@ -134,55 +131,6 @@ def _panels(records: list[dict[str, Any]]) -> list[Panel]:
         lines = [s for s in [_series(records, x, metric) for x in splits] if s]
         panels.append((metric, lines))
     return panels
-
-
-def _plot(panels: list[Panel], path: Path) -> str | None:
-    """Draw the panels into ``path``; returns why not when matplotlib is unavailable."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return "matplotlib is not installed (`pip install matplotlib`)"
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.5 * ncols, 3.2 * nrows), dpi=100)
-    FigureCanvasAgg(fig)
-    for i, (title, lines) in enumerate(panels):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        for label, steps, values in lines:
-            marker = "o" if label != TRAIN_SPLIT or len(steps) == 1 else None
-            ax.plot(steps, values, label=label, marker=marker, markersize=3, linewidth=1.2)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    return None
-
-
-def _fusion_lines(fusion: dict[str, Any], png: Path) -> list[str]:
-    """A layer x fused-adapter table of the mean attention weights, and ``fusion.png``."""
-    names, layers = fusion.get("adapters", []), fusion.get("layers", {})
-    lines = ["| layer | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += [f"| {k} | " + " | ".join(f"{w:.3f}" for w in v) + " |" for k, v in layers.items()]
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return [*lines, "", "_No plot: matplotlib is not installed._"]
-    fig = Figure(figsize=(1.2 + 0.9 * len(names), 0.8 + 0.35 * len(layers)), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow([layers[k] for k in layers], vmin=0, vmax=1, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(layers)), list(layers))
-    ax.set_ylabel("layer")
-    fig.colorbar(image, ax=ax, label="attention")
-    fig.tight_layout()
-    fig.savefig(png)
-    return [*lines, "", f"![fusion attention]({png.name})"]
 
 
 def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -365,7 +313,7 @@ def write_report(run_dir: Path | str, title: str | None = None) -> Path:
 
     if summary and isinstance(summary.get("fusion"), dict) and summary["fusion"]:
         md += ["", "## AdapterFusion attention (dev mean per layer)", ""]
-        md += _fusion_lines(summary["fusion"], run_dir / "fusion.png")
+        md += fusion_lines(summary["fusion"], run_dir / "fusion.png")
 
     labels = _label_lines(run_dir)
     if labels:
@@ -373,7 +321,11 @@ def write_report(run_dir: Path | str, title: str | None = None) -> Path:
 
     md += ["", "## Curves", ""]
     panels = _panels(records)
-    why_not = _plot(panels, run_dir / "curves.png") if panels else "nothing to plot yet"
+    why_not = (
+        plot_curves(panels, run_dir / "curves.png", line_only=TRAIN_SPLIT)
+        if panels
+        else "nothing to plot yet"
+    )
     md.append(f"_No curves: {why_not}._" if why_not else "![training curves](curves.png)")
 
     config = run_dir / "config.yaml"

@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("adapters", {"adapters"}),
     ("objectives", {"objectives", "distill"}),
-    ("train", {"train", "report"}),
+    ("train", {"train", "report", "figures"}),
     ("drivers", {"continual", "predict", "push"}),
     ("api", {"cli", "tuner", "__main__", "__init__"}),
 ]

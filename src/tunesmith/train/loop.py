@@ -1,7 +1,7 @@
 """The one training loop: every technique plugs in as data, model changes or objective terms.
 
-Per optimiser step: forward each micro-batch, task loss + weighted extra terms, backward
-(gradients accumulate), clip, AdamW step, schedule step. Evaluation on dev every N steps keeps
+Per optimiser step (:mod:`tunesmith.train.step`): forward each micro-batch, task loss + weighted
+extra terms, backward (gradients accumulate), clip, AdamW step, schedule step. Evaluation on dev every N steps keeps
 the best model; checkpoints make a killed run resumable with the same final weights.
 
 What kind of run it is (one task, a multi-head mixture, text-to-text) is behind ``run.mode``
@@ -11,12 +11,10 @@ of the run exports; the loop itself has no branch on it.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate.utils import gather_object
 from safetensors.torch import load_file
 from safetensors.torch import load_model as load_safetensors_model
@@ -30,14 +28,10 @@ from tunesmith.adapters import (
 )
 from tunesmith.atomic import atomic_write_json
 from tunesmith.config import Recipe
-from tunesmith.distill.chunked import chunked_forward
 from tunesmith.errors import TrainingError
-from tunesmith.objectives import combine
-from tunesmith.optim import clip_gradients
 from tunesmith.pooling import current_pooling
 from tunesmith.precision import autocast
 from tunesmith.report import write_report
-from tunesmith.tasks import model_inputs, task_loss
 from tunesmith.train.callbacks import CallbackList, callback_stop, stopped_summary, train_info
 from tunesmith.train.checkpoint import (
     find_checkpoint,
@@ -53,75 +47,12 @@ from tunesmith.train.modelcard import write_model_card
 from tunesmith.train.runfolder import RunLock, disk_bytes, trim_metrics
 from tunesmith.train.setup import Run, make_accelerator, setup_run
 from tunesmith.train.sharding import copy_weights, full_weights, state_bytes
+from tunesmith.train.step import optimizer_step
 from tunesmith.train.trackers import open_trackers
 
 
 class Interrupted(Exception):
     """Raised by ``interrupt_at_step`` (tests simulate a killed run with it)."""
-
-
-def forward_loss(
-    run: Run, batch: dict[str, torch.Tensor], task: str, head: dict[str, Any]
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Task loss + terms for one micro-batch of task kind ``task``; ``head`` picks a multi-head
-    model's head (``{"task": name}``; empty for a single model)."""
-    with autocast(run.precision, run.accelerator.device):
-        extra = {k: v for term in run.terms for k, v in term.forward_kwargs().items()}
-        inputs = {**model_inputs(task, batch), **extra, **head}
-        if run.recipe.train.loss_chunk_tokens:  # causal LM: head + loss per chunk of tokens
-            chunk = run.recipe.train.loss_chunk_tokens
-            outputs = chunked_forward(run.model, run.raw_model, inputs, chunk, run.terms)
-            loss = outputs.lm.loss(batch["labels"])
-        else:
-            outputs = run.model(**inputs)
-            loss = task_loss(task, outputs.logits, batch["labels"])
-        return combine(loss, run.terms, run.raw_model, batch, outputs, run.recipe.task_weight)
-
-
-def optimizer_step(run: Run, micro_batches: list[list[int]]) -> dict[str, float]:
-    """Accumulate gradients over the micro-batches, clip, step. Returns logging values."""
-    acc, examples = run.accelerator, run.mode.train_examples
-    parts_sum: dict[str, float] = {}
-    tokens = 0
-    for i, idx in enumerate(micro_batches):
-        batch = {k: v.to(acc.device) for k, v in run.collator([examples[j] for j in idx]).items()}
-        tokens += int(batch["attention_mask"].sum())
-        last = i == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if last else acc.no_sync(run.model)
-        with sync:
-            loss, parts = forward_loss(run, batch, *run.mode.route(examples[idx[0]]))
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"non-finite loss ({float(loss.detach())}) at step {run.state.step + 1}; the last good "
-                    f"checkpoint is kept in {run.run_dir / 'checkpoints'} (hint: lower optim.lr, "
-                    "set optim.max_grad_norm, or use precision: fp32)"
-                )
-            scaled = loss / len(micro_batches)
-            acc.backward(run.scaler.scale(scaled) if run.scaler else scaled)
-        for key, value in parts.items():
-            parts_sum[key] = parts_sum.get(key, 0.0) + value / len(micro_batches)
-    trainable = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
-    if run.scaler:  # fp16: project and clip the true gradients
-        run.scaler.unscale_(run.optimizer)
-    for term in run.terms:  # gradient surgery (A-GEM's projection) before clipping
-        term.adjust_gradients(run.raw_model, trainable)
-    grad_norm = clip_gradients(trainable, run.recipe.optim.max_grad_norm)
-    if step_optimizer(run):
-        run.scheduler.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    return {**parts_sum, "grad_norm": float(grad_norm), "tokens": tokens}
-
-
-def step_optimizer(run: Run) -> bool:
-    """The optimizer step; with fp16 loss scaling, skipped when the gradients overflowed (the
-    scale drops and the schedule waits). Returns whether the weights changed."""
-    if run.scaler is None:
-        run.optimizer.step()
-        return True
-    scale = run.scaler.get_scale()
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    return run.scaler.get_scale() >= scale
 
 
 def best_meta(run: Run, metrics: dict[str, float]) -> dict[str, Any]:

@@ -147,9 +147,9 @@ def test_gradual_unfreezing_opens_one_group_every_n_steps(tiny_models, tiny_data
 
 
 def test_nan_loss_stops_with_clear_error(tiny_models, tiny_data, tmp_path, monkeypatch):
-    import tunesmith.train.loop as loop
+    import tunesmith.train.step as step
 
-    monkeypatch.setattr(loop, "task_loss", lambda task, logits, labels: logits.sum() * float("nan"))
+    monkeypatch.setattr(step, "task_loss", lambda task, logits, labels: logits.sum() * float("nan"))
     recipe = make_recipe(
         tiny_models["bert", "sequence_classification"],
         "sequence_classification",

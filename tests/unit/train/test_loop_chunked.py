@@ -7,7 +7,7 @@ import pytest
 from tunesmith.config import parse_recipe
 from tunesmith.distill.chunked import chunked_forward
 from tunesmith.errors import ConfigError
-from tunesmith.train import evaluation, loop
+from tunesmith.train import evaluation, step
 from tunesmith.train.loop import train
 
 from .conftest import make_recipe
@@ -35,7 +35,7 @@ def run_twice(tmp_path, monkeypatch, model_dir, tiny_data, **over):
         calls.append(args[3])
         return chunked_forward(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "chunked_forward", counted)
+    monkeypatch.setattr(step, "chunked_forward", counted)
     evals = []
     nll = evaluation._chunked_nll
     monkeypatch.setattr(evaluation, "_chunked_nll", lambda *a: evals.append(a[-1]) or nll(*a))

@@ -6,8 +6,9 @@ import torch
 
 from tunesmith.adapters.loading import load_model_or_adapter
 from tunesmith.memory import parameter_bytes
-from tunesmith.train.loop import optimizer_step, train
+from tunesmith.train.loop import train
 from tunesmith.train.setup import make_accelerator, setup_run
+from tunesmith.train.step import optimizer_step
 
 from .conftest import make_recipe
 

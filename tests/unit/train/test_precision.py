@@ -10,8 +10,9 @@ import tunesmith.precision as precision
 import tunesmith.train.setup as setup
 from tunesmith.errors import ConfigError
 from tunesmith.precision import autocast, resolve_precision
-from tunesmith.train.loop import Interrupted, step_optimizer, train
+from tunesmith.train.loop import Interrupted, train
 from tunesmith.train.runfolder import RunFolderError
+from tunesmith.train.step import step_optimizer
 
 from .conftest import make_recipe
 
