@@ -78,7 +78,24 @@ def linear_shape(module: nn.Module) -> tuple[int, int, bool]:
     raise TypeError(f"{type(module).__name__} is not nn.Linear or Conv1D")
 
 
-class LoraLayer(AdapterLayer):
+class DeltaLayer(AdapterLayer):
+    """A layer whose whole effect is an additive weight delta (LoRA, O-LoRA): merging adds
+    :meth:`delta_weight` to the module's weight, unmerging subtracts it."""
+
+    def delta_weight(self) -> torch.Tensor:
+        """The delta laid out like the base weight: ``(out, in)``, or ``(in, out)`` for Conv1D."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def merge(self, module: nn.Module) -> None:
+        module.weight.add_(self.delta_weight().to(module.weight.dtype))
+
+    @torch.no_grad()
+    def unmerge(self, module: nn.Module) -> None:
+        module.weight.sub_(self.delta_weight().to(module.weight.dtype))
+
+
+class LoraLayer(DeltaLayer):
     """``y = base(x) + scaling * lora_B(lora_A(dropout(x)))`` for ``x: (..., in)``, ``y: (..., out)``."""
 
     def __init__(self, n_in: int, n_out: int, config: LoraConfig, fan_in_fan_out: bool) -> None:
@@ -102,26 +119,24 @@ class LoraLayer(AdapterLayer):
         delta = (self.lora_B.weight @ self.lora_A.weight) * self.scaling
         return delta.T if self.fan_in_fan_out else delta
 
-    @torch.no_grad()
-    def merge(self, module: nn.Module) -> None:
-        module.weight.add_(self.delta_weight().to(module.weight.dtype))
 
-    @torch.no_grad()
-    def unmerge(self, module: nn.Module) -> None:
-        module.weight.sub_(self.delta_weight().to(module.weight.dtype))
-
-
-def inject(model: nn.Module, name: str, config: LoraConfig) -> list[str]:
-    """Add LoRA adapter ``name`` to the target layers of ``model``; return their names."""
+def inject_linear(model: nn.Module, name: str, config: Any, layer_cls: type) -> list[str]:
+    """Add adapter ``name`` to the linear layers ``config.targets`` names (LoRA's defaults per
+    architecture), a ``layer_cls(n_in, n_out, config, fan_in_fan_out)`` at each; return their
+    names."""
     modules = dict(model.named_modules())
     device, dtype = adapter_dtype(model)
     targets = resolve_linear_targets(model, config.targets, "lora", "adapter.targets")
     for target in targets:
         n_in, n_out, fan_in_fan_out = linear_shape(modules[target])
-        attach(
-            modules[target], name, LoraLayer(n_in, n_out, config, fan_in_fan_out).to(device, dtype)
-        )
+        layer = layer_cls(n_in, n_out, config, fan_in_fan_out)
+        attach(modules[target], name, layer.to(device, dtype))
     return targets
+
+
+def inject(model: nn.Module, name: str, config: LoraConfig) -> list[str]:
+    """Add LoRA adapter ``name`` to the target layers of ``model``; return their names."""
+    return inject_linear(model, name, config, LoraLayer)
 
 
 # PEFT LoraConfig fields we do not implement, with the value that means "not used"

@@ -24,10 +24,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from tunesmith.adapters.base import AdapterLayer, adapter_dtype, attach, first_input
-from tunesmith.adapters.lora import LoraConfig, linear_shape
+from tunesmith.adapters.base import first_input
+from tunesmith.adapters.lora import DeltaLayer, LoraConfig, inject_linear
 from tunesmith.adapters.methods import AdapterMethod, register
-from tunesmith.adapters.targets import resolve_linear_targets
 from tunesmith.configschema import fld
 from tunesmith.errors import ConfigError
 
@@ -77,7 +76,7 @@ def grow_config(config: OLoraConfig) -> OLoraConfig:
     return dataclasses.replace(config, tasks=config.tasks + 1)
 
 
-class OLoraLayer(AdapterLayer):
+class OLoraLayer(DeltaLayer):
     """``y = base(x) + scaling * sum_t B_t(A_t(dropout(x)))``; x (..., in), y (..., out)."""
 
     def __init__(self, n_in: int, n_out: int, config: OLoraConfig, fan_in_fan_out: bool) -> None:
@@ -111,25 +110,10 @@ class OLoraLayer(AdapterLayer):
         delta = delta * self.scaling
         return delta.T if self.fan_in_fan_out else delta
 
-    @torch.no_grad()
-    def merge(self, module: nn.Module) -> None:
-        module.weight.add_(self.delta_weight().to(module.weight.dtype))
-
-    @torch.no_grad()
-    def unmerge(self, module: nn.Module) -> None:
-        module.weight.sub_(self.delta_weight().to(module.weight.dtype))
-
 
 def inject(model: nn.Module, name: str, config: OLoraConfig) -> list[str]:
     """Add O-LoRA adapter ``name`` (``config.tasks`` blocks) to LoRA's target layers."""
-    modules = dict(model.named_modules())
-    device, dtype = adapter_dtype(model)
-    targets = resolve_linear_targets(model, config.targets, "lora", "adapter.targets")
-    for target in targets:
-        n_in, n_out, fan_in_fan_out = linear_shape(modules[target])
-        layer = OLoraLayer(n_in, n_out, config, fan_in_fan_out)
-        attach(modules[target], name, layer.to(device, dtype))
-    return targets
+    return inject_linear(model, name, config, OLoraLayer)
 
 
 register(

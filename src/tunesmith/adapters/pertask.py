@@ -49,7 +49,7 @@ from tunesmith.adapters.model import (
 from tunesmith.configschema import to_dict
 from tunesmith.errors import ModelError, reading
 from tunesmith.heads import HeadSpec, MultiHeadModel
-from tunesmith.heads.multihead import CONFIG_FILE
+from tunesmith.heads.multihead import CONFIG_FILE, head_specs, read_meta
 
 __all__ = ["FORMAT", "PerTaskAdapterModel", "load_multitask"]
 
@@ -134,15 +134,7 @@ class PerTaskAdapterModel(MultiHeadModel):
         for task in self.tasks:
             save_adapter(self.backbone, path / ADAPTERS_DIR / task, task, include_head=False)
         meta = {
-            "format": FORMAT,
-            "version": 1,
-            "backbone": {
-                "name_or_path": getattr(self.config, "name_or_path", None),
-                "architecture": type(self.backbone).__name__,
-                "config": self.config.to_dict(),
-            },
-            "dropout": self.head_dropout,
-            "heads": {n: {**_spec_dict(s)} for n, s in self.specs.items()},
+            **self.saved_meta(FORMAT),
             "adapter": to_dict(self.adapter_config),
             "adapters": {task: f"{ADAPTERS_DIR}/{task}" for task in self.tasks},
         }
@@ -166,11 +158,8 @@ class PerTaskAdapterModel(MultiHeadModel):
         """Rebuild a model written by :meth:`save_pretrained`: the base it names (checked
         against every adapter's weights digest), the adapters and heads (eval mode)."""
         path = Path(path)
-        meta = _read_meta(path)
-        heads = {
-            n: HeadSpec(h["kind"], tuple(h["labels"]), h.get("pooling"))
-            for n, h in meta["heads"].items()
-        }
+        meta = read_meta(path, FORMAT, "a multi-task model")
+        heads = head_specs(meta)
         base = meta["backbone"]["name_or_path"]
         with torch.random.fork_rng(devices=[]):  # heads are overwritten below
             model = cls.from_backbone(base, heads, dropout=meta["dropout"])
@@ -194,10 +183,6 @@ class PerTaskAdapterModel(MultiHeadModel):
         }
 
 
-def _spec_dict(spec: HeadSpec) -> dict[str, Any]:
-    return {"kind": spec.kind, "labels": list(spec.labels), "pooling": spec.pooling}
-
-
 def _trim(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Cut columns that are padding in every row of a right-padded group."""
     mask = group.get("attention_mask")
@@ -210,19 +195,6 @@ def _trim(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         k: v[:, :width] if v.dim() >= 2 and v.shape[1] == mask.shape[1] else v
         for k, v in group.items()
     }
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    meta_file = path / CONFIG_FILE
-    if not meta_file.is_file():
-        raise ModelError(
-            f"{path} has no {CONFIG_FILE}; it is not a multi-task model saved by tunesmith"
-        )
-    with reading(meta_file, ModelError):
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"{meta_file}: not a {FORMAT} file (format {meta.get('format')!r})")
-    return meta
 
 
 def load_multitask(path: str | os.PathLike[str]) -> nn.Module:

@@ -277,8 +277,14 @@ class MultiHeadModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_model(self, str(path / WEIGHTS_FILE))
-        meta = {
-            "format": _FORMAT,
+        meta = self.saved_meta(_FORMAT)
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+    def saved_meta(self, fmt: str) -> dict[str, Any]:
+        """What ``multitask.json`` records of the backbone and the heads, in format ``fmt``
+        (a subclass with another layout adds its own keys)."""
+        return {
+            "format": fmt,
             "version": 1,
             "backbone": {
                 "name_or_path": getattr(self.config, "name_or_path", None),
@@ -288,30 +294,17 @@ class MultiHeadModel(nn.Module):
             "dropout": self.head_dropout,
             "heads": {n: {**asdict(s), "labels": list(s.labels)} for n, s in self.specs.items()},
         }
-        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=str))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str]) -> MultiHeadModel:
         """Rebuild a model written by :meth:`save_pretrained` (no network; eval mode, as HF)."""
         path = Path(path)
-        meta_file = path / CONFIG_FILE
-        if not meta_file.is_file():
-            raise ModelError(
-                f"{path} has no {CONFIG_FILE}; it is not a multi-head model saved by tunesmith"
-            )
-        with reading(meta_file, ModelError):
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        if meta.get("format") != _FORMAT:
-            raise ModelError(f"{meta_file}: not a {_FORMAT} file (format {meta.get('format')!r})")
+        meta = read_meta(path, _FORMAT, "a multi-head model")
         config = config_from_dict(meta["backbone"]["config"])
         with torch.random.fork_rng(devices=[]):  # weights are overwritten below
             backbone = AutoModel.from_config(config)
-        heads = {
-            n: HeadSpec(h["kind"], tuple(h["labels"]), h.get("pooling"))
-            for n, h in meta["heads"].items()
-        }
         with torch.random.fork_rng(devices=[]):
-            model = cls(backbone, heads, dropout=meta["dropout"])
+            model = cls(backbone, head_specs(meta), dropout=meta["dropout"])
         missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=False)
         if missing or unexpected:
             raise ModelError(
@@ -319,6 +312,27 @@ class MultiHeadModel(nn.Module):
                 f"missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}"
             )
         return model.eval()
+
+
+def read_meta(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """``path/multitask.json``, which must be in format ``fmt``; one-line errors naming ``what``
+    the folder should hold otherwise."""
+    meta_file = path / CONFIG_FILE
+    if not meta_file.is_file():
+        raise ModelError(f"{path} has no {CONFIG_FILE}; it is not {what} saved by tunesmith")
+    with reading(meta_file, ModelError):
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    if meta.get("format") != fmt:
+        raise ModelError(f"{meta_file}: not a {fmt} file (format {meta.get('format')!r})")
+    return meta
+
+
+def head_specs(meta: Mapping[str, Any]) -> dict[str, HeadSpec]:
+    """The heads a ``multitask.json`` records (:meth:`MultiHeadModel.saved_meta`)."""
+    return {
+        n: HeadSpec(h["kind"], tuple(h["labels"]), h.get("pooling"))
+        for n, h in meta["heads"].items()
+    }
 
 
 def config_from_dict(data: Mapping[str, Any]) -> PretrainedConfig:
