@@ -59,15 +59,28 @@ def _select(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x[mask.bool()]
 
 
-def _mean(per_row: torch.Tensor) -> torch.Tensor:
+def mean_rows(per_row: torch.Tensor) -> torch.Tensor:
     """Mean over rows; 0 (still in the graph) when there are none."""
     return per_row.sum() / max(per_row.numel(), 1)
 
 
-def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+def kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) per row, (N, V) log-probs -> (N,). Terms with p = 0 contribute 0 (no nan)."""
     p = log_p.exp()
     return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+
+
+def jsd_rows(log_s: torch.Tensor, log_t: torch.Tensor, beta: float) -> torch.Tensor:
+    """Generalized JSD(beta) per row of student / teacher log-probs (N, V) -> (N,), with TRL's
+    end points: ``beta == 0`` the forward KL(t || s), ``beta == 1`` the reverse KL(s || t)
+    (see :func:`generalized_jsd`)."""
+    if beta == 0.0:
+        return kl_rows(log_t, log_s)
+    if beta == 1.0:
+        return kl_rows(log_s, log_t)
+    # log m = logsumexp(log p_s + log(1 - beta), log p_t + log(beta)), stable in log space
+    log_m = torch.logaddexp(log_s + math.log1p(-beta), log_t + math.log(beta))
+    return beta * kl_rows(log_t, log_m) + (1 - beta) * kl_rows(log_s, log_m)
 
 
 def _log_probs(
@@ -96,7 +109,7 @@ def forward_kl(
 ) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)), mean over kept positions. logits (..., V), mask (...)."""
     log_s, log_t = _log_probs(student_logits, teacher_logits, temperature, mask)
-    return _mean(_kl_rows(log_t, log_s))
+    return mean_rows(kl_rows(log_t, log_s))
 
 
 def reverse_kl(
@@ -107,7 +120,7 @@ def reverse_kl(
 ) -> torch.Tensor:
     """KL(softmax(s/T) || softmax(t/T)), mean over kept positions. logits (..., V), mask (...)."""
     log_s, log_t = _log_probs(student_logits, teacher_logits, temperature, mask)
-    return _mean(_kl_rows(log_s, log_t))
+    return mean_rows(kl_rows(log_s, log_t))
 
 
 def hinton_kd_loss(
@@ -152,14 +165,7 @@ def generalized_jsd(
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     log_s, log_t = _log_probs(student_logits, teacher_logits, temperature, mask)
-    if beta == 0.0:
-        return _mean(_kl_rows(log_t, log_s))
-    if beta == 1.0:
-        return _mean(_kl_rows(log_s, log_t))
-    # log m = logsumexp(log p_s + log(1 - beta), log p_t + log(beta)), stable in log space
-    log_m = torch.logaddexp(log_s + math.log1p(-beta), log_t + math.log(beta))
-    jsd = beta * _kl_rows(log_t, log_m) + (1 - beta) * _kl_rows(log_s, log_m)
-    return _mean(jsd)
+    return mean_rows(jsd_rows(log_s, log_t, beta))
 
 
 def sparse_forward_kl(
@@ -188,7 +194,7 @@ def sparse_forward_kl(
     ids = _select(topk_ids, mask).long()
     log_q = F.log_softmax(lp, dim=-1)
     log_s = F.log_softmax(s, dim=-1).gather(-1, ids)
-    return _mean(_kl_rows(log_q, log_s))
+    return mean_rows(kl_rows(log_q, log_s))
 
 
 def hidden_state_loss(
@@ -215,9 +221,9 @@ def hidden_state_loss(
     s = _select(student_h, mask).float()
     t = _select(teacher_h, mask).detach().float()
     if kind == "mse":
-        return _mean((s - t).pow(2).mean(-1))
+        return mean_rows((s - t).pow(2).mean(-1))
     if kind == "cosine":
-        return _mean(1.0 - F.cosine_similarity(s, t, dim=-1))
+        return mean_rows(1.0 - F.cosine_similarity(s, t, dim=-1))
     raise ValueError(f"unknown hidden-state loss kind {kind!r}; choose 'mse' or 'cosine'")
 
 
@@ -252,7 +258,7 @@ def attention_loss(
     s = _select(student_attn, rows).float()
     t = _select(teacher_attn, rows).detach().float()
     if kind == "kl":
-        return _mean(_kl_rows(t.clamp_min(0).log(), s.clamp_min(eps).log()))
+        return mean_rows(kl_rows(t.clamp_min(0).log(), s.clamp_min(eps).log()))
     if kind == "mse":
-        return _mean((s - t).pow(2).mean(-1))
+        return mean_rows((s - t).pow(2).mean(-1))
     raise ValueError(f"unknown attention loss kind {kind!r}; choose 'kl' or 'mse'")

@@ -21,10 +21,10 @@ divergence (N,), so a caller can chunk the rows (e.g. a chunked LM head) and sum
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from tunesmith.distill.losses import jsd_rows, mean_rows
 
 __all__ = [
     "TAIL_FLOOR",
@@ -69,11 +69,6 @@ def bucket_log_probs(
     return F.log_softmax(buckets / temperature, dim=-1)
 
 
-def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
-
-
 def topk_tail_rows(
     student_logits: torch.Tensor,
     topk_ids: torch.Tensor,
@@ -96,31 +91,28 @@ def topk_tail_rows(
     ids = topk_ids.long()
     log_s = _student_buckets(student_logits, ids, temperature)
     log_t = bucket_log_probs(topk_logprobs.detach(), tail.detach(), temperature)
-    if beta == 0.0:
-        return _kl(log_t, log_s)
-    if beta == 1.0:
-        return _kl(log_s, log_t)
-    log_m = torch.logaddexp(log_s + math.log1p(-beta), log_t + math.log(beta))
-    return beta * _kl(log_t, log_m) + (1 - beta) * _kl(log_s, log_m)
-
-
-def _mean(rows: torch.Tensor) -> torch.Tensor:
-    return rows.sum() / max(rows.numel(), 1)
+    return jsd_rows(log_s, log_t, beta)
 
 
 def topk_forward_kl(student_logits, topk_ids, topk_logprobs, tail, temperature=1.0):
     """Mean over rows of KL(teacher || student) in top-k + tail buckets."""
-    return _mean(topk_tail_rows(student_logits, topk_ids, topk_logprobs, tail, 0.0, temperature))
+    return mean_rows(
+        topk_tail_rows(student_logits, topk_ids, topk_logprobs, tail, 0.0, temperature)
+    )
 
 
 def topk_reverse_kl(student_logits, topk_ids, topk_logprobs, tail, temperature=1.0):
     """Mean over rows of KL(student || teacher) in top-k + tail buckets."""
-    return _mean(topk_tail_rows(student_logits, topk_ids, topk_logprobs, tail, 1.0, temperature))
+    return mean_rows(
+        topk_tail_rows(student_logits, topk_ids, topk_logprobs, tail, 1.0, temperature)
+    )
 
 
 def topk_jsd(student_logits, topk_ids, topk_logprobs, tail, beta=0.5, temperature=1.0):
     """Mean over rows of the generalized JSD(beta) in top-k + tail buckets."""
-    return _mean(topk_tail_rows(student_logits, topk_ids, topk_logprobs, tail, beta, temperature))
+    return mean_rows(
+        topk_tail_rows(student_logits, topk_ids, topk_logprobs, tail, beta, temperature)
+    )
 
 
 def cached_lm_divergence(
@@ -138,4 +130,4 @@ def cached_lm_divergence(
         beta,
         temperature,
     )
-    return _mean(rows)
+    return mean_rows(rows)
