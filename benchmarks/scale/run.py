@@ -12,7 +12,7 @@ by repeat, so tunesmith and Trainer runs alternate. The GEMM limits (torch.mm 20
 bf16) are measured in the same invocation, before and after the runs; MFU = flops_per_token x
 tokens/s / the limit of the run's precision (scale_worker.flop_params gives the formula).
 
-    python benchmarks/scale/run.py                  # the default plan (PLAN; ~40 min, 2 cores)
+    python benchmarks/scale/run.py                  # the default plan (PLAN; ~27 min measured on 2 idle cores)
     python benchmarks/scale/run.py --quick          # smoke test: 3 short steps, 4 runs (~3 min)
     python benchmarks/scale/run.py --cases gemma3_lora --configs bf16base+ckpt bf16base+ckpt+chunk
     python benchmarks/scale/run.py --fsdp           # also the 2-process FSDP vs DDP case
@@ -44,7 +44,7 @@ from scale_worker import CASES, parse_config  # noqa: E402
 
 THREADS = 2
 STEPS = 10
-# (case, impl, config, repeats), sized to ~40 min on 2 cores (--dry-run prints the estimate).
+# (case, impl, config, repeats), ~27 min measured on 2 idle cores (--dry-run prints the estimate).
 # 3 repeats for the pair the 1.3x speed and 0.7x memory targets compare: tunesmith's best vs the
 # equally configured Trainer. Once: tunesmith fp32 (the 2x target's baseline, ~4 min; a gap that
 # large needs no repeats) and bf16 autocast alone; full fine-tuning at bf16+ckpt on both sides

@@ -9,6 +9,7 @@ from tunesmith.report import replace_marked_section
 
 HERE = Path(__file__).resolve().parent
 BEST = "bf16base+ckpt+chunk"  # tunesmith's memory/speed configuration the targets name
+FAST = "bf16base+chunk"  # the fastest configuration that still halves fp32's memory (no ckpt)
 SPEED_VS_FP32, SPEED_VS_TRAINER = 2.0, 1.3
 RSS_VS_FP32, RSS_VS_TRAINER = 0.5, 0.7
 CASE_ORDER = ("smollm2_lora", "smollm2_full", "gemma3_lora", "smollm2_lora_fsdp")
@@ -96,7 +97,30 @@ def verdicts(groups: dict) -> list[str]:
             f"- smollm2_lora {BEST}: {what} = {ratio:.2f}x "
             f"({'meets' if ok else 'MISSES'} the {op} {target}x target)"
         )
-    lines += _loss_lines(g) + _gemma_lines(g)
+    lines += _speed_lines(g, fp32) + _loss_lines(g) + _gemma_lines(g)
+    return lines
+
+
+def _speed_lines(g: dict, fp32: dict | None) -> list[str]:
+    """The speed targets for the fastest configuration (no checkpointing), against the Trainer
+    configured the same way (bf16 base, no checkpointing), when those rows were measured."""
+    fast = g.get(("smollm2_lora", "tunesmith", FAST))
+    trainer = g.get(("smollm2_lora", "trainer", FAST.replace("+chunk", "")))
+    lines = []
+    for what, other, target in (
+        ("tokens/s vs tunesmith fp32", fp32, SPEED_VS_FP32),
+        ("tokens/s vs Trainer bf16base", trainer, SPEED_VS_TRAINER),
+        ("peak RSS vs tunesmith fp32", fp32, None),
+    ):
+        key = "peak_rss_mb" if target is None else "tokens_per_s"
+        ratio = _ratio(fast, other, key)
+        if ratio is None:
+            continue
+        verdict = (
+            "" if target is None
+            else f" ({'meets' if ratio >= target else 'MISSES'} the >= {target}x target)"
+        )  # fmt: skip
+        lines.append(f"- smollm2_lora {FAST}: {what} = {ratio:.2f}x{verdict}")
     return lines
 
 
@@ -145,10 +169,20 @@ def fsdp_lines(runs: list[dict]) -> list[str]:
     if "ddp" not in by or "fsdp" not in by:
         errs = [r["error"] for r in runs if "strategy" in r and "error" in r]
         return [f"- FSDP case: not measured{': ' + errs[0] if errs else ''}"] if errs else []
-    d, f = by["ddp"]["state_bytes_per_rank"], by["fsdp"]["state_bytes_per_rank"]
-    if not all(isinstance(x, int | float) for x in (d, f)):
+    d, f = (_rank0_total(by[k]["state_bytes_per_rank"]) for k in ("ddp", "fsdp"))
+    if d is None or f is None:
         return [f"- FSDP vs DDP (2 processes): state bytes per rank {f} vs {d}"]
-    return [f"- FSDP vs DDP (2 processes): state bytes per rank {f:,} vs {d:,} ({f / d:.2f}x)"]
+    return [
+        f"- FSDP vs DDP (2 processes): parameter + gradient + optimizer bytes per rank "
+        f"{f / 2**20:,.1f} MiB vs {d / 2**20:,.1f} MiB ({f / d:.2f}x)"
+    ]
+
+
+def _rank0_total(value) -> float | None:
+    """``state_bytes_per_rank`` as summary.json writes it (a list of per-rank dicts) or a number."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return value[0].get("total")
+    return value if isinstance(value, int | float) else None
 
 
 def render(data: dict) -> str:
