@@ -49,6 +49,25 @@ def eval_batches(
     return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
 
 
+def shard_batches(
+    examples: list[dict],
+    collator: Collate,
+    batch_size: int,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[tuple[list[int] | None, dict[str, torch.Tensor]]]:
+    """(indices, batch) over this process's shard, then (None, a filler batch) until every
+    process has run as many forwards: a sharded model (FSDP) gathers each block's weights from
+    all processes in every forward, so the caller runs the model on the fillers too."""
+    batches = eval_batches(examples, batch_size, rank, world)
+    for idx in batches:
+        yield idx, {k: v.to(device) for k, v in collator([examples[i] for i in idx]).items()}
+    most = math.ceil(math.ceil(len(examples) / world) / batch_size)
+    for _ in range(most - len(batches)):
+        yield None, {k: v.to(device) for k, v in collator(examples[:1]).items()}
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -60,20 +79,13 @@ def predict_logits(
     rank: int = 0,
     world: int = 1,
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
-    """Yield (indices, batch, logits) over this process's shard, in eval mode.
-
-    Every process runs as many forwards (a process with a batch fewer runs one more, unused): a
-    sharded model (FSDP) gathers each block's weights from all processes in every forward."""
+    """Yield (indices, batch, logits) over this process's shard, in eval mode (every process
+    runs as many forwards: :func:`shard_batches`)."""
     model.eval()
-    batches = eval_batches(examples, batch_size, rank, world)
-    for idx in batches:
-        batch = {k: v.to(device) for k, v in collator([examples[i] for i in idx]).items()}
+    for idx, batch in shard_batches(examples, collator, batch_size, device, rank, world):
         logits = model(**task_kind(task).model_inputs(batch)).logits
-        yield idx, batch, logits
-    most = math.ceil(math.ceil(len(examples) / world) / batch_size)
-    for _ in range(most - len(batches)):
-        batch = {k: v.to(device) for k, v in collator(examples[:1]).items()}
-        model(**task_kind(task).model_inputs(batch))
+        if idx is not None:
+            yield idx, batch, logits
 
 
 @torch.no_grad()
@@ -83,15 +95,16 @@ def _chunked_nll(model, examples, collator, batch_size, accelerator, chunk: int)
     nll, count = 0.0, 0
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
-    for idx in eval_batches(examples, batch_size, rank, world):
-        batch = {
-            k: v.to(accelerator.device) for k, v in collator([examples[i] for i in idx]).items()
-        }
+    batches = shard_batches(examples, collator, batch_size, accelerator.device, rank, world)
+    for idx, batch in batches:
         inputs = task_kind("causal_lm").model_inputs(batch)
         _, hidden = forward_hidden(model, head.module, inputs)
         y = batch["labels"]
+        loss = chunked_causal_lm_loss(hidden, y, head, chunk)  # fillers too: the same calls
+        if idx is None:  # a filler (FSDP: every process runs as many forwards)
+            continue
         n = int(y[:, 1:].ne(IGNORE_INDEX).sum())
-        nll += float(chunked_causal_lm_loss(hidden, y, head, chunk)) * n
+        nll += float(loss) * n
         count += n
     return {"preds": [], "labels": [], "nll": nll, "count": count}
 

@@ -15,6 +15,7 @@ from tunesmith.train.evaluation import (
     flatten_task_metrics,
     macro_average,
     primary_metric,
+    shard_batches,
 )
 from tunesmith.train.scoring import classify_by_scoring, evaluate_text_to_text
 
@@ -98,3 +99,20 @@ def test_evaluate_text_to_text(tiny_lms):
     assert got["accuracy"] == pytest.approx(want)
     with pytest.raises(ValueError, match="not among"):
         evaluate_text_to_text(model, tok, prompts[:1], ["maybe"], words)
+
+
+@pytest.mark.parametrize("n", [1, 7, 10, 11, 12])
+def test_every_process_runs_as_many_eval_forwards(n):
+    """Uneven shards (11 examples, batches of 5, 2 processes: 2 batches vs 1) get filler batches
+    so a sharded model's forwards line up; the real batches still cover every example once."""
+    examples = [{"input_ids": [1] * (i % 4 + 1), "labels": [0]} for i in range(n)]
+
+    def collate(rows):
+        return {"input_ids": torch.tensor([r["input_ids"][:1] for r in rows])}
+
+    per_rank = [
+        list(shard_batches(examples, collate, 5, torch.device("cpu"), rank, 2)) for rank in (0, 1)
+    ]
+    assert len(per_rank[0]) == len(per_rank[1])
+    real = sorted(i for batches in per_rank for idx, _ in batches if idx is not None for i in idx)
+    assert real == list(range(n))
