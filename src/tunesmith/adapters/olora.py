@@ -50,18 +50,11 @@ class OLoraConfig:
     tasks: int = fld(1, "LoRA blocks (one per task so far); blocks 0..tasks-2 are frozen")
 
     def validate(self, path: str = "adapter") -> None:
-        if self.r < 1:
-            raise ConfigError(f"{path}.r", f"must be >= 1, got {self.r}")
+        LoraConfig.validate(self, path)  # r, dropout, targets: each block is a LoRA
         if self.tasks < 1:
             raise ConfigError(f"{path}.tasks", f"must be >= 1, got {self.tasks}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"{path}.dropout", f"must be in [0, 1), got {self.dropout}")
-        if isinstance(self.targets, list) and not self.targets:
-            raise ConfigError(f"{path}.targets", "is empty", "list module names or 'all-linear'")
 
-    @property
-    def scaling(self) -> float:
-        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+    scaling = LoraConfig.scaling  # alpha / r (or / sqrt(r)), as each block's LoRA
 
 
 def from_lora(config: LoraConfig | OLoraConfig, tasks: int) -> OLoraConfig:
