@@ -8,6 +8,15 @@ from pathlib import Path
 from tunesmith.report import replace_marked_section
 
 HERE = Path(__file__).resolve().parent
+ROOT_README = HERE.parents[1] / "README.md"
+# The README's summary: SmolLM2 LoRA, tunesmith's configurations and the Trainer at the same one.
+SUMMARY = (
+    ("fp32", "fp32"),
+    ("bf16 frozen base (`model.dtype: bf16`)", "bf16base"),
+    ("+ chunked loss (`train.loss_chunk_tokens: 512`)", "bf16base+chunk"),
+    ("+ gradient checkpointing", "bf16base+ckpt"),
+    ("+ checkpointing + chunked loss", "bf16base+ckpt+chunk"),
+)
 BEST = "bf16base+ckpt+chunk"  # tunesmith's memory/speed configuration the targets name
 FAST = "bf16base+chunk"  # the fastest configuration that still halves fp32's memory (no ckpt)
 SPEED_VS_FP32, SPEED_VS_TRAINER = 2.0, 1.3
@@ -209,10 +218,37 @@ def render(data: dict) -> str:
     return "\n".join(head + ["", table(groups), ""] + verdicts(groups) + fsdp_lines(runs))
 
 
+def summary(data: dict) -> str:
+    """The README's table (SmolLM2 LoRA, medians; the Trainer where it has the configuration)
+    with the verdicts, from the same groups as the benchmark's own table."""
+    groups = {k: v for k, v in group(data["runs"]).items() if v["n"]}
+    lines = [
+        "| config (tunesmith) | tokens/s | peak RSS | Trainer + PEFT, same config |",
+        "|---|---|---|---|",
+    ]
+    for label, config in SUMMARY:
+        ours = groups.get(("smollm2_lora", "tunesmith", config))
+        if ours is None:
+            continue
+        theirs = groups.get(("smollm2_lora", "trainer", config))
+        other = (
+            f"{theirs['tokens_per_s']:.0f} tok/s, {theirs['peak_rss_mb'] / 1024:.1f} GiB"
+            if theirs
+            else ""
+        )
+        lines.append(
+            f"| {label} | {ours['tokens_per_s']:.0f} | {ours['peak_rss_mb'] / 1024:.1f} GiB "
+            f"| {other} |"
+        )
+    return "\n".join([*lines, "", *verdicts(groups), *fsdp_lines(data["runs"])])
+
+
 def write_tables(data: dict, results: Path) -> str:
     md = render(data)
     readme = results.parent / "README.md"
     if readme.is_file() and results.name == "results.json":
         replace_marked_section(readme, "scale-table", md)
+        if ROOT_README.is_file() and "--quick" not in data.get("meta", {}).get("command", ""):
+            replace_marked_section(ROOT_README, "scale-table", summary(data))
     print(md)
     return md
