@@ -13,6 +13,10 @@ method, adapter, seed, acc, bwt, forgetting, trainable_params (the most any stag
     python benchmarks/continual/peft.py --only olora --adapters lora --seeds 13
     python benchmarks/continual/peft.py --quick --only naive --adapters lora   # wiring smoke test
     python benchmarks/continual/peft.py --tables-only             # rebuild results_peft.md
+    # two single-thread processes, then one file:
+    python benchmarks/continual/peft.py --adapters lora --results /tmp/lora.json &
+    python benchmarks/continual/peft.py --adapters houlsby --results /tmp/houlsby.json
+    python benchmarks/continual/peft.py --merge /tmp/lora.json /tmp/houlsby.json
 
 Writes results_peft.json ({"runs": [...]}) and results_peft.md (results_peft_quick.* with --quick).
 """
@@ -152,12 +156,23 @@ def main() -> None:
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--quick", action="store_true", help="smoke test -> results_peft_quick.json")
     p.add_argument("--tables-only", action="store_true")
+    p.add_argument("--results", help="write here instead of results_peft.json (parallel runs)")
+    p.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="fold these results files' runs in, then exit"
+    )
     p.add_argument("--keep-runs", action="store_true", help="keep the run folders' weights")
     args = p.parse_args()
     out = HERE / ("results_peft_quick.json" if args.quick else "results_peft.json")
+    out = Path(args.results) if args.results else out
     budget = Budget(args.quick, args.steps)
     previous = json.loads(out.read_text())["runs"] if out.is_file() else []
-    if args.tables_only:
+    if args.merge:
+        key = lambda r: (r["adapter"], r["method"], r["seed"])  # noqa: E731
+        runs = {key(r): r for r in previous}
+        for path in args.merge:
+            runs.update({key(r): r for r in json.loads(Path(path).read_text())["runs"]})
+        previous = list(runs.values())
+    if args.tables_only or args.merge:
         save(out, previous, budget)
         return
     if not (data_root() / "ag_news").is_dir():
