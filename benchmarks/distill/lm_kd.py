@@ -23,6 +23,9 @@ Rows go into results.json beside the classifier rows (same ``{"runs": [...]}``),
     python benchmarks/distill/lm_kd.py                 # everything (GPU: see the README estimate)
     python benchmarks/distill/lm_kd.py --part task --blocks 15
     python benchmarks/distill/lm_kd.py --quick         # wiring check on tiny random models, CPU
+    # a 2-core CPU budget: one teacher, 15-block students, 300 steps
+    python benchmarks/distill/lm_kd.py --part task --blocks 15 --no-multi-teacher \
+        --over train.max_steps=300 train.eval_every=100
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ def task_part(args, out: Path, rows: Rows, base: list[str]) -> None:
     data = ["data.root=" + str(out / "data")]
     test = json.loads((out / "data" / "trec_t2t" / "test.json").read_text())
     teachers = []
-    for seed in (13, 14):
+    for seed in (13, 14) if args.multi_teacher else (13,):
         t_dir = out / f"trec_teacher_s{seed}"
         teacher_over = base + data + [f"seed={seed}"] + args.teacher_over
         s = run(recipe_for("trec_teacher.yaml", teacher_over), t_dir)
@@ -179,6 +182,8 @@ def task_part(args, out: Path, rows: Rows, base: list[str]) -> None:
                 acc = label_word_accuracy(r_dir / "best", test)
                 rows.put(row(method, "trec_t2t", blocks, s, variant, accuracy=acc,
                              teacher_accuracy=t_acc))  # fmt: skip
+    if not args.multi_teacher:
+        return
     over = base + data + [f"student.from_teacher.n={args.blocks[0]}", "distill.cache=true"]
     patch = {"task_weight": 0.5, "objectives": KD["forward_kl"],
              "distill": {"teachers": [{"model": str(t)} for t, _ in teachers], "cache": True,
@@ -257,6 +262,10 @@ def parse_args():
     p.add_argument("--methods", nargs="+", choices=list(KD), default=list(KD))
     p.add_argument("--quick", action="store_true", help="tiny random models, a few steps (CPU)")
     p.add_argument("--runs-dir", help="default runs/bench_distill_lm (quick: ..._quick)")
+    p.add_argument("--no-multi-teacher", dest="multi_teacher", action="store_false",
+                   help="one teacher (seed 13), no multi-teacher row")  # fmt: skip
+    p.add_argument("--over", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="recipe overrides for every run, e.g. train.max_steps=300 (CPU budget)")  # fmt: skip
     return p.parse_args()
 
 
@@ -268,14 +277,14 @@ def main() -> None:
     rows = Rows(HERE / f"results{suffix}.json")
     args.teacher_over, args.general_over = [], []
     args.cross_teacher_over, args.cross_student_over = [], []
-    base: list[str] = []
+    base: list[str] = list(args.over)
     limit = None
     if args.quick:
         tiny = quick_models(out)
         args.blocks = [3, 4]
         steps = ["train.max_steps=2", "train.eval_every=2", "train.batch_size=4",
                  "train.eval_batch_size=4", "train.precision=fp32"]  # fmt: skip
-        base = steps + ["data.limit={train: 16, dev: 4}"]
+        base = steps + ["data.limit={train: 16, dev: 4}"] + args.over
         limit = {"train": 64, "test": 8}
         args.teacher_over = [f"model={tiny['teacher']}"]
         args.general_over = [f"distill.teacher={tiny['teacher']}", "data.max_length=48"]
