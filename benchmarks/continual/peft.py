@@ -40,6 +40,7 @@ from run import HERE, ROOT, SEEDS, STEPS, Budget, prune_run, stages  # noqa: E40
 from tunesmith.continual import run_sequence  # noqa: E402
 from tunesmith.continual.config import ContinualConfig  # noqa: E402
 from tunesmith.paths import data_root  # noqa: E402
+from tunesmith.report import replace_marked_section  # noqa: E402
 
 PEFT_LR = 5e-4
 ADAPTERS = {
@@ -130,7 +131,27 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(out: Path, runs: list[dict], budget: Budget) -> None:
+def verdicts(runs: list[dict]) -> list[str]:
+    """The issue's target: a PEFT method with |BWT| <= 3 points and ACC >= 70 (mean over seeds),
+    training <= 5% of the parameters; the full fine-tuning table's best non-joint ACC beside it."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        by.setdefault((r["adapter"], r["method"]), []).append(r)
+    lines = []
+    for (adapter, method), rs in by.items():
+        acc = 100 * statistics.mean(r["acc"] for r in rs)
+        bwt = 100 * statistics.mean(r["bwt"] for r in rs)
+        pct = max(r["trainable_pct"] for r in rs)
+        ok = abs(bwt) <= 3 and acc >= 70 and pct <= 5
+        lines.append(
+            f"{adapter} {method}: ACC {acc:.2f}, |BWT| {abs(bwt):.2f}, {pct:.2f}% trained "
+            f"({len(rs)} seeds) -> {'meets' if ok else 'misses'} the target "
+            "(|BWT| <= 3, ACC >= 70, <= 5% trained)"
+        )
+    return lines
+
+
+def save(out: Path, runs: list[dict], budget: Budget, readme: bool = False) -> None:
     order = {(a, m): i for i, (a, m) in enumerate((a, m) for a in ADAPTERS for m in METHODS)}
     runs.sort(key=lambda r: (order[(r["adapter"], r["method"])], r["seed"]))
     meta = {
@@ -141,10 +162,13 @@ def save(out: Path, runs: list[dict], budget: Budget) -> None:
         "lr": PEFT_LR,
     }
     out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2))
+    md = table(runs) + "\n" + "\n".join(f"- {v}" for v in verdicts(runs)) + "\n"
     out.with_suffix(".md").write_text(
         "# Continual learning with adapters: AG News -> SST-2 -> TREC (MiniLM, a head per "
-        "task)\n\n" + table(runs)
+        "task)\n\n" + md
     )
+    if readme:
+        replace_marked_section(ROOT / "README.md", "continual-peft-table", md)
 
 
 def main() -> None:
@@ -173,7 +197,7 @@ def main() -> None:
             runs.update({key(r): r for r in json.loads(Path(path).read_text())["runs"]})
         previous = list(runs.values())
     if args.tables_only or args.merge:
-        save(out, previous, budget)
+        save(out, previous, budget, readme=not (args.quick or args.results))
         return
     if not (data_root() / "ag_news").is_dir():
         sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
