@@ -167,3 +167,11 @@ def test_verdicts_from_results(bench):
     assert "= 0.020 (bf16base+ckpt+chunk)" in md  # first repeat's losses vs fp32
     assert "9000 MB unchunked vs 6000 MB chunked (0.67x)" in md
     assert "error: killed" in md
+
+
+def test_packed_attention_benchmark_counts_the_attention_work():
+    micro = _load("packed_attention")
+    # rows of 6 tokens: examples 2 + 4 and 3 + 3 -> (4 + 16 + 9 + 9) / (2 x 36)
+    work = micro.attention_work(torch.tensor([[0, 1, 0, 1, 2, 3], [0, 1, 2, 0, 1, 2]]))
+    assert work == {"rows": 2, "examples": 4, "work_ratio": round(38 / 72, 4)}
+    assert micro.BACKENDS == ("tunesmith_packed", "sdpa")
