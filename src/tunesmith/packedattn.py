@@ -30,7 +30,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 __all__ = ["PACKED", "packed_attention_forward", "segment_groups", "use_packed_attention"]
 
 PACKED = "tunesmith_packed"
-_PLAN = "_tunesmith_packed_plan"  # attribute of the mask tensor: its Plan, or False
+_PLAN = "_tunesmith_packed_plan"  # attribute of the mask tensor: (position_ids, Plan or False)
 GROUP_WASTE = 1.25  # a group pads its examples to its longest: at most 25% more scores than exact
 
 
@@ -112,15 +112,18 @@ def _build_plan(mask: torch.Tensor, position_ids: torch.Tensor) -> Plan | None:
 def _plan_for(mask: Any, position_ids: Any, query: torch.Tensor) -> Plan | None:
     if not isinstance(mask, torch.Tensor) or not isinstance(position_ids, torch.Tensor):
         return None
-    plan = getattr(mask, _PLAN, None)
-    if plan is None:
-        b = query.shape[0]
-        if position_ids.dim() != 2 or position_ids.shape[0] not in (1, b):
-            plan = False
-        else:
-            plan = _build_plan(mask, position_ids.expand(b, -1)) or False
-        setattr(mask, _PLAN, plan)  # one check per mask: every layer of a forward shares it
-    return plan or None
+    cached = getattr(mask, _PLAN, None)
+    if cached is not None and cached[0] is position_ids:
+        return cached[1] or None
+    b = query.shape[0]
+    if position_ids.dim() != 2 or position_ids.shape[0] not in (1, b):
+        plan = None
+    else:
+        plan = _build_plan(mask, position_ids.expand(b, -1))
+    # one check per forward: its layers share the mask and position_ids objects (a 4D mask
+    # passed in again with other positions is checked again)
+    setattr(mask, _PLAN, (position_ids, plan or False))
+    return plan
 
 
 def _varlen(query, key, value, plan: Plan, scaling: float | None) -> torch.Tensor | None:

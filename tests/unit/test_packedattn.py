@@ -155,3 +155,23 @@ def test_only_an_sdpa_model_is_switched():
     eager = tiny("llama")
     eager.set_attn_implementation("eager")
     assert not use_packed_attention(eager) and eager.config._attn_implementation == "eager"
+
+
+def test_a_mask_passed_in_again_is_checked_against_the_new_positions(per_example_calls):
+    model = tiny("llama").eval()
+    model.set_attn_implementation(PACKED)
+    ids = torch.randint(0, 100, (3, T), generator=torch.Generator().manual_seed(4))
+    seg = packedattn._segment_ids(positions())
+    mask = ((seg[:, :, None] == seg[:, None, :]) & torch.ones(T, T).bool().tril())[:, None]
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=positions(), attention_mask=mask).logits
+        assert len(per_example_calls) == 2  # the mask is the rows' block-diagonal one
+        other = positions([[40]] * 3)  # the same mask object, positions that do not match it
+        again = model(input_ids=ids, position_ids=other, attention_mask=mask).logits
+        assert len(per_example_calls) == 2
+        model.set_attn_implementation("sdpa")
+        assert torch.equal(
+            again, model(input_ids=ids, position_ids=other, attention_mask=mask).logits
+        )
+        ref = model(input_ids=ids, position_ids=positions(), attention_mask=mask).logits
+    torch.testing.assert_close(packed, ref, atol=1e-5, rtol=0)
