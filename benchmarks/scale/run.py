@@ -5,7 +5,8 @@ Cases (scale_worker.py has the exact settings): smollm2_lora (SmolLM2-135M, LoRA
 smollm2_full (full fine-tuning), gemma3_lora (Gemma-3-270m, 262k vocabulary, LoRA); alpaca_2k,
 8 packed rows x 512 tokens per step, the same steps for every run. Configs: fp32 | bf16 (autocast
 over fp32 weights) | bf16base (frozen weights stored in bf16 + autocast), each with optional
-+ckpt (gradient checkpointing) and +chunk (train.loss_chunk_tokens; tunesmith only).
++ckpt (gradient checkpointing), +chunk (train.loss_chunk_tokens; tunesmith only) and +nopack_attn
+(tunesmith only: the block-diagonal SDPA mask instead of per-example attention over packed rows).
 
 Every run is a fresh subprocess (scale_worker.py) with a fixed thread count; the plan is walked repeat
 by repeat, so tunesmith and Trainer runs alternate. The GEMM limits (torch.mm 2048², fp32 and
@@ -40,7 +41,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
 from scale_tables import write_tables  # noqa: E402
-from scale_worker import CASES, parse_config  # noqa: E402
+from scale_worker import CASES, parse_config, tunesmith_only  # noqa: E402
 
 THREADS = 2
 STEPS = 10
@@ -56,6 +57,8 @@ PLAN: list[tuple[str, str, str, int]] = [
     ("smollm2_lora", "tunesmith", "fp32", 1),
     ("smollm2_lora", "tunesmith", "bf16", 1),
     ("smollm2_lora", "tunesmith", "bf16base+ckpt", 1),  # the Trainer's exact config, on our side
+    # the per-example attention's share: the same run with the block-diagonal mask over rows
+    ("smollm2_lora", "tunesmith", "bf16base+ckpt+chunk+nopack_attn", 1),
     ("smollm2_full", "tunesmith", "bf16+ckpt+chunk", 1),
     ("smollm2_full", "trainer", "bf16+ckpt", 1),
     ("gemma3_lora", "tunesmith", "bf16base+ckpt", 1),
@@ -99,14 +102,14 @@ def gemm_limit(threads: int, seconds: float = 3.0, n: int = 2048) -> dict[str, f
 def build_plan(a: argparse.Namespace) -> list[tuple[str, str, str, int]]:
     """The default (or quick) plan, narrowed or replaced by --cases / --impls / --configs."""
     plan = QUICK_PLAN if a.quick else PLAN
-    if a.configs:  # an explicit grid: every case x impl x config (trainer: no +chunk)
+    if a.configs:  # an explicit grid: every case x impl x config (trainer: no +chunk etc.)
         cases = a.cases or sorted({c for c, *_ in plan})
         plan = [
             (c, i, cfg, a.repeats or 1)
             for c in cases
             for cfg in a.configs
             for i in a.impls or ("tunesmith", "trainer")
-            if not (i == "trainer" and parse_config(cfg)["chunked_loss"])
+            if not (i == "trainer" and tunesmith_only(parse_config(cfg)))
         ]
     plan = [
         r for r in plan if (not a.cases or r[0] in a.cases) and (not a.impls or r[1] in a.impls)

@@ -5,8 +5,10 @@ this (fresh) process; run.py starts one per run so every peak RSS is that run's 
 
 CONFIG names the precision and memory settings (see :func:`parse_config`): ``fp32``, ``bf16``
 (autocast over fp32 weights), ``bf16base`` (frozen weights stored in bf16, plus bf16 autocast),
-each optionally followed by ``+ckpt`` (gradient checkpointing) and ``+chunk`` (chunked LM loss,
-tunesmith only). Both sides train on the *same packed rows* (tunesmith's encoder and packer:
+each optionally followed by ``+ckpt`` (gradient checkpointing), ``+chunk`` (chunked LM loss,
+tunesmith only) and ``+nopack_attn`` (tunesmith only: ``model.attn_implementation: sdpa``, the
+block-diagonal mask over whole rows instead of its default per-example attention for packed rows,
+:mod:`tunesmith.packedattn`). Both sides train on the *same packed rows* (tunesmith's encoder and packer:
 alpaca_2k, alpaca prompt template, loss on responses, rows of max_length tokens, position_ids
 restarting per example, no attention mask), with the same batch, steps, AdamW, linear schedule
 with warmup, clipping and seed.
@@ -53,16 +55,26 @@ WARMUP_STEPS = 2
 
 
 def parse_config(name: str) -> dict:
-    """``bf16base+ckpt+chunk`` -> precision / frozen_dtype / grad_ckpt / chunked_loss."""
+    """``bf16base+ckpt+chunk`` -> precision / frozen_dtype / grad_ckpt / chunked_loss /
+    packed_attention."""
     base, *flags = name.split("+")
-    if base not in ("fp32", "bf16", "bf16base") or set(flags) - {"ckpt", "chunk"}:
-        raise ValueError(f"unknown config {name!r}: fp32|bf16|bf16base[+ckpt][+chunk]")
+    if base not in ("fp32", "bf16", "bf16base") or set(flags) - {"ckpt", "chunk", "nopack_attn"}:
+        raise ValueError(
+            f"unknown config {name!r}: fp32|bf16|bf16base[+ckpt][+chunk][+nopack_attn]"
+        )
     return {
         "precision": "fp32" if base == "fp32" else "bf16",
         "frozen_dtype": "bf16" if base == "bf16base" else "fp32",
         "grad_ckpt": "ckpt" in flags,
         "chunked_loss": "chunk" in flags,
+        "packed_attention": "nopack_attn" not in flags,
     }
+
+
+def tunesmith_only(cfg: dict) -> bool:
+    """Settings the Trainer has no counterpart for (the chunked loss, the choice of attention:
+    the Trainer always runs the block-diagonal mask)."""
+    return cfg["chunked_loss"] or not cfg["packed_attention"]
 
 
 def recipe_dict(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path) -> dict:
@@ -82,9 +94,13 @@ def recipe_dict(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path) -> d
         train["gradient_checkpointing"] = True
     if cfg["chunked_loss"]:
         train["loss_chunk_tokens"] = a.chunk_tokens
-    model = {"name": c["model"], "dtype": "bf16"} if cfg["frozen_dtype"] == "bf16" else c["model"]
+    model: dict = {"name": c["model"]}
+    if cfg["frozen_dtype"] == "bf16":
+        model["dtype"] = "bf16"
+    if not cfg.get("packed_attention", True):
+        model["attn_implementation"] = "sdpa"  # the block-diagonal mask over whole rows
     return {
-        "model": model,
+        "model": model if len(model) > 1 else c["model"],
         "task": "causal_lm",
         "output_dir": str(run_dir),
         "seed": SEED,
@@ -224,7 +240,7 @@ def run_tunesmith(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path) ->
     probe.watch()
     summary = loop.train(recipe, run_dir)
     out = {**probe.summary(), "loss_by_step": train_losses_tunesmith(run_dir)}
-    for key in ("precision", "precision_reason", "state_bytes_per_rank"):
+    for key in ("precision", "precision_reason", "state_bytes_per_rank", "attention"):
         if key in summary:
             out[f"summary_{key}"] = summary[key]
     return out
@@ -332,8 +348,8 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     cfg = parse_config(a.config)
-    if a.impl == "trainer" and cfg["chunked_loss"]:
-        sys.exit("the Trainer has no chunked loss: drop +chunk for impl trainer")
+    if a.impl == "trainer" and tunesmith_only(cfg):
+        sys.exit("+chunk / +nopack_attn are tunesmith settings: drop them for impl trainer")
     run_dir = Path(a.runs_dir) / f"{a.case}-{a.impl}-{a.config}"
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()

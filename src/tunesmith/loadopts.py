@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+import tunesmith.packedattn  # noqa: F401  (registers the tunesmith_packed backend)
 from tunesmith.embedded import EMBEDDED
 from tunesmith.errors import ModelError
 from tunesmith.paths import hub_offline
@@ -99,8 +100,9 @@ def quantization_options(quantization: str | None, name: str) -> dict[str, Any]:
 
 
 def with_attention(implementation: str | None) -> Any:
-    """A builder caller with the attention backend the recipe names (no fallback), or for
-    ``None`` :func:`with_sdpa`."""
+    """A builder caller with the attention backend the recipe names (no fallback; ``tunesmith_packed``,
+    tunesmith's per-example attention for packed rows, is registered on import), or for ``None``
+    :func:`with_sdpa`."""
     if implementation is None:
         return with_sdpa
     return lambda build: build(attn_implementation=implementation)

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "pooling",
             "precision",
             "memory",
+            "packedattn",
         },
     ),
     ("adapters", {"adapters"}),

@@ -44,10 +44,13 @@ def test_config_names(bench):
     worker, _, _ = bench
     assert worker.parse_config("bf16base+ckpt+chunk") == {
         "precision": "bf16", "frozen_dtype": "bf16", "grad_ckpt": True, "chunked_loss": True,
+        "packed_attention": True,
     }  # fmt: skip
     assert worker.parse_config("fp32") == {
         "precision": "fp32", "frozen_dtype": "fp32", "grad_ckpt": False, "chunked_loss": False,
+        "packed_attention": True,
     }  # fmt: skip
+    assert not worker.parse_config("bf16base+nopack_attn")["packed_attention"]
     with pytest.raises(ValueError, match="unknown config"):
         worker.parse_config("fp16+ckpt")
 
@@ -64,6 +67,11 @@ def test_recipe_uses_the_agreed_keys(bench, tmp_path):
     plain = worker.recipe_dict("smollm2_full", worker.parse_config("fp32"), _args(), tmp_path)
     assert plain["model"] == "smollm2" and plain["adapter"] is None
     assert "gradient_checkpointing" not in plain["train"]  # defaults left out
+    off = worker.recipe_dict(
+        "smollm2_lora", worker.parse_config("fp32+nopack_attn"), _args(), tmp_path
+    )
+    assert off["model"] == {"name": "smollm2", "attn_implementation": "sdpa"}
+    assert parse_recipe(off).model_options.attn_implementation == "sdpa"
     parse_recipe(plain)  # valid on every tree
 
 
@@ -79,11 +87,13 @@ def test_every_planned_recipe_parses(bench, tmp_path):
 def test_plan_selection(bench):
     _, run, _ = bench
     assert run.build_plan(_args(quick=True)) == run.QUICK_PLAN
-    grid = run.build_plan(_args(cases=["gemma3_lora"], configs=["fp32", "fp32+chunk"]))
-    assert grid == [  # the Trainer has no chunked loss
+    configs = ["fp32", "fp32+chunk", "fp32+nopack_attn"]
+    grid = run.build_plan(_args(cases=["gemma3_lora"], configs=configs))
+    assert grid == [  # the Trainer has no chunked loss and no choice of attention
         ("gemma3_lora", "tunesmith", "fp32", 1),
         ("gemma3_lora", "trainer", "fp32", 1),
         ("gemma3_lora", "tunesmith", "fp32+chunk", 1),
+        ("gemma3_lora", "tunesmith", "fp32+nopack_attn", 1),
     ]
     more = run.build_plan(_args(repeats=5, cases=["smollm2_lora"]))
     assert {reps for *_, reps in more} == {5, 1}  # only the repeated rows change
@@ -157,3 +167,11 @@ def test_verdicts_from_results(bench):
     assert "= 0.020 (bf16base+ckpt+chunk)" in md  # first repeat's losses vs fp32
     assert "9000 MB unchunked vs 6000 MB chunked (0.67x)" in md
     assert "error: killed" in md
+
+
+def test_packed_attention_benchmark_counts_the_attention_work():
+    micro = _load("packed_attention")
+    # rows of 6 tokens: examples 2 + 4 and 3 + 3 -> (4 + 16 + 9 + 9) / (2 x 36)
+    work = micro.attention_work(torch.tensor([[0, 1, 0, 1, 2, 3], [0, 1, 2, 0, 1, 2]]))
+    assert work == {"rows": 2, "examples": 4, "work_ratio": round(38 / 72, 4)}
+    assert micro.BACKENDS == ("tunesmith_packed", "sdpa")

@@ -34,7 +34,10 @@ class ModelConfig:
         "fp32; auto = the dtype train.precision computes in",
     )
     attn_implementation: str | None = fld(
-        None, "transformers attention backend, e.g. eager, sdpa, flash_attention_2 (default sdpa)"
+        None,
+        "transformers attention backend, e.g. eager, sdpa, flash_attention_2 (default sdpa; "
+        "packed training then attends per example, tunesmith_packed: name sdpa to keep its "
+        "block-diagonal mask)",
     )
     trust_remote_code: bool = fld(
         False,

@@ -7,6 +7,8 @@ that still fits it), so almost every row is ``max_length`` tokens long. Each pac
 ``attention_mask`` then attends only within each example (transformers' masking utilities turn
 the position resets into a block-diagonal causal mask, for SDPA, eager and flash attention
 alike; :func:`tunesmith.tasks.causal_lm.attends_within_examples` checks that a model does).
+Training on SDPA then runs attention per example instead of under that mask
+(:mod:`tunesmith.packedattn`).
 The first token of every example gets label -100, so no example is trained to predict its start
 from the previous example's end.
 """

@@ -250,6 +250,8 @@ def finish(run: Run) -> dict[str, Any]:
     }
     if run.precision is not None:
         summary["precision"] = run.precision.record()
+    if run.attention is not None:
+        summary["attention"] = run.attention
     if run.dev_at_start is not None:
         summary["dev_at_start"] = run.dev_at_start
     summary.update(run.mode.finish(run.raw_model, best))

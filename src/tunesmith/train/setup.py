@@ -30,13 +30,14 @@ from tunesmith.adapters import (
 )
 from tunesmith.adapters.base import state_of
 from tunesmith.atomic import atomic_write_json, atomic_write_text
-from tunesmith.config import Recipe, dump_recipe
+from tunesmith.config import ModelConfig, Recipe, dump_recipe
 from tunesmith.errors import ConfigError
 from tunesmith.memory import cast_for_training, enable_gradient_checkpointing
 from tunesmith.metrics import greater_is_better
 from tunesmith.models import count_parameters
 from tunesmith.objectives import ObjectiveTerm, build_terms
 from tunesmith.optim import build_optimizer, build_scheduler, param_groups
+from tunesmith.packedattn import PACKED, use_packed_attention
 from tunesmith.pooling import configure_pooling, describe
 from tunesmith.precision import Precision, frozen_dtype, make_scaler, resolve_precision
 from tunesmith.train.callbacks import CallbackList
@@ -97,6 +98,7 @@ class Run:
     sharded: bool = False  # FSDP (train.distributed.strategy: fsdp): see train.sharding
     precision: Precision | None = None  # train.precision as resolved (tunesmith.precision)
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling (CUDA)
+    attention: str | None = None  # the attention backend of packed training (tunesmith.packedattn)
 
     @property
     def resumable(self) -> Resumable:
@@ -266,6 +268,22 @@ def setup_precision(recipe: Recipe, accelerator: Accelerator, check: RunCheck) -
     return precision
 
 
+def setup_attention(recipe: Recipe, model: nn.Module, accelerator: Accelerator) -> str | None:
+    """Packed causal-LM training: a model on SDPA attends per example (``tunesmith_packed``,
+    same results without the row-wide block mask) unless the recipe names
+    ``model.attn_implementation``; says which attention runs. None when rows are not packed."""
+    if recipe.data is None or not recipe.data.packing:
+        return None
+    explicit = isinstance(recipe.model, ModelConfig) and recipe.model.attn_implementation
+    if not explicit and use_packed_attention(model):
+        accelerator.print(f"tunesmith: attention {PACKED} (packed rows: causal SDPA per example)")
+        return PACKED
+    name = str(getattr(getattr(model, "config", None), "_attn_implementation", None))
+    why = "model.attn_implementation" if explicit else "per-example attention needs sdpa"
+    accelerator.print(f"tunesmith: attention {name} (packed rows: block-diagonal mask; {why})")
+    return name
+
+
 def setup_memory(recipe: Recipe, model: nn.Module, groups: list[dict], frozen: torch.dtype) -> None:
     """``model.dtype``: frozen weights stored in ``frozen``, trained ones fp32;
     ``train.gradient_checkpointing``: recompute activations in backward."""
@@ -298,6 +316,7 @@ def setup_run(
         recipe, tokenizer, mode, terms, accelerator, given.model, frozen
     )
     check.add(model=starting_digest(model))
+    attention = setup_attention(recipe, model, accelerator)
     accelerator.wait_for_everyone()  # every process checked before the main one writes
     if accelerator.is_main_process:
         write_run_files(check, recipe, mode.labels())
@@ -342,4 +361,5 @@ def setup_run(
         sharded=sharded,
         precision=precision,
         scaler=make_scaler(precision, accelerator.device),
+        attention=attention,
     )
