@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tunesmith.adapters import load_model_or_adapter, mark_trainable
 from tunesmith.continual.config import ContinualConfig
 from tunesmith.continual.data import TaskData, stage_recipe, write_jsonl
+from tunesmith.continual.labelwords import score_by_label_words
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, encode_split
@@ -53,6 +54,7 @@ class SequenceContext:
     tokenizer: Any
     metric: str
     union: list[str] | None = None  # shared head: all tasks' labels, in stage order
+    words: list[list[str]] | None = None  # causal LM scored by label words: each task's words
     accelerator: Accelerator = field(
         default_factory=lambda: Accelerator(cpu=not torch.cuda.is_available())
     )
@@ -157,6 +159,10 @@ def score_row(
     current = model
     for j, task in enumerate(ctx.tasks):
         model = own(j) if own is not None and j <= trained else current
+        if ctx.words is not None:  # a causal-LM task written as text: rank its label words
+            split = ctx.cfg.eval_split
+            metrics.append(score_by_label_words(model, ctx.tokenizer, task, ctx.words[j], split))
+            continue
         examples, vocab = ctx.eval_data(j)
         if not ctx.classification:
             view = model
