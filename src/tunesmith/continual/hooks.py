@@ -34,6 +34,7 @@ from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, encode_split
 from tunesmith.heads import MultiHeadModel, TaskView, fresh_head, head_state, label_projection_names
 from tunesmith.objectives.continual import ContinualMethod, ContinualState
+from tunesmith.precision import Precision, autocast, resolve_precision
 from tunesmith.train.evaluation import evaluate
 from tunesmith.train.setup import freeze_as_recipe
 
@@ -59,6 +60,7 @@ class SequenceContext:
         default_factory=lambda: Accelerator(cpu=not torch.cuda.is_available())
     )
     _eval: dict[int, tuple[list, Any]] = field(default_factory=dict)
+    _precision: list[Precision] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -67,6 +69,14 @@ class SequenceContext:
     @property
     def classification(self) -> bool:
         return self.task_type == "sequence_classification"
+
+    def scoring(self):
+        """Autocast for scoring, in the sequence's ``train.precision`` (as the loop scores dev):
+        bf16 where ``auto`` picks it, else fp32."""
+        if not self._precision:
+            requested = self.tasks[0].recipe.train.precision
+            self._precision.append(resolve_precision(requested, self.accelerator.device))
+        return autocast(self._precision[0], self.accelerator.device)
 
     def labels_for(self, j: int) -> list[str] | None:
         """The label vocabulary task j is encoded with (the union for a shared head)."""
@@ -155,6 +165,11 @@ def score_row(
     trained, else a fresh head seeded by ``seed + j`` (the same one the initial row uses).
     A multi-head model (joint training with separate heads) scores each task with its head.
     ``own(j)``: task-id routing, the model task j <= trained is scored with (its own stage's)."""
+    with ctx.scoring():
+        return _score_row(ctx, model, trained, own)
+
+
+def _score_row(ctx: SequenceContext, model, trained: int, own) -> list[dict[str, float]]:
     metrics = []
     current = model
     for j, task in enumerate(ctx.tasks):

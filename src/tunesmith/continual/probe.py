@@ -49,9 +49,11 @@ class Probe:
             return float(json.loads(path.read_text())["metrics"][METRIC])
         ctx = self.ctx
         batch = self.recipe.train.eval_batch_size
-        metrics = evaluate(
-            model(), self.examples(), ctx.collator(), "causal_lm", None, ctx.accelerator, batch
-        )
+        examples = self.examples()
+        with ctx.scoring():
+            metrics = evaluate(
+                model(), examples, ctx.collator(), "causal_lm", None, ctx.accelerator, batch
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"metrics": metrics, "examples": len(self.examples())}))
         return float(metrics[METRIC])
