@@ -39,3 +39,11 @@ DATA: dict[str, dict] = {
         for split, name in (("train", "train"), ("dev", "val"), ("test", "test"))
     },
 }
+
+# label -> word for the tasks written as text (text-to-text / causal-LM label-word scoring);
+# emotion's labels are words already
+LABEL_WORDS: dict[str, dict[str, str]] = {
+    "sst2": {"0": "negative", "1": "positive"},
+    "trec": {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
+             "LOC": "location", "NUM": "number"},
+}  # fmt: skip

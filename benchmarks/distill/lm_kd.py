@@ -40,7 +40,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from tunesmith.config import parse_recipe
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_data import LABEL_WORDS  # noqa: E402  (benchmarks/bench_data.py)
+
+from tunesmith.config import parse_recipe  # noqa: E402
 from tunesmith.distill.heal import initial_loss  # noqa: F401  (re-exported for notebooks)
 from tunesmith.models import load_model, load_tokenizer
 from tunesmith.paths import data_root
@@ -49,8 +52,7 @@ from tunesmith.train.loop import train
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CONFIGS = HERE / "configs" / "lm17"
-WORDS = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
-         "LOC": "location", "NUM": "number"}  # fmt: skip
+WORDS = LABEL_WORDS["trec"]
 PROMPT = "trec question: {q}"
 KD = {  # method -> objectives added to 0.5 CE (SFT: CE only)
     "sft": [],

@@ -10,6 +10,8 @@ This package is the driver around the loop:
 * each task's splits frozen once (:mod:`.data`);
 * the runner and the work between stages (:mod:`.stages`, :mod:`.hooks`);
 * metrics on the accuracy matrix R (:mod:`.metrics`): ACC, BWT, forgetting, FWT;
+* causal-LM tasks scored by their label words (:mod:`.labelwords`) and a held-out perplexity
+  probe measured after every stage (:mod:`.probe`);
 * separate task heads swapped on one body (:mod:`.heads`).
 
 The loss-side pieces (the diagonal Fisher, :class:`ContinualState`, the quadratic penalties, the

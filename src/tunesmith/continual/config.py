@@ -30,6 +30,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from tunesmith.config import (
     Recipe,
     check_files,
@@ -90,7 +92,21 @@ class ContinualConfig:
     seed: int | None = fld(None, "seed of Fisher subsets, replay and fresh heads (default: seed)")
     eval_split: Literal["test", "dev"] = fld("test", "split each task is scored on for R")
     metric: str | None = fld(
-        None, "score in R (default: accuracy; perplexity for causal_lm, lower is better)"
+        None,
+        "score in R (default: accuracy; perplexity for causal_lm, lower is better). causal_lm "
+        "with accuracy or macro_f1: each task's test examples are classified by the likelihood "
+        "of its label words (rank classification)",
+    )
+    label_words: dict[str, list[str]] = fld(
+        {},
+        "causal_lm scored by accuracy: a stage name -> its label words (default: the distinct "
+        "responses of the stage's training split)",
+    )
+    probe: dict[str, Any] | None = fld(
+        None,
+        "causal_lm: a general-capability probe, a data: section of held-out text (its test "
+        "split, else its train split) whose perplexity is measured on the initial model and "
+        "after every stage (matrix.json probe, matrix.md)",
     )
     evaluate_initial: bool = fld(True, "also score the initial model (for FWT)")
     keep_state: bool = fld(
@@ -206,6 +222,56 @@ def check_sequence(stages: list[Stage], cfg: ContinualConfig) -> None:
         )
     if len(stages) < 2 and not method.joint:
         raise ConfigError("stages", "a task sequence needs at least two stages")
+    _check_scoring(stages, cfg, task)
+
+
+LM_METRICS = ("perplexity", "loss", "accuracy", "macro_f1")
+"""What a causal_lm sequence can score in R: the task's own perplexity / loss, or label-word
+accuracy / macro-F1 (rank classification over each task's label words)."""
+
+
+def _check_scoring(stages: list[Stage], cfg: ContinualConfig, task: str) -> None:
+    names = [s.name for s in stages]
+    if task == "causal_lm" and cfg.metric is not None and cfg.metric not in LM_METRICS:
+        raise ConfigError(
+            "continual.metric",
+            f"a causal_lm sequence scores one of {', '.join(LM_METRICS)}, not {cfg.metric!r}",
+        )
+    for name, words in cfg.label_words.items():
+        where = f"continual.label_words.{name}"
+        if name not in names:
+            raise ConfigError(where, "no stage of that name", f"stages: {', '.join(names)}")
+        if not isinstance(words, list) or not words or len(set(words)) != len(words):
+            raise ConfigError(where, "expected a list of distinct label words")
+        if any(not isinstance(w, str) or not w.strip() for w in words):
+            raise ConfigError(where, "label words are non-empty strings")
+    if cfg.label_words and (task != "causal_lm" or cfg.metric not in ("accuracy", "macro_f1")):
+        raise ConfigError(
+            "continual.label_words",
+            "only a causal_lm sequence scored by label words reads them",
+            "set continual.metric: accuracy",
+        )
+    if cfg.probe is not None and task != "causal_lm":
+        raise ConfigError(
+            "continual.probe", f"the perplexity probe needs a causal_lm sequence, not {task}"
+        )
+    probe_recipe(cfg, stages[0].recipe)
+
+
+def probe_recipe(cfg: ContinualConfig, first: Recipe) -> Recipe | None:
+    """The probe's recipe: the first stage's with ``continual.probe`` as its ``data:`` section
+    (the first stage's ``data.root`` unless the probe names its own); None without a probe."""
+    if cfg.probe is None:
+        return None
+    if not isinstance(cfg.probe, dict):
+        raise ConfigError("continual.probe", "expected a data: mapping", "e.g. {train: x.json}")
+    data = to_dict(first)
+    data["data"] = {"root": first.data.root, **cfg.probe} if first.data else dict(cfg.probe)
+    data["objectives"] = []
+    try:
+        return parse_recipe(data)
+    except ConfigError as exc:
+        raise ConfigError("continual.probe", str(exc)) from None
 
 
 def parse_sequence(data: dict, overrides: list[str] | None = None) -> TaskSequence:
@@ -247,6 +313,15 @@ def load_sequence(
         seq = parse_sequence(data, overrides)
         for stage in seq.stages:  # the one path rule: beside the recipe, then the data root
             resolve_recipe_paths(stage.recipe, path.parent)
+        probe = probe_recipe(seq.continual, seq.stages[0].recipe)
+        if probe is not None:  # kept resolved: the probe reads what the recipe named
+            resolve_recipe_paths(probe, path.parent)
+            seq.continual.probe = to_dict(probe.data)
+            if check_paths:
+                try:
+                    check_files(probe)
+                except ConfigError as exc:
+                    raise ConfigError("continual.probe", str(exc)) from None
         if check_paths:
             check_model_sources(seq.stages[0].recipe)  # the stages share model and teacher
             for i, stage in enumerate(seq.stages):
@@ -257,3 +332,34 @@ def load_sequence(
     except ConfigError as exc:
         raise ConfigError("", f"{path}: {exc}") from None
     return seq
+
+
+def _raw_fisher(continual: Any) -> Any:
+    """A saved ``continual:`` section from before ``fisher.normalize`` existed estimated raw
+    Fishers (its state holds them): read its Fisher settings as ``normalize: none``."""
+    if not isinstance(continual, dict):
+        return continual
+    out = dict(continual)
+    for key, section in continual.items():
+        if key == "fisher" and isinstance(section, dict):  # the flat key
+            out[key] = {"normalize": "none", **section}
+        elif isinstance(section, dict) and isinstance(section.get("fisher"), dict):
+            out[key] = {**section, "fisher": {"normalize": "none", **section["fisher"]}}
+    return out
+
+
+def same_settings(saved: str, text: str) -> bool:
+    """``sequence.yaml`` as saved vs. as it would be written now. A file from before the
+    per-method sections (flat ``ewc_lambda`` keys) counts as the same when it resolves to the
+    same settings (its Fishers as ``normalize: none``, what it estimated); the runner then
+    rewrites it in today's form."""
+    if saved == text:
+        return True
+    old, new = yaml.safe_load(saved), yaml.safe_load(text)
+    if not isinstance(old, dict) or old.get("stages") != new["stages"]:
+        return False
+    try:
+        before = ContinualConfig.parse(_raw_fisher(old.get("continual")), warn=False).resolved()
+    except ConfigError:
+        return False
+    return before == new["continual"]

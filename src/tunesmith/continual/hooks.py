@@ -28,11 +28,13 @@ from safetensors.torch import load_file, save_file
 from tunesmith.adapters import load_model_or_adapter, mark_trainable
 from tunesmith.continual.config import ContinualConfig
 from tunesmith.continual.data import TaskData, stage_recipe, write_jsonl
+from tunesmith.continual.labelwords import score_by_label_words
 from tunesmith.data.collate import Collator
 from tunesmith.data.labels import LabelVocab
 from tunesmith.data.pipeline import build_datasets, encode_split
 from tunesmith.heads import MultiHeadModel, TaskView, fresh_head, head_state, label_projection_names
 from tunesmith.objectives.continual import ContinualMethod, ContinualState
+from tunesmith.precision import Precision, autocast, resolve_precision
 from tunesmith.train.evaluation import evaluate
 from tunesmith.train.setup import freeze_as_recipe
 
@@ -53,10 +55,12 @@ class SequenceContext:
     tokenizer: Any
     metric: str
     union: list[str] | None = None  # shared head: all tasks' labels, in stage order
+    words: list[list[str]] | None = None  # causal LM scored by label words: each task's words
     accelerator: Accelerator = field(
         default_factory=lambda: Accelerator(cpu=not torch.cuda.is_available())
     )
     _eval: dict[int, tuple[list, Any]] = field(default_factory=dict)
+    _precision: list[Precision] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -65,6 +69,14 @@ class SequenceContext:
     @property
     def classification(self) -> bool:
         return self.task_type == "sequence_classification"
+
+    def scoring(self):
+        """Autocast for scoring, in the sequence's ``train.precision`` (as the loop scores dev):
+        bf16 where ``auto`` picks it, else fp32."""
+        if not self._precision:
+            requested = self.tasks[0].recipe.train.precision
+            self._precision.append(resolve_precision(requested, self.accelerator.device))
+        return autocast(self._precision[0], self.accelerator.device)
 
     def labels_for(self, j: int) -> list[str] | None:
         """The label vocabulary task j is encoded with (the union for a shared head)."""
@@ -153,10 +165,19 @@ def score_row(
     trained, else a fresh head seeded by ``seed + j`` (the same one the initial row uses).
     A multi-head model (joint training with separate heads) scores each task with its head.
     ``own(j)``: task-id routing, the model task j <= trained is scored with (its own stage's)."""
+    with ctx.scoring():
+        return _score_row(ctx, model, trained, own)
+
+
+def _score_row(ctx: SequenceContext, model, trained: int, own) -> list[dict[str, float]]:
     metrics = []
     current = model
     for j, task in enumerate(ctx.tasks):
         model = own(j) if own is not None and j <= trained else current
+        if ctx.words is not None:  # a causal-LM task written as text: rank its label words
+            split = ctx.cfg.eval_split
+            metrics.append(score_by_label_words(model, ctx.tokenizer, task, ctx.words[j], split))
+            continue
         examples, vocab = ctx.eval_data(j)
         if not ctx.classification:
             view = model

@@ -181,8 +181,10 @@ def matrix_report(
     metric: str = "accuracy",
     higher_is_better: bool = True,
     extra: dict[str, Any] | None = None,
+    appendix: str = "",
 ) -> dict[str, Any]:
-    """Write ``matrix.json``, ``matrix.png`` (heatmap) and ``matrix.md`` into ``out_dir``.
+    """Write ``matrix.json``, ``matrix.png`` (heatmap) and ``matrix.md`` into ``out_dir``
+    (``appendix``: markdown added at the end of ``matrix.md``, e.g. the probe's section).
 
     ``R`` is (T, T), or (1, T) for joint training (then only ACC is defined). Returns the JSON
     content: tasks, metric, matrix (list of rows), initial, acc, bwt, forgetting (mean),
@@ -205,7 +207,7 @@ def matrix_report(
         **(extra or {}),
     }
     (out / "matrix.json").write_text(json.dumps(report, indent=2))
-    (out / "matrix.md").write_text(_markdown(m, tasks, stats, initial, metric))
+    (out / "matrix.md").write_text(_markdown(m, tasks, stats, initial, metric) + appendix)
     why_not = _heatmap(m, tasks, out / "matrix.png", metric)
     if why_not:
         report["heatmap"] = why_not

@@ -36,7 +36,14 @@ import yaml
 from tunesmith.adapters import load_model_or_adapter
 from tunesmith.config import Recipe, parse_recipe
 from tunesmith.configschema import to_dict
-from tunesmith.continual.config import ContinualConfig, Stage, TaskSequence, check_sequence
+from tunesmith.continual.config import (
+    ContinualConfig,
+    Stage,
+    TaskSequence,
+    check_sequence,
+    probe_recipe,
+    same_settings,
+)
 from tunesmith.continual.data import materialize, stage_recipe, write_jsonl
 from tunesmith.continual.hooks import (
     SequenceContext,
@@ -46,7 +53,9 @@ from tunesmith.continual.hooks import (
     score_row,
     write_row,
 )
+from tunesmith.continual.labelwords import LABEL_METRICS, label_words
 from tunesmith.continual.metrics import matrix_report
+from tunesmith.continual.probe import Probe, probe_markdown
 from tunesmith.continual.starts import write_adapter_start
 from tunesmith.errors import ConfigError
 from tunesmith.heads import fresh_head
@@ -127,6 +136,12 @@ class _Runner:
             metric=cfg.metric or default_metric,
             union=union,
         )
+        if first.task == "causal_lm" and self.ctx.metric in LABEL_METRICS:
+            given = cfg.label_words
+            split = cfg.eval_split
+            self.ctx.words = [label_words(t, given.get(t.name), split) for t in tasks]
+        probe = probe_recipe(cfg, first)
+        self.probe = Probe(probe, self.ctx) if probe is not None else None
         self.initial_model = first.model_source
         self.joint = self.method.joint
 
@@ -140,7 +155,7 @@ class _Runner:
             sort_keys=False,
         )
         saved = self.out / "sequence.yaml"
-        if saved.is_file() and not _same_settings(saved.read_text(), text):
+        if saved.is_file() and not same_settings(saved.read_text(), text):
             raise ConfigError(
                 "output_dir",
                 f"{self.out} holds a task sequence with other settings",
@@ -156,7 +171,17 @@ class _Runner:
 
     def run(self, stop_after: int | None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        initial = self._initial_row() if self.cfg.evaluate_initial else None
+        loaded: list = []
+
+        def initial_model():  # loaded once, and only when a score is missing
+            if not loaded:
+                loaded.append(self._initial_model())
+            return loaded[0]
+
+        initial = self._initial_row(initial_model) if self.cfg.evaluate_initial else None
+        if self.probe is not None:
+            self.probe.measure("initial", initial_model)
+        del loaded[:]
         plan, rows, stages = self.plan(), [], []
         for k, name in enumerate(plan):
             run_dir = self.ctx.run_dir(k, name)
@@ -176,7 +201,14 @@ class _Runner:
             if stop_after is not None and k + 1 >= stop_after and k + 1 < len(plan):
                 return {"completed_stages": k + 1, "rows": rows}
         metric = self.ctx.metric
-        extra = {
+        appendix = ""
+        extra: dict[str, Any] = {}
+        if self.probe is not None:
+            extra["probe"] = self.probe.summary(len(plan))
+            appendix = probe_markdown(extra["probe"], plan)
+        if self.ctx.words is not None:
+            extra["label_words"] = dict(zip(self.ctx.names, self.ctx.words, strict=True))
+        extra |= {
             "method": self.cfg.method,
             "heads": "shared" if self.ctx.shared else "separate",
             "seed": self.ctx.seed,
@@ -191,12 +223,16 @@ class _Runner:
             metric=metric,
             higher_is_better=metric not in LOWER_IS_BETTER,
             extra=extra,
+            appendix=appendix,
         )
 
-    def _initial_row(self) -> list[float]:
+    def _initial_row(self, model) -> list[float]:
         path = self.out / "rows" / "initial.json"
         if path.is_file():
             return json.loads(path.read_text())["row"]
+        return write_row(path, score_row(self.ctx, model(), trained=-1), self.ctx.metric)
+
+    def _initial_model(self):
         ctx, kwargs = self.ctx, {}
         if ctx.classification:  # the head stage 0 starts from (separate: swapped for fresh ones)
             labels = ctx.union if ctx.shared else ctx.tasks[0].labels
@@ -205,8 +241,7 @@ class _Runner:
         model = load_model_or_adapter(
             self.initial_model, ctx.task_type, init_seed=first.seed, **kwargs
         )
-        model.to(ctx.accelerator.device).eval()
-        return write_row(path, score_row(ctx, model, trained=-1), ctx.metric)
+        return model.to(ctx.accelerator.device).eval()
 
     def _after_stage(self, k: int, name: str) -> list[float]:
         ctx = self.ctx
@@ -229,6 +264,8 @@ class _Runner:
             trained = len(ctx.tasks) - 1 if self.joint else k
             own = self._own_model(k, model) if self.method.routed else None
             row = write_row(row_path, score_row(ctx, model(), trained, own), ctx.metric)
+        if self.probe is not None:
+            self.probe.measure(str(k), model)
         if not self.joint and k + 1 < len(ctx.tasks):
             self.method.after_stage(ctx, k)
             if self._terms(k + 1) and not ctx.state_path(k + 1).is_file():
@@ -355,34 +392,3 @@ class _Runner:
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in ("steps", "wall_s", "train_examples", "best_step")}
-
-
-def _raw_fisher(continual: Any) -> Any:
-    """A saved ``continual:`` section from before ``fisher.normalize`` existed estimated raw
-    Fishers (its state holds them): read its Fisher settings as ``normalize: none``."""
-    if not isinstance(continual, dict):
-        return continual
-    out = dict(continual)
-    for key, section in continual.items():
-        if key == "fisher" and isinstance(section, dict):  # the flat key
-            out[key] = {"normalize": "none", **section}
-        elif isinstance(section, dict) and isinstance(section.get("fisher"), dict):
-            out[key] = {**section, "fisher": {"normalize": "none", **section["fisher"]}}
-    return out
-
-
-def _same_settings(saved: str, text: str) -> bool:
-    """``sequence.yaml`` as saved vs. as it would be written now. A file from before the
-    per-method sections (flat ``ewc_lambda`` keys) counts as the same when it resolves to the
-    same settings (its Fishers as ``normalize: none``, what it estimated); the runner then
-    rewrites it in today's form."""
-    if saved == text:
-        return True
-    old, new = yaml.safe_load(saved), yaml.safe_load(text)
-    if not isinstance(old, dict) or old.get("stages") != new["stages"]:
-        return False
-    try:
-        before = ContinualConfig.parse(_raw_fisher(old.get("continual")), warn=False).resolved()
-    except ConfigError:
-        return False
-    return before == new["continual"]

@@ -14,7 +14,7 @@ so the scored tokens are the ones the model was trained to produce. The prompts 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,11 +32,12 @@ __all__ = ["classify_by_scoring", "evaluate_text_to_text", "score_label_set"]
 def score_label_set(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Mapping[str, Any]],
     label_words: Sequence[str],
     *,
     template: str = "plain",
     system: str | None = None,
+    prompt_key: str | None = None,
     include_eos: bool = True,
     reduction: str = "sum",
     batch_size: int = 16,
@@ -52,6 +53,10 @@ def score_label_set(
     template) followed by the word, tokenised as :func:`encode_causal_lm` does; encoder-decoder
     models (``config.is_encoder_decoder``) encode the prompt and score the word as the target,
     as :func:`encode_seq2seq` does. Prompts longer than ``max_length`` keep their end.
+
+    ``prompts`` may also be training records of a decoder-only model (mappings): each is then
+    rendered exactly as training renders it (``record[prompt_key]``, or alpaca ``instruction`` +
+    ``input`` when ``prompt_key`` is None), so the scored text is the trained text.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -59,10 +64,15 @@ def score_label_set(
         raise DataError(f"label words must be non-empty strings, got {list(label_words)}")
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     pairs = [(p, w) for p in prompts for w in label_words]
+    records = any(isinstance(p, Mapping) for p in prompts)
+    if records and (seq2seq or not all(isinstance(p, Mapping) for p in prompts)):
+        raise ValueError("prompts are all strings, or all records of a decoder-only model")
     examples = (
         _seq2seq_examples(pairs, tokenizer, include_eos, max_length)
         if seq2seq
-        else _causal_examples(pairs, tokenizer, template, system, include_eos, max_length)
+        else _causal_examples(
+            pairs, tokenizer, template, system, include_eos, max_length, prompt_key
+        )
     )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     collate = Collator(pad_token_id=pad)
@@ -81,15 +91,23 @@ def score_label_set(
     return torch.cat(scores).view(len(prompts), len(label_words))
 
 
-def _causal_examples(pairs, tokenizer, template, system, include_eos, max_length) -> list[dict]:
-    records = [{"prompt": p, "output": w} for p, w in pairs]
+_WORD = "__label_word__"  # the response field of the scored records (no record uses it)
+
+
+def _causal_examples(
+    pairs, tokenizer, template, system, include_eos, max_length, prompt_key=None
+) -> list[dict]:
+    if pairs and isinstance(pairs[0][0], Mapping):
+        records = [{**p, _WORD: w} for p, w in pairs]
+    else:
+        records, prompt_key = [{"prompt": p, _WORD: w} for p, w in pairs], "prompt"
     # no truncation here (a huge max_length): truncation must cut the prompt, never the word
     examples = encode_causal_lm(
         records,
         tokenizer,
         template=template,
-        prompt_key="prompt",
-        response_key="output",
+        prompt_key=prompt_key,
+        response_key=_WORD,
         system=system,
         mask_prompt=True,
         max_length=10**9,
@@ -136,7 +154,11 @@ def _batch_scores(model, batch: dict, seq2seq: bool, reduction: str) -> torch.Te
 
 
 def classify_by_scoring(
-    model: Any, tokenizer: Any, prompts: Sequence[str], label_words: Sequence[str], **kw: Any
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str] | Sequence[Mapping[str, Any]],
+    label_words: Sequence[str],
+    **kw: Any,
 ) -> list[int]:
     """Index of the most likely label word for each prompt (argmax of :func:`score_label_set`)."""
     return score_label_set(model, tokenizer, prompts, label_words, **kw).argmax(-1).tolist()
@@ -145,7 +167,7 @@ def classify_by_scoring(
 def evaluate_text_to_text(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Mapping[str, Any]],
     gold: Sequence[str],
     label_words: Sequence[str],
     **score_kw: Any,

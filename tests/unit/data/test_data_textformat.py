@@ -81,6 +81,29 @@ def test_mean_reduction_and_argmax(llama):
     assert model.training is False
 
 
+def test_records_are_scored_as_training_renders_them(llama):
+    """Records (alpaca instruction + input, or prompt_key) score the text training encodes:
+    the same as their rendered user turn given as a string; the alpaca template with an input
+    renders its own layout, different from the instruction alone."""
+    model, tok = llama
+    records = [{"instruction": "sentence :", "input": p, "output": "x"} for p in PROMPTS]
+    strings = [f"sentence :\n\n{p}" for p in PROMPTS]
+    for template in ("plain", "alpaca"):
+        got = score_label_set(model, tok, records, WORDS, template=template)
+        want = score_label_set(model, tok, strings, WORDS, template=template)
+        if template == "plain":
+            torch.testing.assert_close(got, want)
+        else:
+            assert not torch.allclose(got, want)  # "### Input:" is its own section
+    keyed = [{"text": p} for p in PROMPTS]
+    torch.testing.assert_close(
+        score_label_set(model, tok, keyed, WORDS, prompt_key="text"),
+        score_label_set(model, tok, PROMPTS, WORDS),
+    )
+    with pytest.raises(ValueError, match="all strings"):
+        score_label_set(model, tok, [PROMPTS[0], keyed[0]], WORDS)
+
+
 def test_long_prompt_keeps_its_end(llama):
     model, tok = llama
     prompt = "the cat " * 10 + "was good"
