@@ -137,7 +137,7 @@ def test_a_bug_shows_its_traceback_and_asks_for_a_report(workdir, tmp_path, caps
     def broken(*args, **kwargs):
         raise KeyError("oops")
 
-    monkeypatch.setattr("tunesmith.cli.load_recipe", broken)
+    monkeypatch.setattr("tunesmith.cli.commands.load_recipe", broken)
     assert main(["validate", write_recipe(workdir, tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError" in err and "bug in tunesmith" in err
@@ -149,7 +149,7 @@ def test_interrupt_names_how_to_continue(workdir, tmp_path, capsys, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tunesmith.cli.train", interrupted)
+    monkeypatch.setattr("tunesmith.cli.commands.train", interrupted)
     assert main(["train", write_recipe(workdir, tmp_path)]) == 130
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "checkpoint is kept" in err and "--resume" in err
@@ -187,7 +187,7 @@ def test_adapter_run_on_a_replaced_base_is_refused(adapter_run, capsys):
 
 
 def test_warnings_are_one_line_without_source(workdir, tmp_path, capsys, monkeypatch):  # noqa: F811
-    from tunesmith.cli import load_recipe
+    from tunesmith.config import load_recipe
     from tunesmith.data import readers
 
     def warn(*args, **kwargs):  # as data.readers warns about skipped lines (on_error: skip)
@@ -196,7 +196,7 @@ def test_warnings_are_one_line_without_source(workdir, tmp_path, capsys, monkeyp
         )
         return load_recipe(*args, **kwargs)
 
-    monkeypatch.setattr("tunesmith.cli.load_recipe", warn)
+    monkeypatch.setattr("tunesmith.cli.commands.load_recipe", warn)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         main(["validate", write_recipe(workdir, tmp_path)])

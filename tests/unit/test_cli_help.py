@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.cli import build_parser
+from tunesmith.cli.parser import build_parser
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
