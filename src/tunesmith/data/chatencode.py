@@ -8,9 +8,9 @@ turns up to and including it (``upto``); the turn's tokens are those between the
 Both renderings must be prefixes of the whole conversation's rendering (a template that rewrites
 earlier turns, e.g. drops past reasoning, is not *prefix-stable* and fails with a clear error),
 and their token ids are compared with the conversation's as prefixes (a token merged across a
-seam falls back to character offsets, as :func:`tunesmith.data.encode.encode_causal_lm` does).
+seam falls back to character offsets, as :func:`tunesmith.data.lmencode.encode_causal_lm` does).
 Non-conversational records (alpaca, prompt/completion text, plain text) go to
-:func:`~tunesmith.data.encode.encode_causal_lm` with the fields of their format.
+:func:`~tunesmith.data.lmencode.encode_causal_lm` with the fields of their format.
 """
 
 from __future__ import annotations
@@ -28,15 +28,8 @@ from tunesmith.data.chatformats import (
     is_conversational,
     split_format,
 )
-from tunesmith.data.encode import (
-    IGNORE_INDEX,
-    Example,
-    _batch_ids,
-    _chunks,
-    _place,
-    _prompt_len,
-    encode_causal_lm,
-)
+from tunesmith.data.encode import IGNORE_INDEX, Example, _batch_ids, _chunks, _place
+from tunesmith.data.lmencode import _prompt_len, encode_causal_lm
 from tunesmith.errors import ConfigError, DataError, ModelError
 
 __all__ = ["conversation_mask", "encode_conversations", "encode_lm"]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.data.encode import build_prompt, prompt_adds_special_tokens
+from tunesmith.data.lmencode import build_prompt, prompt_adds_special_tokens
 
 __all__ = ["generate_completions", "generate_targets", "left_pad", "prompts_from_batch"]
 
@@ -29,7 +29,7 @@ def prompts_from_batch(batch: dict[str, torch.Tensor]) -> list[list[int]]:
     """Prompt token ids of each causal-LM example: the real tokens before its first trained label.
 
     batch: ``input_ids`` (B, T), ``attention_mask`` (B, T), ``labels`` (B, T) (right padded, labels
-    aligned with input_ids as :func:`tunesmith.data.encode.encode_causal_lm` makes them).
+    aligned with input_ids as :func:`tunesmith.data.lmencode.encode_causal_lm` makes them).
     """
     out = []
     for ids, mask, labels in zip(
@@ -135,7 +135,7 @@ def generate_targets(
 ) -> list[dict[str, Any]]:
     """Sequence-level KD data: each record with ``response_key`` set to the teacher's greedy answer.
 
-    Prompts are built exactly as :func:`tunesmith.data.encode.encode_causal_lm` builds them
+    Prompts are built exactly as :func:`tunesmith.data.lmencode.encode_causal_lm` builds them
     (same ``template``, ``prompt_key`` and ``system``), so the returned records train the student
     with the recipe's usual causal-LM data settings.
     """

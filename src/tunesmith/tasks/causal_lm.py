@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM
 from tunesmith.config import DataConfig
 from tunesmith.data.chatencode import encode_lm
 from tunesmith.data.chatformats import check_records
-from tunesmith.data.encode import IGNORE_INDEX, encode_prompt
+from tunesmith.data.encode import IGNORE_INDEX
+from tunesmith.data.lmencode import encode_prompt
 from tunesmith.metrics import generation_metrics
 from tunesmith.registry import TASKS
 from tunesmith.tasks.base import TaskKind

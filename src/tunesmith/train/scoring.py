@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.data.collate import Collator
-from tunesmith.data.encode import IGNORE_INDEX, encode_causal_lm, encode_seq2seq
+from tunesmith.data.encode import IGNORE_INDEX, encode_seq2seq
+from tunesmith.data.lmencode import encode_causal_lm
 from tunesmith.errors import DataError
 from tunesmith.metrics import accuracy, macro_f1
 

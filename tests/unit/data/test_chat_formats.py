@@ -96,7 +96,7 @@ def test_prompt_completion_text_goes_through_the_template(lm_tok) -> None:
 
 
 def test_alpaca_and_plain_keep_their_encoding(lm_tok) -> None:
-    from tunesmith.data.encode import encode_causal_lm
+    from tunesmith.data.lmencode import encode_causal_lm
 
     rec = {"instruction": "translate", "input": "hello world", "output": "Paris"}
     assert encode_lm([rec], lm_tok) == encode_causal_lm([rec], lm_tok)

@@ -1,7 +1,7 @@
 import torch
 
 from tunesmith.data.collate import Collator
-from tunesmith.data.encode import encode_causal_lm
+from tunesmith.data.lmencode import encode_causal_lm
 from tunesmith.distill.seqkd import generate_completions, generate_targets, prompts_from_batch
 
 from .conftest import lm_examples

@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from tunesmith.data.encode import IGNORE_INDEX, encode_causal_lm, encode_seq2seq
+from tunesmith.data.encode import IGNORE_INDEX, encode_seq2seq
+from tunesmith.data.lmencode import encode_causal_lm
 from tunesmith.data.pipeline import load_raw_splits
 from tunesmith.errors import TunesmithError
 from tunesmith.models import load_tokenizer
