@@ -144,6 +144,18 @@ def test_no_package_loops():
     assert cycles(import_graph()) == []
 
 
+MAX_LINES = 400  # STYLE.md: small modules with one job; a longer one wants splitting along a seam
+
+
+def test_modules_stay_small():
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in sorted(SRC.rglob("*.py"))
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) >= MAX_LINES
+    }
+    assert not long, f"modules of {MAX_LINES}+ lines (split them along a seam): {long}"
+
+
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     """The contract would be empty if the parser missed imports inside functions."""
     path = SRC / "data" / "fake_module.py"  # never written: parsed from text below
