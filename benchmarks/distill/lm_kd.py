@@ -48,6 +48,7 @@ from tunesmith.distill.heal import initial_loss  # noqa: F401  (re-exported for 
 from tunesmith.models import load_model, load_tokenizer
 from tunesmith.paths import data_root
 from tunesmith.train.loop import train
+from tunesmith.train.scoring import evaluate_text_to_text
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -81,30 +82,20 @@ def prepare_trec(root: Path, limit: dict | None = None) -> Path:
     return root
 
 
-@torch.no_grad()
 def label_word_accuracy(model_dir: Path, records: list[dict]) -> float:
-    """Share of test records whose gold word has the highest log-likelihood of the six words,
-    each scored as training wrote it (plain template: ``instruction + "\n" + word``, one
-    tokenisation of the whole text; the word's tokens after the prompt's)."""
+    """Share of test records whose gold word has the highest log-likelihood of the six words, each
+    record scored as training rendered it: the library's label-word scoring
+    (``tunesmith.train.scoring.evaluate_text_to_text``; alpaca records in the plain template,
+    ``instruction + "\\n" + word + </s>``, the prompt shared by the six words), in the dtype the
+    model loads in."""
     tok = load_tokenizer(str(model_dir))
     model = load_model(str(model_dir), "causal_lm").eval()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    words = list(WORDS.values())
-    right = 0
-    for rec in records:
-        prompt = rec["instruction"] + "\n"
-        n = len(tok(prompt)["input_ids"])
-        full = [tok(prompt + w)["input_ids"] for w in words]
-        width = max(len(f) for f in full)
-        ids = torch.tensor([f + [f[-1]] * (width - len(f)) for f in full], device=device)
-        logp = model(input_ids=ids).logits.float().log_softmax(-1)
-        scores = []
-        for i, f in enumerate(full):
-            pos = torch.arange(n - 1, len(f) - 1, device=device)
-            scores.append(float(logp[i, pos, ids[i, pos + 1]].sum()))
-        right += words[max(range(len(words)), key=scores.__getitem__)] == rec["output"]
-    return round(right / max(len(records), 1), 4)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    gold = [r["output"] for r in records]
+    scores = evaluate_text_to_text(
+        model, tok, records, gold, list(WORDS.values()), template="plain", batch_size=64
+    )
+    return round(scores["accuracy"], 4)
 
 
 def recipe_for(config: str, overrides: list[str], patch: dict | None = None):

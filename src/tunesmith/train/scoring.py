@@ -9,7 +9,9 @@ word ``y`` after the prompt ``x`` and take the most likely one::
 which can never produce an invalid label (rank classification, as in T0 / FLAN evaluations).
 :func:`score_label_set` tokenises exactly like training (``encode_causal_lm`` / ``encode_seq2seq``),
 so the scored tokens are the ones the model was trained to produce. The prompts come from
-:class:`tunesmith.data.textformat.TextFormat`.
+:class:`tunesmith.data.textformat.TextFormat`. A decoder-only model runs each prompt once for all
+its words (:mod:`tunesmith.train.sharedprompt`) where :func:`can_share_prompt` allows it, with the
+same scores as every (prompt, word) run as its own sequence, the fallback.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tunesmith.data.encode import IGNORE_INDEX, encode_seq2seq
 from tunesmith.data.lmencode import encode_causal_lm
 from tunesmith.errors import DataError
 from tunesmith.metrics import accuracy, macro_f1
+from tunesmith.train.sharedprompt import can_share_prompt, score_tree_rows, tree_row
 
 __all__ = ["classify_by_scoring", "evaluate_text_to_text", "score_label_set"]
 
@@ -58,6 +61,11 @@ def score_label_set(
     ``prompts`` may also be training records of a decoder-only model (mappings): each is then
     rendered exactly as training renders it (``record[prompt_key]``, or alpaca ``instruction`` +
     ``input`` when ``prompt_key`` is None), so the scored text is the trained text.
+
+    ``batch_size`` counts (prompt, word) sequences per forward. A decoder-only model that
+    :func:`~tunesmith.train.sharedprompt.can_share_prompt` accepts runs each prompt once with all
+    its words after it (one tree row per prompt, about ``batch_size`` sequences' tokens per
+    forward); the others run every (prompt, word) as its own sequence.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -75,21 +83,36 @@ def score_label_set(
             pairs, tokenizer, template, system, include_eos, max_length, prompt_key
         )
     )
+    if not examples:
+        return torch.zeros(len(prompts), len(label_words))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    collate = Collator(pad_token_id=pad)
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    scores = []
     try:
-        for start in range(0, len(examples), batch_size):
-            batch = {
-                k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()
-            }
-            scores.append(_batch_scores(model, batch, seq2seq, reduction))
+        longest = max(len(ex["input_ids"]) for ex in examples)
+        if not seq2seq and can_share_prompt(model, longest):
+            n = len(label_words)
+            rows = [tree_row(examples[i : i + n], i) for i in range(0, len(examples), n)]
+            scores = score_tree_rows(
+                model, rows, len(examples), reduction, pad, budget=batch_size * longest
+            )
+        else:
+            scores = _separate_scores(model, examples, seq2seq, reduction, pad, batch_size)
     finally:
         model.train(was_training)
-    return torch.cat(scores).view(len(prompts), len(label_words))
+    return scores.view(len(prompts), len(label_words))
+
+
+def _separate_scores(model, examples, seq2seq, reduction, pad, batch_size) -> torch.Tensor:
+    """Every (prompt, word) as its own sequence, ``batch_size`` per forward (encoder-decoder
+    models, and decoder-only ones :func:`can_share_prompt` refuses)."""
+    collate = Collator(pad_token_id=pad)
+    device = next(model.parameters()).device
+    scores = []
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
+        scores.append(_batch_scores(model, batch, seq2seq, reduction))
+    return torch.cat(scores)
 
 
 _WORD = "__label_word__"  # the response field of the scored records (no record uses it)
