@@ -12,6 +12,9 @@ auto`` (bf16 where the device has it).
     python benchmarks/continual/lm_sequence.py                       # all four methods
     python benchmarks/continual/lm_sequence.py --only naive olora    # some; rows merge by method
     python benchmarks/continual/lm_sequence.py --quick --only naive  # wiring check (2 steps)
+    # two single-thread processes, each with its own run folder (a killed sequence resumes):
+    python benchmarks/continual/lm_sequence.py --only naive ewc --runs-dir runs/lmseq_a &
+    python benchmarks/continual/lm_sequence.py --only olora replay --runs-dir runs/lmseq_b
 
 Writes results_lm_sequence.json (``{"runs": [...]}``: method, acc, bwt, old-task drops, probe
 perplexity initial / final / drift, wall_s, matrix) and results_lm_sequence.md (the table and the
@@ -212,16 +215,16 @@ def main() -> None:
     data = prepare(runs_dir / "data")
     stem = "results_lm_sequence" + ("_quick" if args.quick else "")
     path = HERE / f"{stem}.json"
-    runs = json.loads(path.read_text())["runs"] if path.is_file() else []
-    runs = [r for r in runs if r["method"] not in args.only]
     for method in args.only:
-        out = runs_dir / method
-        shutil.rmtree(out, ignore_errors=True)
+        out = runs_dir / method  # a sequence left by a killed run resumes (rows are files)
         report = run_sequence(
             stages(data, steps, args.quick, args.test_cap), continual(method, args.quick), out
         )
         r = row(method, report) | {"steps": steps, "test_cap": 8 if args.quick else args.test_cap}
         print(json.dumps({k: r[k] for k in ("method", "acc", "bwt", "probe_drift", "wall_s")}))
+        # read again: parallel invocations (--only, their own --runs-dir) share the results file
+        runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+        runs = [x for x in runs if x["method"] != method]
         runs = sorted([*runs, r], key=lambda x: list(METHODS).index(x["method"]))
         path.write_text(json.dumps({"runs": runs}, indent=2))
         (HERE / f"{stem}.md").write_text(table(runs, steps, args.quick, args.test_cap))
