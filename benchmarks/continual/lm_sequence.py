@@ -41,6 +41,7 @@ from tunesmith.continual.data import write_jsonl  # noqa: E402
 from tunesmith.data.pipeline import load_raw_splits  # noqa: E402
 from tunesmith.data.textformat import TextFormat  # noqa: E402
 from tunesmith.paths import data_root  # noqa: E402
+from tunesmith.report import replace_marked_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -201,6 +202,17 @@ def target(runs: list[dict]) -> str:
     )
 
 
+def write_tables(quick: bool) -> None:
+    """results_lm_sequence[_quick].md from the results file (settings from its rows), and the
+    README's marked table for a full run."""
+    stem = "results_lm_sequence" + ("_quick" if quick else "")
+    runs = json.loads((HERE / f"{stem}.json").read_text())["runs"]
+    md = table(runs, runs[0]["steps"], quick, runs[0].get("test_cap", TEST_CAP))
+    (HERE / f"{stem}.md").write_text(md)
+    if not quick:
+        replace_marked_section(ROOT / "README.md", "lm-sequence-table", md)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=list(METHODS), default=list(METHODS))
@@ -209,8 +221,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="2 steps, tiny caps -> *_quick files")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_lm_sequence"))
     p.add_argument("--keep-runs", action="store_true", help="keep the run folders")
+    p.add_argument("--tables-only", action="store_true", help="rebuild the .md and README table")
     args = p.parse_args()
     steps = args.steps or (2 if args.quick else STEPS)
+    if args.tables_only:
+        write_tables(args.quick)
+        return
     runs_dir = Path(args.runs_dir) / ("quick" if args.quick else "full")
     data = prepare(runs_dir / "data")
     stem = "results_lm_sequence" + ("_quick" if args.quick else "")
@@ -227,7 +243,7 @@ def main() -> None:
         runs = [x for x in runs if x["method"] != method]
         runs = sorted([*runs, r], key=lambda x: list(METHODS).index(x["method"]))
         path.write_text(json.dumps({"runs": runs}, indent=2))
-        (HERE / f"{stem}.md").write_text(table(runs, steps, args.quick, args.test_cap))
+        write_tables(args.quick)
         if not args.keep_runs:
             shutil.rmtree(out / "stages", ignore_errors=True)
             shutil.rmtree(out / "state", ignore_errors=True)

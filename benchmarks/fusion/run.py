@@ -218,6 +218,7 @@ def main() -> None:
     if args.tables_only:
         md = table(json.loads(out.read_text())["runs"])
         replace_marked_section(HERE / "README.md", "fusion-table", md)
+        replace_marked_section(ROOT / "README.md", "fusion-table", md)
         print(md)
         return
     if not (data_root() / "sst2_sentences").is_dir():
@@ -247,6 +248,7 @@ def main() -> None:
     md = table(sorted(results.values(), key=lambda r: (ROWS.index(r["row"]), r["seed"])))
     if not args.quick:
         replace_marked_section(HERE / "README.md", "fusion-table", md)
+        replace_marked_section(ROOT / "README.md", "fusion-table", md)
     print(md)
 
 
