@@ -6,7 +6,7 @@ classification tasks written as text, one after another (T5-style prompts, plain
 ``"emotion tweet: <text>\\n"`` -> ``"sadness"``). After every stage each task's test examples are
 scored by ranking its label words (``continual.metric: accuracy``) and a fixed general-capability
 probe is measured: perplexity on 64 alpaca_2k instructions (chat template) the sequence never
-trains on (``continual.probe``). Methods: naive, olora, ewc, replay; one seed; ``train.precision:
+trains on (``continual.probe``). Methods: naive, olora, ewc, replay, ewc_replay, lwf; one seed; ``train.precision:
 auto`` (bf16 where the device has it).
 
     python benchmarks/continual/lm_sequence.py                       # all four methods
@@ -50,6 +50,13 @@ METHODS = {  # method -> its continual: section
     "olora": {"olora": {"weight": 0.5}},
     "ewc": {"ewc": {"weight": 0.5, "fisher": {"kind": "empirical", "max_examples": 256}}},
     "replay": {"replay": {"capacity": 1000, "ratio": 0.25}},
+    # added after the first four: replay alone kept the most of the old tasks, EWC the most of
+    # the probe; both at once (replay at ratio 0.5), and LwF (the old model's outputs on new data)
+    "ewc_replay": {
+        "ewc": {"weight": 0.5, "fisher": {"kind": "empirical", "max_examples": 256}},
+        "replay": {"capacity": 1000, "ratio": 0.5},
+    },
+    "lwf": {"lwf": {"weight": 1.0, "temperature": 1.0}},
 }
 TASKS = {  # task -> (T5-style text format, max_length)
     "sst2": TextFormat("sst2", (("sentence", "text"),), words=LABEL_WORDS["sst2"]),
