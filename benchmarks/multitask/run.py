@@ -310,10 +310,10 @@ def verdicts(runs: list[dict]) -> list[str]:
             by["adapters_per_task"],
             100 * (by["adapters_per_task"]["mean_accuracy"] - by["temperature2"]["mean_accuracy"]),
         )
-        ok = "within" if d >= -ADAPTER_TOLERANCE else "NOT within"
+        ok = "meets" if d >= -ADAPTER_TOLERANCE else "does NOT meet"
         lines.append(
             f"adapters_per_task: {d:+.2f} points vs temperature2 (per-task heads, same steps): "
-            f"{ok} {ADAPTER_TOLERANCE} point; {r.get('trainable_params', 0):,} trainable of "
+            f"{ok} the target (at most {ADAPTER_TOLERANCE} point below); {r.get('trainable_params', 0):,} trainable of "
             f"{r.get('total_params', 0):,} parameters, best/ artefact "
             f"{r.get('artefact_bytes', 0) / 1e6:.1f} MB (no base weights)."
         )
