@@ -143,10 +143,12 @@ def verdicts(runs: list[dict]) -> list[str]:
         bwt = 100 * statistics.mean(r["bwt"] for r in rs)
         pct = max(r["trainable_pct"] for r in rs)
         ok = abs(bwt) <= 3 and acc >= 70 and pct <= 5
+        verdict = "meets" if ok else "misses"
+        if len(rs) < len(SEEDS):
+            verdict = f"would {'meet' if ok else 'miss'} (only {len(rs)} of {len(SEEDS)} seeds)"
         lines.append(
             f"{adapter} {method}: ACC {acc:.2f}, |BWT| {abs(bwt):.2f}, {pct:.2f}% trained "
-            f"({len(rs)} seeds) -> {'meets' if ok else 'misses'} the target "
-            "(|BWT| <= 3, ACC >= 70, <= 5% trained)"
+            f"({len(rs)} seeds) -> {verdict} the target (|BWT| <= 3, ACC >= 70, <= 5% trained)"
         )
     return lines
 
