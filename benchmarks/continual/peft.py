@@ -153,7 +153,9 @@ def verdicts(runs: list[dict]) -> list[str]:
     return lines
 
 
-def save(out: Path, runs: list[dict], budget: Budget, readme: bool = False) -> None:
+def save(
+    out: Path, runs: list[dict], budget: Budget, readme: bool = False, merged: list | None = None
+) -> None:
     order = {(a, m): i for i, (a, m) in enumerate((a, m) for a in ADAPTERS for m in METHODS)}
     runs.sort(key=lambda r: (order[(r["adapter"], r["method"])], r["seed"]))
     meta = {
@@ -163,6 +165,9 @@ def save(out: Path, runs: list[dict], budget: Budget, readme: bool = False) -> N
         "steps_per_stage": budget.steps,
         "lr": PEFT_LR,
     }
+    if merged:  # the runs came from these invocations (each a single-thread process)
+        meta["machine"] = f"{platform.machine()}, runs from the commands in merged_from"
+        meta["merged_from"] = merged
     out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2))
     md = table(runs) + "\n" + "\n".join(f"- {v}" for v in verdicts(runs)) + "\n"
     out.with_suffix(".md").write_text(
@@ -195,11 +200,15 @@ def main() -> None:
     if args.merge:
         key = lambda r: (r["adapter"], r["method"], r["seed"])  # noqa: E731
         runs = {key(r): r for r in previous}
+        merged = []
         for path in args.merge:
-            runs.update({key(r): r for r in json.loads(Path(path).read_text())["runs"]})
+            body = json.loads(Path(path).read_text())
+            runs.update({key(r): r for r in body["runs"]})
+            merged.append(f"{body['meta']['command']} ({body['meta']['machine']})")
         previous = list(runs.values())
     if args.tables_only or args.merge:
-        save(out, previous, budget, readme=not (args.quick or args.results))
+        merged = merged if args.merge else None
+        save(out, previous, budget, readme=not (args.quick or args.results), merged=merged)
         return
     if not (data_root() / "ag_news").is_dir():
         sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
