@@ -23,12 +23,14 @@ def fusion():
 
 
 def test_fusion_rows_fuse_the_sources_and_the_target_adapter(fusion, tmp_path):
-    assert fusion.ROWS == ["single_adapter", "full_ft", "fusion", "fusion_joint"]
+    assert fusion.ROWS == ["single_adapter", "full_ft", "fusion", "fusion_lr1e3", "fusion_joint"]
     sources = [str(tmp_path / "sources" / t) for t in fusion.CONFIG["sources"]["tasks"]]
     assert fusion.adapter_section("full_ft", 13, sources, tmp_path) is None
     assert fusion.adapter_section("single_adapter", 13, sources, tmp_path)["type"] == "pfeiffer"
     paper = fusion.adapter_section("fusion", 13, sources, tmp_path)
     assert paper["adapters"] == [*sources, str(tmp_path / "single_adapter" / "seed13")]
+    fast = fusion.adapter_section("fusion_lr1e3", 13, sources, tmp_path)
+    assert fast == paper and fusion.CONFIG["rows"]["fusion_lr1e3"]["lr"] == 1e-3
     joint = fusion.adapter_section("fusion_joint", 14, sources, tmp_path)
     assert joint["adapters"] == sources and joint["target"]["type"] == "pfeiffer"
     for row in fusion.ROWS:  # each row is a valid recipe
