@@ -55,12 +55,14 @@ class Probe:
                 model(), examples, ctx.collator(), "causal_lm", None, ctx.accelerator, batch
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"metrics": metrics, "examples": len(self.examples())}))
+        path.write_text(json.dumps({"metrics": metrics, "examples": len(examples)}))
         return float(metrics[METRIC])
 
     def summary(self, stages: int) -> dict[str, Any]:
+        """From the measurement files only (a resumed sequence need not re-read the probe)."""
         values = [self.measure(str(k), _missing) for k in range(stages)]
-        return probe_summary(self.measure("initial", _missing), values, len(self.examples()))
+        examples = json.loads(self.path("initial").read_text())["examples"]
+        return probe_summary(self.measure("initial", _missing), values, examples)
 
 
 def _missing():
