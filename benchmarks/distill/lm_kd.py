@@ -23,6 +23,9 @@ Rows go into results.json beside the classifier rows (same ``{"runs": [...]}``),
     python benchmarks/distill/lm_kd.py                 # everything (GPU: see the README estimate)
     python benchmarks/distill/lm_kd.py --part task --blocks 15
     python benchmarks/distill/lm_kd.py --quick         # wiring check on tiny random models, CPU
+    # parallel single-thread processes write their own files, merged afterwards:
+    python benchmarks/distill/lm_kd.py --part general --results /tmp/general.json
+    python benchmarks/distill/lm_kd.py --merge /tmp/task.json /tmp/general.json
     # a 2-core CPU budget: one teacher, 15-block students, 300 steps
     python benchmarks/distill/lm_kd.py --part task --blocks 15 --no-multi-teacher \
         --over train.max_steps=300 train.eval_every=100
@@ -257,6 +260,9 @@ def parse_args():
     p.add_argument("--runs-dir", help="default runs/bench_distill_lm (quick: ..._quick)")
     p.add_argument("--no-multi-teacher", dest="multi_teacher", action="store_false",
                    help="one teacher (seed 13), no multi-teacher row")  # fmt: skip
+    p.add_argument("--results", help="write rows here instead of results.json (parallel runs)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="fold these results files' rows into results.json, then exit")  # fmt: skip
     p.add_argument("--over", nargs="+", default=[], metavar="KEY=VALUE",
                    help="recipe overrides for every run, e.g. train.max_steps=300 (CPU budget)")  # fmt: skip
     return p.parse_args()
@@ -267,7 +273,12 @@ def main() -> None:
     suffix = "_quick" if args.quick else ""
     out = Path(args.runs_dir or ROOT / "runs" / f"bench_distill_lm{suffix}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    rows = Rows(HERE / f"results{suffix}.json")
+    rows = Rows(Path(args.results) if args.results else HERE / f"results{suffix}.json")
+    if args.merge:
+        for path in args.merge:
+            for r in json.loads(Path(path).read_text())["runs"]:
+                rows.put(r)
+        return
     args.teacher_over, args.general_over = [], []
     args.cross_teacher_over, args.cross_student_over = [], []
     base: list[str] = list(args.over)
