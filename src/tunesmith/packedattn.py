@@ -4,8 +4,9 @@ A packed row (:mod:`tunesmith.data.packing`) holds several examples whose ``posi
 restart at 0. With plain SDPA, transformers turns the resets into a block-diagonal causal
 (B, 1, T, T) mask and attention runs over the whole row: T^2 scores per head, most of them masked.
 This backend runs causal attention on each example alone instead, sum(L_i^2) scores, with SDPA's
-``is_causal`` kernels (on a CUDA GPU in half precision: torch's ``varlen_attn``, one call per
-layer). It is exact: it runs only when the mask transformers built *is* the block-diagonal causal
+``is_causal`` kernels or, on a CPU where they are slower in bf16/fp16, two GEMMs
+(:mod:`tunesmith.causalattn` measures which) -- on a CUDA GPU in half precision: torch's
+``varlen_attn``, one call per layer. It is exact: it runs only when the mask transformers built *is* the block-diagonal causal
 mask of the row's position resets (checked once per mask, i.e. once per forward, and cached on
 the mask tensor); everything else -- padding masks, unpacked batches, a KV cache, a sliding window
 shorter than an example, soft-capped logits, attention maps -- goes to transformers' own
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from tunesmith.causalattn import causal_attention
 
 __all__ = ["PACKED", "packed_attention_forward", "segment_groups", "use_packed_attention"]
 
@@ -167,9 +169,7 @@ def _grouped(query, key, value, plan: Plan, dropout: float, scaling: float | Non
         q, k, v = (
             x.index_select(0, index).view(-1, pad, *x.shape[1:]).transpose(1, 2) for x in flat
         )
-        o = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
-        )
+        o = causal_attention(q, k, v, scaling, dropout)
         outs.append(o.transpose(1, 2).reshape(-1, h, o.shape[-1]))
     out = torch.cat(outs) if len(outs) > 1 else outs[0]
     return out.index_select(0, plan.inverse).view(b, t, h, -1)

@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "precision",
             "memory",
             "packedattn",
+            "causalattn",
         },
     ),
     ("adapters", {"adapters"}),

@@ -175,3 +175,17 @@ def test_a_mask_passed_in_again_is_checked_against_the_new_positions(per_example
         )
         ref = model(input_ids=ids, position_ids=positions(), attention_mask=mask).logits
     torch.testing.assert_close(packed, ref, atol=1e-5, rtol=0)
+
+
+def test_bf16_rows_on_the_gemm_kernel_match_the_block_mask(monkeypatch):
+    from tunesmith import causalattn
+
+    monkeypatch.setattr(causalattn, "_chosen", {})
+    monkeypatch.setenv(causalattn.KERNEL_ENV, "gemm")
+    model = tiny("llama").to(torch.bfloat16)
+    ids = torch.randint(0, 100, (3, T), generator=torch.Generator().manual_seed(4))
+    ref, _ = forward_backward(model, "sdpa", input_ids=ids, position_ids=positions())
+    out, grads = forward_backward(model, PACKED, input_ids=ids, position_ids=positions())
+    assert list(causalattn.kernel_choices().values()) == ["gemm"]
+    torch.testing.assert_close(out.float(), ref.float(), atol=5e-2, rtol=2e-2)
+    assert all(torch.isfinite(g).all() for g in grads.values())

@@ -27,8 +27,10 @@ from tunesmith.adapters import (
     load_adapter_weights,
 )
 from tunesmith.atomic import atomic_write_json
+from tunesmith.causalattn import kernel_choices
 from tunesmith.config import Recipe
 from tunesmith.errors import TrainingError
+from tunesmith.packedattn import PACKED
 from tunesmith.pooling import current_pooling
 from tunesmith.precision import autocast
 from tunesmith.report import write_report
@@ -252,6 +254,8 @@ def finish(run: Run) -> dict[str, Any]:
         summary["precision"] = run.precision.record()
     if run.attention is not None:
         summary["attention"] = run.attention
+    if run.attention == PACKED and kernel_choices():  # its kernels, measured (causalattn)
+        summary["attention_kernels"] = kernel_choices()
     if run.dev_at_start is not None:
         summary["dev_at_start"] = run.dev_at_start
     summary.update(run.mode.finish(run.raw_model, best))

@@ -70,3 +70,24 @@ def test_unpacked_runs_record_no_attention(tiny_models, tiny_data, tmp_path):
     over = {"train.max_steps": 1}
     summary = train(make_recipe(tiny_models["llama", LM], LM, tiny_data, tmp_path / "r", **over))
     assert "attention" not in summary
+
+
+def test_bf16_packed_run_records_its_attention_kernel(
+    tiny_models, tiny_data, tmp_path, monkeypatch
+):
+    from tunesmith import causalattn
+
+    monkeypatch.setattr(causalattn, "_chosen", {})
+    monkeypatch.setenv(causalattn.KERNEL_ENV, "gemm")
+    model = tiny_models["llama", LM]
+    over = {  # a bf16 frozen base: the attention's inputs are bf16 (fp32 weights give fp32 q, k)
+        **PACKED,
+        "model": f"{{name: {model}, dtype: bf16}}",
+        "adapter": "{type: lora, r: 4, targets: [q_proj, v_proj]}",
+        "train.precision": "bf16",
+        "train.eval_every": 4,
+    }
+    summary = train(make_recipe(model, LM, tiny_data, tmp_path / "r", **over))
+    assert summary["attention"] == "tunesmith_packed"
+    assert set(summary["attention_kernels"].values()) == {"gemm"}
+    assert all(k.startswith("cpu bfloat16 H") for k in summary["attention_kernels"])
