@@ -4,7 +4,9 @@ A causal LM's logits are ``tokens x vocab`` fp32 values per micro-batch (8 x 512
 vocabulary is 4.3 GB). ``train.loss_chunk_tokens`` avoids them: the model runs with its output
 head skipped (:func:`forward_hidden` captures the head's input, the final hidden states), only
 the positions whose next token is trained are kept (``labels[:, 1:] != -100``), and the head +
-loss are applied to ``chunk`` of those rows at a time. Each chunk runs under
+loss are applied to ``chunk`` of those rows at a time. Cross-entropy through a bare linear head
+computes each chunk's gradients in the forward (:mod:`tunesmith.distill.fusedce`: no second head
+pass); every other case runs each chunk under
 ``torch.utils.checkpoint`` (non-reentrant): its logits are freed after the forward and
 recomputed in the backward, so peak memory holds one chunk's logits (and their gradient).
 
@@ -36,6 +38,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint
 
+from tunesmith.distill.fusedce import fusable, linear_cross_entropy_sum
 from tunesmith.distill.losses import generalized_jsd, lm_token_mask, sparse_forward_kl
 from tunesmith.distill.topk import topk_tail_rows
 from tunesmith.errors import ConfigError
@@ -183,6 +186,10 @@ def chunked_causal_lm_loss(
     unchunked loss)."""
     mask, rows = _trained_rows(hidden, labels)
     targets = labels[:, 1:][mask]
+    if targets.numel() and fusable(head.module) and not isinstance(head.root, FSDPModule):
+        return linear_cross_entropy_sum(rows, head.module, targets, chunk, head.softcap) / (
+            targets.numel()
+        )
 
     def part(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(head(h).float(), y, reduction="sum")

@@ -1,0 +1,122 @@
+"""The chunked cross-entropy through a bare linear head computes its gradients in the forward
+(distill/fusedce.py): same loss and gradients as the unchunked loss and as the checkpointed
+chunks, one head GEMM per chunk, no full logits kept."""
+
+import pytest
+import torch
+from torch import nn
+
+from tunesmith.distill import chunked, fusedce
+from tunesmith.distill.chunked import LMHead, chunked_causal_lm_loss, chunked_forward
+from tunesmith.distill.fusedce import fusable, linear_cross_entropy_sum
+from tunesmith.tasks.causal_lm import causal_lm_loss
+
+from .test_distill_chunked import (
+    CHUNKS,
+    B,
+    T,
+    V,
+    assert_same,
+    grads,
+    leaf,
+    make_heads,
+    make_labels,
+    model_grads,
+    tiny_lm,
+)
+
+
+def test_only_a_bare_linear_is_fused():
+    assert fusable(nn.Linear(4, 5))
+    hooked = nn.Linear(4, 5)
+    hooked.register_forward_hook(lambda *a: None)
+    assert not fusable(hooked)
+    assert not fusable(nn.Sequential(nn.Linear(4, 5)))
+
+    class MyLinear(nn.Linear):
+        pass
+
+    assert not fusable(MyLinear(4, 5))
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("softcap", [None, 5.0])
+def test_fused_equals_the_checkpointed_chunks(chunk, softcap, monkeypatch):
+    labels, (head, _) = make_labels(), make_heads(softcap)
+    h1, h2 = leaf(3), leaf(3)
+    fused = grads(chunked_causal_lm_loss(h1, labels, head, chunk), h1, head)
+    monkeypatch.setattr(chunked, "fusable", lambda module: False)
+    assert_same(fused, grads(chunked_causal_lm_loss(h2, labels, head, chunk), h2, head))
+
+
+def test_one_head_gemm_per_chunk_and_no_vocabulary_wide_tensor_kept(monkeypatch):
+    labels, (head, _) = make_labels(), make_heads()
+    calls = []
+    linear = fusedce.F.linear
+    monkeypatch.setattr(fusedce.F, "linear", lambda *a: calls.append(a[0].shape[0]) or linear(*a))
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    h, chunk = leaf(4), 4
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = chunked_causal_lm_loss(h, labels, head, chunk)
+    n = int((labels[:, 1:] != -100).sum())
+    assert calls == [4] * (n // chunk) + ([n % chunk] if n % chunk else [])
+    (loss * 3.0).backward()  # the incoming gradient scales the stored ones
+    assert len(calls) == -(-n // chunk)  # nothing recomputed in the backward
+    assert not any(len(shape) == 2 and shape[1] == V for shape in saved)  # no logits
+    ref_h = leaf(4)
+    (causal_lm_loss(head(ref_h), labels) * 3.0).backward()
+    torch.testing.assert_close(h.grad, ref_h.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_no_gradient_needed_computes_the_loss_only():
+    labels, (head, _) = make_labels(), make_heads()
+    head.module.requires_grad_(False)
+    h = leaf(5).detach()
+    with torch.no_grad():
+        ours = chunked_causal_lm_loss(h, labels, head, 4)
+    torch.testing.assert_close(ours, causal_lm_loss(head(h), labels), atol=1e-6, rtol=1e-6)
+
+
+def test_bf16_autocast_matches_the_checkpointed_chunks(monkeypatch):
+    labels, (head, _) = make_labels(), make_heads(softcap=5.0)
+    head.module.requires_grad_(False)  # a frozen head, as under adapters
+    out = {}
+    for name, fuse in (("fused", True), ("checkpointed", False)):
+        monkeypatch.setattr(chunked, "fusable", lambda module, fuse=fuse: fuse and fusable(module))
+        h = leaf(6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = chunked_causal_lm_loss(h, labels, head, 5)
+        loss.backward()
+        out[name] = (loss.detach(), h.grad)
+    torch.testing.assert_close(out["fused"][0], out["checkpointed"][0], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(out["fused"][1], out["checkpointed"][1], atol=2e-3, rtol=2e-2)
+
+
+def test_direct_call_sums_over_rows():
+    head = nn.Linear(4, 7, bias=False)
+    h, y = torch.randn(5, 4), torch.randint(0, 7, (5,))
+    total = linear_cross_entropy_sum(h, head, y, chunk=2)
+    ref = nn.functional.cross_entropy(head(h), y, reduction="sum")
+    torch.testing.assert_close(total, ref)
+    assert isinstance(LMHead(head).module, nn.Linear)
+
+
+@pytest.mark.parametrize(
+    ("arch", "kw"),
+    [("llama", {}), ("llama", {"tie_word_embeddings": False}), ("gpt2", {}), ("gemma3", {})],
+)
+def test_full_fine_tuning_through_the_model(arch, kw):
+    """No adapter on the head: the fused path, same loss and gradients as the full logits'."""
+    model = tiny_lm(arch, **kw)
+    model.requires_grad_(True)
+    ids, labels = torch.randint(1, V, (B, T)), make_labels()
+    inputs = {"input_ids": ids, "attention_mask": torch.ones(B, T, dtype=torch.long)}
+    ref = model_grads(model, causal_lm_loss(model(**inputs).logits, labels))
+    out = chunked_forward(model, model, inputs, chunk=5)
+    assert fusable(out.lm.head.module)
+    assert_same(model_grads(model, out.lm.loss(labels)), ref)
