@@ -11,11 +11,17 @@ scores cost ~2x the causal half in arithmetic but run at GEMM speed.
 Which is faster depends on the CPU and the torch build, so it is measured, not assumed: once per
 process for each (device, dtype, heads, KV heads, head dim), forward + backward of both on a
 (4, H, 128, D) batch, three alternating repeats; the GEMM form is used when its median time is at
-most 0.9x the fused kernel's. CUDA and fp32 always use SDPA (its kernels win there). Both compute
-the same attention (to the rounding of the inputs' dtype); ``TUNESMITH_ATTN_KERNEL=sdpa`` or
-``gemm`` fixes the choice (e.g. bitwise-reproducible bf16 reruns on a machine whose load could
-flip the measurement). :func:`kernel_choices` says what was chosen (summary.json
-``attention_kernels``).
+most 0.9x the fused kernel's. CUDA and fp32 always use SDPA (its kernels win there).
+
+The two differ in rounding, not in what they compute. The fused CPU kernel takes the scores
+``q k^T`` in fp32 (on this machine it converts bf16 inputs and runs fp32 arithmetic, which is why
+it is slow); the GEMM form gets them from a bf16 GEMM (fp32 accumulation, result rounded to bf16),
+which is the numerics of transformers' own ``eager`` attention in bf16 (its ``matmul(q, k^T)``
+in the input dtype, then an fp32 softmax). Measured on a SmolLM2 LoRA batch (4 packed rows, bf16
+base): loss 2.0851 with the GEMM form vs 2.0876 with fp32 scores; fp32 runs are exact (SDPA).
+``TUNESMITH_ATTN_KERNEL=sdpa`` (fp32 scores) or ``gemm`` fixes the choice, e.g. for
+bitwise-reproducible bf16 reruns on a machine whose load could flip the measurement.
+:func:`kernel_choices` says what was chosen (summary.json ``attention_kernels``).
 """
 
 from __future__ import annotations
