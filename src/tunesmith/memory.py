@@ -24,6 +24,7 @@ from tunesmith.errors import ConfigError
 __all__ = [
     "align_input_dtypes",
     "cast_for_training",
+    "cast_inputs",
     "enable_gradient_checkpointing",
     "parameter_bytes",
 ]
@@ -55,7 +56,8 @@ def cast_for_training(
         align_input_dtypes(model)
 
 
-def _cast_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def cast_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The forward pre-hook of :func:`align_input_dtypes`: floating inputs to the weights' dtype."""
     weight = next((p for p in module.parameters(recurse=False) if p.is_floating_point()), None)
     if weight is None:
         return args, kwargs
@@ -75,7 +77,7 @@ def align_input_dtypes(model: nn.Module) -> None:
         if getattr(module, CAST_HOOK, False):
             continue
         if any(p.is_floating_point() for p in module.parameters(recurse=False)):
-            module.register_forward_pre_hook(_cast_inputs, with_kwargs=True, prepend=True)
+            module.register_forward_pre_hook(cast_inputs, with_kwargs=True, prepend=True)
             object.__setattr__(module, CAST_HOOK, True)
 
 

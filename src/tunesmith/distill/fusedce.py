@@ -24,16 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunesmith.memory import cast_inputs
+
 __all__ = ["LinearCrossEntropy", "fusable", "linear_cross_entropy_sum"]
 
 
 def fusable(module: nn.Module) -> bool:
     """Whether ``module`` is a bare ``nn.Linear`` whose output is exactly ``F.linear``: no hooks
-    (adapters on the head), plain tensor weights (not FSDP's DTensors)."""
-    if type(module) is not nn.Linear:
+    (adapters on the head) but the input cast of a model with bf16 frozen weights, plain tensor
+    weights (not FSDP's DTensors)."""
+    if type(module) is not nn.Linear or module._forward_hooks:
         return False
-    if module._forward_hooks or module._forward_pre_hooks:
-        return False
+    if any(hook is not cast_inputs for hook in module._forward_pre_hooks.values()):
+        return False  # only the input cast of a mixed-dtype model (memory.py), done here too
     return all(type(p) in (torch.Tensor, nn.Parameter) for p in module.parameters())
 
 
@@ -102,4 +105,6 @@ def linear_cross_entropy_sum(
 ) -> torch.Tensor:
     """Summed next-token cross-entropy of ``head`` (a :func:`fusable` linear) over ``hidden``
     rows (N, H) and their targets (N,), ``chunk`` rows at a time (module doc)."""
+    if cast_inputs in head._forward_pre_hooks.values():
+        (hidden,), _ = cast_inputs(head, (hidden,), {})
     return LinearCrossEntropy.apply(hidden, head.weight, head.bias, targets, chunk, softcap)

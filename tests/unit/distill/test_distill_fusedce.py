@@ -14,6 +14,7 @@ from tunesmith.tasks.causal_lm import causal_lm_loss
 from .test_distill_chunked import (
     CHUNKS,
     B,
+    H,
     T,
     V,
     assert_same,
@@ -120,3 +121,22 @@ def test_full_fine_tuning_through_the_model(arch, kw):
     out = chunked_forward(model, model, inputs, chunk=5)
     assert fusable(out.lm.head.module)
     assert_same(model_grads(model, out.lm.loss(labels)), ref)
+
+
+def test_a_bf16_head_with_the_input_cast_hook_is_fused():
+    """A frozen bf16 head in an fp32 model (model.dtype: bf16) casts its input (memory.py's hook):
+    still fused, with the cast, and equal to calling the module."""
+    from tunesmith.memory import align_input_dtypes
+
+    head = nn.Linear(H, V, bias=False).to(torch.bfloat16).requires_grad_(False)
+    align_input_dtypes(head)
+    assert fusable(head)
+    labels = make_labels()
+    h1, h2 = leaf(7), leaf(7)
+    fused = chunked_causal_lm_loss(h1, labels, LMHead(head), 4)
+    fused.backward()
+    ref = causal_lm_loss(head(h2), labels)
+    ref.backward()
+    torch.testing.assert_close(fused, ref, atol=1e-3, rtol=1e-3)
+    assert h1.grad.dtype == torch.float32
+    torch.testing.assert_close(h1.grad, h2.grad, atol=1e-3, rtol=2e-2)
