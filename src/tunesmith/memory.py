@@ -61,6 +61,8 @@ def cast_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, di
     weight = next((p for p in module.parameters(recurse=False) if p.is_floating_point()), None)
     if weight is None:
         return args, kwargs
+    if type(module) is nn.Linear and _autocasting(args, weight):
+        return args, kwargs  # autocast casts a linear's input and weight itself: no round trip
 
     def cast(x: Any) -> Any:
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != weight.dtype:
@@ -68,6 +70,13 @@ def cast_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, di
         return x
 
     return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
+def _autocasting(args: tuple, weight: torch.Tensor) -> bool:
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    if x is None or x.device != weight.device or not torch.is_autocast_enabled(x.device.type):
+        return False
+    return x.dtype == torch.get_autocast_dtype(x.device.type)
 
 
 def align_input_dtypes(model: nn.Module) -> None:

@@ -69,11 +69,12 @@ class LinearCrossEntropy(torch.autograd.Function):
             total += (lse - z.gather(1, y[:, None]).squeeze(1)).sum()
             if not (need_h or need_w or need_b):
                 continue
-            g = torch.exp(z - lse[:, None])
+            dtype = logits.dtype
+            g = z.sub_(lse[:, None]).exp_()  # softmax, in place: the logits are not needed again
             g[torch.arange(y.shape[0], device=y.device), y] -= 1.0
             if softcap:
-                g = g * (1.0 - capped * capped)
-            g = g.to(logits.dtype)
+                g = g.mul_(capped.mul_(capped).neg_().add_(1.0))
+            g = g.to(dtype)
             if need_h:
                 grad_h[start : start + chunk] = torch.matmul(g, weight).to(hidden.dtype)
             if need_w:
