@@ -26,6 +26,7 @@ Rows go into results.json beside the classifier rows (same ``{"runs": [...]}``),
     # parallel single-thread processes write their own files, merged afterwards:
     python benchmarks/distill/lm_kd.py --part general --results /tmp/general.json
     python benchmarks/distill/lm_kd.py --merge /tmp/task.json /tmp/general.json
+    python benchmarks/distill/lm_kd.py --tables-only   # results_lm.md + README from results.json
     # a 2-core CPU budget: one teacher, 15-block students, 300 steps
     python benchmarks/distill/lm_kd.py --part task --blocks 15 --no-multi-teacher \
         --over train.max_steps=300 train.eval_every=100
@@ -44,7 +45,9 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import LABEL_WORDS  # noqa: E402  (benchmarks/bench_data.py)
+from lm_tables import write as write_tables  # noqa: E402
 
 from tunesmith.config import parse_recipe  # noqa: E402
 from tunesmith.distill.heal import initial_loss  # noqa: F401  (re-exported for notebooks)
@@ -260,6 +263,8 @@ def parse_args():
     p.add_argument("--runs-dir", help="default runs/bench_distill_lm (quick: ..._quick)")
     p.add_argument("--no-multi-teacher", dest="multi_teacher", action="store_false",
                    help="one teacher (seed 13), no multi-teacher row")  # fmt: skip
+    p.add_argument("--tables-only", action="store_true",
+                   help="rewrite results_lm.md and the README section from results.json, then exit")  # fmt: skip
     p.add_argument("--results", help="write rows here instead of results.json (parallel runs)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="fold these results files' rows into results.json, then exit")  # fmt: skip
@@ -274,10 +279,13 @@ def main() -> None:
     out = Path(args.runs_dir or ROOT / "runs" / f"bench_distill_lm{suffix}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows = Rows(Path(args.results) if args.results else HERE / f"results{suffix}.json")
-    if args.merge:
-        for path in args.merge:
+    md = HERE / f"results_lm{suffix}.md"
+    readme = None if args.quick or args.results else ROOT / "README.md"
+    if args.merge or args.tables_only:
+        for path in args.merge or []:
             for r in json.loads(Path(path).read_text())["runs"]:
                 rows.put(r)
+        print(write_tables(rows.body["runs"], md, readme))
         return
     args.teacher_over, args.general_over = [], []
     args.cross_teacher_over, args.cross_student_over = [], []
@@ -302,6 +310,7 @@ def main() -> None:
         {"task": task_part, "general": general_part, "cross": cross_part}[part](
             args, out, rows, base
         )
+        print(write_tables(rows.body["runs"], md, readme))
 
 
 if __name__ == "__main__":

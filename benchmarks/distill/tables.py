@@ -132,6 +132,7 @@ def lm_table(runs: list[dict]) -> list[str]:
 
 
 def markdown(runs: list[dict], found: dict[str, dict]) -> str:
+    runs = [r for r in runs if "variant" not in r]  # lm_kd.py's rows: lm_tables.py
     lines: list[str] = []
     for ds in dict.fromkeys(r["dataset"] for r in runs if r.get("accuracy") is not None):
         lines += classifier_table(runs, ds)

@@ -50,3 +50,41 @@ def test_label_word_accuracy_scores_the_trained_text(tmp_path):
         records.append({"instruction": prompt, "input": "", "output": gold})
     assert right == 2
     assert lm_kd.label_word_accuracy(tmp_path, records) == 0.5
+
+
+def _tables():
+    path = SCRIPT.parent / "lm_tables.py"
+    spec = importlib.util.spec_from_file_location("bench_distill_lm_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_verdicts_follow_the_issue_targets():
+    t = _tables()
+
+    def row(method, variant="", **kw):
+        base = {"dataset": "trec_t2t", "student_blocks": 15, "variant": variant, "steps": 300}
+        return base | {"method": method} | kw
+
+    rows = [
+        {"dataset": "sst2", "method": "teacher", "accuracy": 0.9},  # run.py's: ignored
+        row("sft", accuracy=0.80, teacher_accuracy=0.96, tokens_per_s=300),
+        row("forward_kl", accuracy=0.83, teacher_accuracy=0.96, tokens_per_s=150),
+        row("jsd", accuracy=0.82, teacher_accuracy=0.96, tokens_per_s=150),
+        row("forward_kl", "cache", accuracy=0.832, teacher_accuracy=0.96, tokens_per_s=240),
+        row("sft", dataset="alpaca_2k", eval_loss=3.2, teacher_eval_loss=2.0),
+        row("reverse_kl", dataset="alpaca_2k", eval_loss=3.1, teacher_eval_loss=2.0),
+    ]
+    assert len(t.lm_kd_rows(rows)) == 6
+    task = "\n".join(t.task_verdicts(t.lm_kd_rows(rows)))
+    assert "best KD `forward_kl` 83.00 vs SFT 80.00 (**+3.00** points" in task
+    assert "target >= +2: **met**" in task and "86.5% of the teacher's 96.00" in task
+    assert "target >= 90%: **missed**" in task
+    assert "+0.20 points (target within 0.5: **met**), 1.60x" in task
+    assert "target >= 2x: **missed**" in task
+    general = "\n".join(t.general_verdicts(t.lm_kd_rows(rows)))
+    assert "`reverse_kl` held-out loss 3.100 vs SFT 3.200" in general and "**met**" in general
+    assert "1.100 nats" in general
+    md = t.markdown(rows)
+    assert md.count("| trec_t2t |") == 4 and md.count("| alpaca_2k |") == 2
