@@ -4,7 +4,7 @@ A causal LM's logits are ``tokens x vocab`` fp32 values per micro-batch (8 x 512
 vocabulary is 4.3 GB). ``train.loss_chunk_tokens`` avoids them: the model runs with its output
 head skipped (:func:`forward_hidden` captures the head's input, the final hidden states), only
 the positions whose next token is trained are kept (``labels[:, 1:] != -100``), and the head +
-loss are applied to ``chunk`` of those rows at a time. Cross-entropy through a bare linear head
+loss are applied to ``chunk`` of those rows at a time. Cross-entropy through a frozen linear head
 computes each chunk's gradients in the forward (:mod:`tunesmith.distill.fusedce`: no second head
 pass); every other case runs each chunk under
 ``torch.utils.checkpoint`` (non-reentrant): its logits are freed after the forward and

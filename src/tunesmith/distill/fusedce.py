@@ -10,8 +10,8 @@ the loss, that gradient and from it the gradients of the hidden rows (``g W``), 
 stored gradients by the incoming one (the loss is linear in them). Peak memory is still one
 chunk's logits; the hidden rows' gradient (N x H) is kept from forward to backward.
 
-Used by the chunked cross-entropy when the head is a bare ``nn.Linear`` (no adapter hooks on it,
-not FSDP-sharded), with Gemma's final-logit soft-capping folded in (``c tanh(z / c)``, derivative
+Used by the chunked cross-entropy when the head is a frozen bare ``nn.Linear`` (adapters or a
+frozen base elsewhere; no adapter hooks on the head; not FSDP-sharded; :func:`fusable`), with Gemma's final-logit soft-capping folded in (``c tanh(z / c)``, derivative
 ``1 - tanh^2``). The GEMMs run under the caller's autocast exactly as the module's would, so values
 and gradients equal the checkpointed path's to float rounding (tested to 1e-5 in fp32).
 """
@@ -30,10 +30,12 @@ __all__ = ["LinearCrossEntropy", "fusable", "linear_cross_entropy_sum"]
 
 
 def fusable(module: nn.Module) -> bool:
-    """Whether ``module`` is a bare ``nn.Linear`` whose output is exactly ``F.linear``: no hooks
-    (adapters on the head) but the input cast of a model with bf16 frozen weights, plain tensor
-    weights (not FSDP's DTensors)."""
-    if type(module) is not nn.Linear or module._forward_hooks:
+    """Whether ``module`` is a frozen bare ``nn.Linear`` whose output is exactly ``F.linear``: no
+    hooks (adapters on the head) but the input cast of a model with bf16 frozen weights, plain
+    tensor weights (not FSDP's DTensors). A trained head is left to the checkpointed chunks: its
+    fp32 weight gradient, built here beside ``.grad``, would be a transient extra vocabulary x
+    hidden matrix (670 MB for Gemma-3's tied head)."""
+    if type(module) is not nn.Linear or module._forward_hooks or module.weight.requires_grad:
         return False
     if any(hook is not cast_inputs for hook in module._forward_pre_hooks.values()):
         return False  # only the input cast of a mixed-dtype model (memory.py), done here too

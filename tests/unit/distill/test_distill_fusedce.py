@@ -8,7 +8,7 @@ from torch import nn
 
 from tunesmith.distill import chunked, fusedce
 from tunesmith.distill.chunked import LMHead, chunked_causal_lm_loss, chunked_forward
-from tunesmith.distill.fusedce import fusable, linear_cross_entropy_sum
+from tunesmith.distill.fusedce import fusable
 from tunesmith.tasks.causal_lm import causal_lm_loss
 
 from .test_distill_chunked import (
@@ -27,31 +27,43 @@ from .test_distill_chunked import (
 )
 
 
-def test_only_a_bare_linear_is_fused():
-    assert fusable(nn.Linear(4, 5))
-    hooked = nn.Linear(4, 5)
+def frozen(module):
+    return module.requires_grad_(False)
+
+
+def test_only_a_frozen_bare_linear_is_fused():
+    assert fusable(frozen(nn.Linear(4, 5)))
+    assert not fusable(nn.Linear(4, 5))  # a trained head: the checkpointed chunks
+    hooked = frozen(nn.Linear(4, 5))
     hooked.register_forward_hook(lambda *a: None)
     assert not fusable(hooked)
-    assert not fusable(nn.Sequential(nn.Linear(4, 5)))
+    assert not fusable(frozen(nn.Sequential(nn.Linear(4, 5))))
 
     class MyLinear(nn.Linear):
         pass
 
-    assert not fusable(MyLinear(4, 5))
+    assert not fusable(frozen(MyLinear(4, 5)))
+
+
+def hidden_grad(loss, hidden):
+    return loss.detach(), torch.autograd.grad(loss, [hidden])
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
 @pytest.mark.parametrize("softcap", [None, 5.0])
-def test_fused_equals_the_checkpointed_chunks(chunk, softcap, monkeypatch):
+def test_fused_equals_the_checkpointed_chunks_and_the_full_logits(chunk, softcap, monkeypatch):
     labels, (head, _) = make_labels(), make_heads(softcap)
-    h1, h2 = leaf(3), leaf(3)
-    fused = grads(chunked_causal_lm_loss(h1, labels, head, chunk), h1, head)
+    frozen(head.module)
+    h1, h2, h3 = leaf(3), leaf(3), leaf(3)
+    fused = hidden_grad(chunked_causal_lm_loss(h1, labels, head, chunk), h1)
+    assert_same(fused, hidden_grad(causal_lm_loss(head(h3), labels), h3))
     monkeypatch.setattr(chunked, "fusable", lambda module: False)
-    assert_same(fused, grads(chunked_causal_lm_loss(h2, labels, head, chunk), h2, head))
+    assert_same(fused, hidden_grad(chunked_causal_lm_loss(h2, labels, head, chunk), h2))
 
 
 def test_one_head_gemm_per_chunk_and_no_vocabulary_wide_tensor_kept(monkeypatch):
     labels, (head, _) = make_labels(), make_heads()
+    frozen(head.module)
     calls = []
     linear = fusedce.F.linear
     monkeypatch.setattr(fusedce.F, "linear", lambda *a: calls.append(a[0].shape[0]) or linear(*a))
@@ -76,7 +88,7 @@ def test_one_head_gemm_per_chunk_and_no_vocabulary_wide_tensor_kept(monkeypatch)
 
 def test_no_gradient_needed_computes_the_loss_only():
     labels, (head, _) = make_labels(), make_heads()
-    head.module.requires_grad_(False)
+    frozen(head.module)
     h = leaf(5).detach()
     with torch.no_grad():
         ours = chunked_causal_lm_loss(h, labels, head, 4)
@@ -85,7 +97,7 @@ def test_no_gradient_needed_computes_the_loss_only():
 
 def test_bf16_autocast_matches_the_checkpointed_chunks(monkeypatch):
     labels, (head, _) = make_labels(), make_heads(softcap=5.0)
-    head.module.requires_grad_(False)  # a frozen head, as under adapters
+    frozen(head.module)  # as under adapters
     out = {}
     for name, fuse in (("fused", True), ("checkpointed", False)):
         monkeypatch.setattr(chunked, "fusable", lambda module, fuse=fuse: fuse and fusable(module))
@@ -98,23 +110,28 @@ def test_bf16_autocast_matches_the_checkpointed_chunks(monkeypatch):
     torch.testing.assert_close(out["fused"][1], out["checkpointed"][1], atol=2e-3, rtol=2e-2)
 
 
-def test_direct_call_sums_over_rows():
-    head = nn.Linear(4, 7, bias=False)
-    h, y = torch.randn(5, 4), torch.randint(0, 7, (5,))
-    total = linear_cross_entropy_sum(h, head, y, chunk=2)
-    ref = nn.functional.cross_entropy(head(h), y, reduction="sum")
-    torch.testing.assert_close(total, ref)
-    assert isinstance(LMHead(head).module, nn.Linear)
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_the_function_also_gives_weight_and_bias_gradients(softcap):
+    """Called directly (a trained head is not dispatched here, but the function supports it)."""
+    head, _ = make_heads(softcap)
+    h = torch.randn(7, H, requires_grad=True)
+    y = torch.randint(0, V, (7,))
+    total = fusedce.LinearCrossEntropy.apply(h, head.module.weight, head.module.bias, y, 3, softcap)
+    ours = grads(total * 0.5, h, head)
+    ref = grads(0.5 * nn.functional.cross_entropy(head(h), y, reduction="sum"), h, head)
+    assert_same(ours, ref)
 
 
 @pytest.mark.parametrize(
     ("arch", "kw"),
     [("llama", {}), ("llama", {"tie_word_embeddings": False}), ("gpt2", {}), ("gemma3", {})],
 )
-def test_full_fine_tuning_through_the_model(arch, kw):
-    """No adapter on the head: the fused path, same loss and gradients as the full logits'."""
+def test_frozen_head_through_the_model(arch, kw):
+    """Everything trains but the head (and its tied embeddings): the fused path, same loss and
+    gradients as the full logits'."""
     model = tiny_lm(arch, **kw)
     model.requires_grad_(True)
+    frozen(model.get_output_embeddings())
     ids, labels = torch.randint(1, V, (B, T)), make_labels()
     inputs = {"input_ids": ids, "attention_mask": torch.ones(B, T, dtype=torch.long)}
     ref = model_grads(model, causal_lm_loss(model(**inputs).logits, labels))
