@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,8 +96,30 @@ def _kernel(query: torch.Tensor, key: torch.Tensor) -> str:
     if forced:
         _chosen[shape] = forced
     elif shape not in _chosen:
-        _chosen[shape] = _measure(*shape)
+        _chosen[shape] = _measure_apart(*shape)
     return _chosen[shape]
+
+
+def _measure_apart(*shape: Any) -> str:
+    """:func:`_measure` in a thread of its own: the first call comes from inside a model's
+    forward, where autocast, no_grad and gradient checkpointing's saved-tensor hooks are set for
+    this thread -- a checkpointed layer would record the measurement's tensors in its forward and
+    not in its recomputation. A new thread starts with none of them."""
+    result: list[str] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(_measure(*shape))
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="tunesmith-attn-measure")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
 
 
 def _measure(device: str, dtype: torch.dtype, heads: int, kv_heads: int, dim: int) -> str:
@@ -108,7 +132,7 @@ def _measure(device: str, dtype: torch.dtype, heads: int, kv_heads: int, dim: in
     )
     times: dict[str, list[float]] = {"sdpa": [], "gemm": []}
     fns = {"sdpa": _sdpa, "gemm": gemm_causal_attention}
-    with torch.enable_grad(), torch.autocast(device, enabled=False):
+    with torch.enable_grad():
         for rep in range(4):
             for name in KERNELS if rep % 2 == 0 else KERNELS[::-1]:
                 qq, kk, vv = (x.detach().requires_grad_() for x in (q, k, v))

@@ -112,3 +112,28 @@ def test_measured_once_per_shape_and_used(monkeypatch):
     assert measured == [("cpu", torch.bfloat16, 4, 2, 8), ("cpu", torch.bfloat16, 2, 2, 8)]
     assert set(kernel_choices().values()) <= {"gemm", "sdpa"}
     assert len(kernel_choices()) == 2
+
+
+def test_first_measurement_inside_a_checkpointed_forward(monkeypatch):
+    """The measurement runs apart from the caller's autocast, no_grad and checkpoint hooks: a
+    checkpointed function that triggers it recomputes with the same saved tensors."""
+    from torch.utils.checkpoint import checkpoint
+
+    seen = []
+    real = causalattn._measure
+
+    def watching(*shape):
+        seen.append((torch.is_grad_enabled(), torch.is_autocast_enabled("cpu")))
+        return real(*shape)
+
+    monkeypatch.setattr(causalattn, "_measure", watching)
+    q, k, v = qkv(dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = checkpoint(
+            lambda a, b, c: causal_attention(a, b, c) * 2, q, k, v, use_reentrant=False
+        )
+    out.float().sum().backward()
+    assert seen == [(True, False)] and q.grad is not None
+    with torch.no_grad():
+        causal_attention(*qkv(heads=8, kv_heads=8, dtype=torch.bfloat16))
+    assert seen[-1] == (True, False)
