@@ -240,7 +240,14 @@ def run_tunesmith(case: str, cfg: dict, a: argparse.Namespace, run_dir: Path) ->
     probe.watch()
     summary = loop.train(recipe, run_dir)
     out = {**probe.summary(), "loss_by_step": train_losses_tunesmith(run_dir)}
-    for key in ("precision", "precision_reason", "state_bytes_per_rank", "attention"):
+    keys = (
+        "precision",
+        "precision_reason",
+        "state_bytes_per_rank",
+        "attention",
+        "attention_kernels",
+    )
+    for key in keys:
         if key in summary:
             out[f"summary_{key}"] = summary[key]
     return out
