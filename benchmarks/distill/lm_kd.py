@@ -9,6 +9,8 @@ Parts (``--part``, default all):
   the test set (ranking the six words by log-likelihood). Cache rows: forward KL on the top-64 +
   tail cache vs the live teacher (accuracy, tokens/s, bytes per token). Multi-teacher: two
   teachers fine-tuned with different seeds, their mixture (cached) teaching a 15-block student.
+* ``speed`` — training tokens/s of forward-KL KD, live teacher vs the cache, short runs
+  alternating (the accuracy runs' tokens/s are not comparable when they share the machine).
 * ``general`` — alpaca_2k, teacher = the instruct model itself (held-out loss 2.00): SFT vs
   forward / reverse KL students (15 and 20 blocks) at equal steps; dev loss curve every 100 steps.
 * ``cross`` — Gemma-3-270m (embedded ``gemma3``, another tokenizer) fine-tuned on TREC teaches the
@@ -27,6 +29,7 @@ Rows go into results.json beside the classifier rows (same ``{"runs": [...]}``),
     python benchmarks/distill/lm_kd.py --part general --results /tmp/general.json
     python benchmarks/distill/lm_kd.py --merge /tmp/task.json /tmp/general.json
     python benchmarks/distill/lm_kd.py --tables-only   # results_lm.md + README from results.json
+    python benchmarks/distill/lm_kd.py --part speed    # live vs cached KD tokens/s, alone
     # a 2-core CPU budget: one teacher, 15-block students, 300 steps
     python benchmarks/distill/lm_kd.py --part task --blocks 15 --no-multi-teacher \
         --over train.max_steps=300 train.eval_every=100
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -194,6 +198,41 @@ def task_part(args, out: Path, rows: Rows, base: list[str]) -> None:
                  teacher_accuracy=[a for _, a in teachers]))  # fmt: skip
 
 
+def speed_part(args, out: Path, rows: Rows, base: list[str]) -> None:
+    """Training tokens/s of forward-KL KD with the live teacher vs the top-k + tail cache, measured
+    apart from the accuracy runs (which may share the machine): ``--speed-steps`` steps per run,
+    no evaluation until the last step, live and cached alternating for 2 repeats; tokens/s = the
+    median of the logged 10-step windows after the first (warm-up). Needs the task part's teacher
+    (and reuses its cache). Run it alone on the machine."""
+    data = ["data.root=" + str(out / "data")]
+    teacher = out / "trec_teacher_s13"
+    if not (teacher / "best").is_dir():
+        sys.exit(f"--part speed needs the task part's teacher at {teacher}")
+    steps = args.speed_steps
+    over = base + data + [
+        f"distill.teacher={teacher}", f"student.from_teacher.n={args.blocks[0]}",
+        "student.from_teacher.report_choices=false", f"train.max_steps={steps}",
+        f"train.eval_every={steps}", "train.log_every=10",
+    ]  # fmt: skip
+    patch = {"task_weight": 0.5, "objectives": KD["forward_kl"]}
+    windows: dict[str, list[float]] = {"live": [], "cache": []}
+    for rep in range(2):
+        for variant in ("live", "cache") if rep % 2 == 0 else ("cache", "live"):
+            extra = ["distill.cache=true"] if variant == "cache" else []
+            r_dir = out / f"speed_forward_kl_{variant}"
+            run(recipe_for("trec_student.yaml", over + extra, patch), r_dir)
+            logged = [json.loads(x) for x in (r_dir / "metrics.jsonl").read_text().splitlines()]
+            windows[variant] += [x["tokens_per_s"] for x in logged if x.get("split") == "train"][1:]
+            shutil.rmtree(r_dir, ignore_errors=True)
+    for variant, values in windows.items():
+        rows.put({
+            "method": "forward_kl", "dataset": "trec_t2t", "student_blocks": args.blocks[0],
+            "variant": f"speed_{variant}", "steps": steps, "repeats": 2,
+            "tokens_per_s": round(statistics.median(values), 1), "windows": len(values),
+            "threads": torch.get_num_threads(),
+        })  # fmt: skip
+
+
 def general_part(args, out: Path, rows: Rows, base: list[str]) -> None:
     for blocks in args.blocks:
         for method in GENERAL:
@@ -255,8 +294,8 @@ def quick_models(out: Path) -> dict[str, str]:
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", nargs="+", choices=["task", "general", "cross"],
-                   default=["task", "general", "cross"])  # fmt: skip
+    p.add_argument("--part", nargs="+", choices=["task", "general", "cross", "speed"],
+                   default=["task", "speed", "general", "cross"])  # fmt: skip
     p.add_argument("--blocks", nargs="+", type=int, default=[15, 20])
     p.add_argument("--methods", nargs="+", choices=list(KD), default=list(KD))
     p.add_argument("--quick", action="store_true", help="tiny random models, a few steps (CPU)")
@@ -265,6 +304,7 @@ def parse_args():
                    help="one teacher (seed 13), no multi-teacher row")  # fmt: skip
     p.add_argument("--tables-only", action="store_true",
                    help="rewrite results_lm.md and the README section from results.json, then exit")  # fmt: skip
+    p.add_argument("--speed-steps", type=int, default=40, help="steps per --part speed run")
     p.add_argument("--results", help="write rows here instead of results.json (parallel runs)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="fold these results files' rows into results.json, then exit")  # fmt: skip
@@ -307,9 +347,9 @@ def main() -> None:
     if not (data_root() / "trec").is_dir():
         sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
     for part in args.part:
-        {"task": task_part, "general": general_part, "cross": cross_part}[part](
-            args, out, rows, base
-        )
+        parts = {"task": task_part, "general": general_part, "cross": cross_part,
+                 "speed": speed_part}  # fmt: skip
+        parts[part](args, out, rows, base)
         print(write_tables(rows.body["runs"], md, readme))
 
 

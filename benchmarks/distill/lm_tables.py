@@ -51,13 +51,19 @@ def task_verdicts(rows: list[dict]) -> list[str]:
         cached = next((r for r in rows if r["variant"] == "cache" and r["method"] == "forward_kl"
                        and (r["dataset"], r["student_blocks"]) == key), None)  # fmt: skip
         live = group.get("forward_kl")
-        if cached and live and cached.get("tokens_per_s") and live.get("tokens_per_s"):
+        timed = {r["variant"]: r for r in rows if r["variant"].startswith("speed_")
+                 and (r["dataset"], r["student_blocks"]) == key}  # fmt: skip
+        if {"speed_live", "speed_cache"} <= timed.keys():  # measured apart (--part speed)
+            pair, how = (timed["speed_cache"], timed["speed_live"]), "measured alone, alternating"
+        else:
+            pair, how = (cached or {}, live or {}), "from the accuracy runs"
+        if cached and live and pair[0].get("tokens_per_s") and pair[1].get("tokens_per_s"):
             diff = 100 * (cached["accuracy"] - live["accuracy"])
-            speed = cached["tokens_per_s"] / live["tokens_per_s"]
+            speed = pair[0]["tokens_per_s"] / pair[1]["tokens_per_s"]
             out.append(
                 f"- cache (forward KL on the top-k + tail cache vs the live teacher): {diff:+.2f} "
                 f"points (target within 0.5: **{'met' if abs(diff) <= 0.5 else 'missed'}**), "
-                f"{speed:.2f}x training tokens/s (target >= 2x: "
+                f"{speed:.2f}x training tokens/s ({how}; target >= 2x: "
                 f"**{'met' if speed >= 2 else 'missed'}**), "
                 f"{_f(cached.get('cache_bytes_per_token'), '.0f')} bytes per cached token."
             )

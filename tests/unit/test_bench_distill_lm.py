@@ -88,3 +88,8 @@ def test_verdicts_follow_the_issue_targets():
     assert "1.100 nats" in general
     md = t.markdown(rows)
     assert md.count("| trec_t2t |") == 4 and md.count("| alpaca_2k |") == 2
+    rows += [row("forward_kl", "speed_live", tokens_per_s=100.0),
+             row("forward_kl", "speed_cache", tokens_per_s=210.0)]  # fmt: skip
+    task = "\n".join(t.task_verdicts(t.lm_kd_rows(rows)))
+    assert "2.10x training tokens/s (measured alone, alternating; target >= 2x: **met**)" in task
+    assert t.markdown(rows).count("| trec_t2t |") == 4  # speed rows: no accuracy, no table row
