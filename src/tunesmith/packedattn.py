@@ -5,8 +5,9 @@ restart at 0. With plain SDPA, transformers turns the resets into a block-diagon
 (B, 1, T, T) mask and attention runs over the whole row: T^2 scores per head, most of them masked.
 This backend runs causal attention on each example alone instead, sum(L_i^2) scores, with SDPA's
 ``is_causal`` kernels or, on a CPU where they are slower in bf16/fp16, two GEMMs
-(:mod:`tunesmith.causalattn` measures which) -- on a CUDA GPU in half precision: torch's
-``varlen_attn``, one call per layer. It is exact: it runs only when the mask transformers built *is* the block-diagonal causal
+(:mod:`tunesmith.causalattn` measures which; they round as transformers' eager attention does)
+-- on a CUDA GPU in half precision: torch's ``varlen_attn``, one call per layer. It is exact
+(in fp32 to 1e-5): it runs only when the mask transformers built *is* the block-diagonal causal
 mask of the row's position resets (checked once per mask, i.e. once per forward, and cached on
 the mask tensor); everything else -- padding masks, unpacked batches, a KV cache, a sliding window
 shorter than an example, soft-capped logits, attention maps -- goes to transformers' own
