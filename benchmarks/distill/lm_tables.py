@@ -29,16 +29,26 @@ def _pct(x) -> str:
     return _f(None if x is None else 100 * x, ".2f")
 
 
+def _key(r: dict) -> tuple:
+    return r["dataset"], r["student_blocks"]
+
+
+def _comparisons(rows: list[dict], metric: str):
+    """(key, {method: row}, the SFT row, the KD rows) per (dataset, student blocks) whose plain
+    rows (no variant) with ``metric`` include SFT and at least one KD method."""
+    plain = [r for r in rows if r.get(metric) is not None and r["variant"] == ""]
+    for key in dict.fromkeys(_key(r) for r in plain):
+        group = {r["method"]: r for r in plain if _key(r) == key}
+        kd = [group[m] for m in KD_METHODS if m in group]
+        if "sft" in group and kd:
+            yield key, group, group["sft"], kd
+
+
 def task_verdicts(rows: list[dict]) -> list[str]:
     """One line per (dataset, student blocks) with an SFT row and KD rows: issue 17's targets."""
     out = []
-    plain = [r for r in rows if r.get("accuracy") is not None and r["variant"] == ""]
-    for key in dict.fromkeys((r["dataset"], r["student_blocks"]) for r in plain):
-        group = {r["method"]: r for r in plain if (r["dataset"], r["student_blocks"]) == key}
-        kd = [group[m] for m in KD_METHODS if m in group]
-        if "sft" not in group or not kd:
-            continue
-        best, sft = max(kd, key=lambda r: r["accuracy"]), group["sft"]
+    for key, group, sft, kd in _comparisons(rows, "accuracy"):
+        best = max(kd, key=lambda r: r["accuracy"])
         gain = 100 * (best["accuracy"] - sft["accuracy"])
         share = 100 * best["accuracy"] / best["teacher_accuracy"]
         out.append(
@@ -49,10 +59,10 @@ def task_verdicts(rows: list[dict]) -> list[str]:
             f"**{'met' if share >= 90 else 'missed'}**)."
         )
         cached = next((r for r in rows if r["variant"] == "cache" and r["method"] == "forward_kl"
-                       and (r["dataset"], r["student_blocks"]) == key), None)  # fmt: skip
+                       and _key(r) == key), None)  # fmt: skip
         live = group.get("forward_kl")
-        timed = {r["variant"]: r for r in rows if r["variant"].startswith("speed_")
-                 and (r["dataset"], r["student_blocks"]) == key}  # fmt: skip
+        timed = {r["variant"]: r for r in rows
+                 if r["variant"].startswith("speed_") and _key(r) == key}  # fmt: skip
         if {"speed_live", "speed_cache"} <= timed.keys():  # measured apart (--part speed)
             pair, how = (timed["speed_cache"], timed["speed_live"]), "measured alone, alternating"
         else:
@@ -72,13 +82,8 @@ def task_verdicts(rows: list[dict]) -> list[str]:
 
 def general_verdicts(rows: list[dict]) -> list[str]:
     out = []
-    plain = [r for r in rows if r.get("eval_loss") is not None and r["variant"] == ""]
-    for key in dict.fromkeys((r["dataset"], r["student_blocks"]) for r in plain):
-        group = {r["method"]: r for r in plain if (r["dataset"], r["student_blocks"]) == key}
-        kd = [group[m] for m in KD_METHODS if m in group]
-        if "sft" not in group or not kd:
-            continue
-        best, sft = min(kd, key=lambda r: r["eval_loss"]), group["sft"]
+    for key, _, sft, kd in _comparisons(rows, "eval_loss"):
+        best = min(kd, key=lambda r: r["eval_loss"])
         met = best["eval_loss"] < sft["eval_loss"]
         out.append(
             f"- {key[0]}, {key[1]}-block students: best KD `{best['method']}` held-out loss "
