@@ -130,9 +130,8 @@ def _review_label(dataset: str, completion: str) -> str | None:
 
 
 def _review_text(dataset: str, prompt: str) -> str:
-    if (
-        dataset == "amazon_polarity"
-    ):  # "Title: ...\nReview: ...\nIs the review positive or negative?"
+    # amazon: "Title: ...\nReview: ...\nIs the review positive or negative?\n"
+    if dataset == "amazon_polarity":
         title, _, rest = prompt.removeprefix("Title: ").partition("\nReview: ")
         return f"{title}. {rest.rsplit(chr(10) + 'Is the review', 1)[0]}"
     if dataset == "yelp_review_full":  # "Review text:\n...\n\nStars:\n"
