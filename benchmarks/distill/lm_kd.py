@@ -27,7 +27,7 @@ Rows go into results.json beside the classifier rows (same ``{"runs": [...]}``),
     python benchmarks/distill/lm_kd.py --quick         # wiring check on tiny random models, CPU
     # parallel single-thread processes write their own files, merged afterwards:
     python benchmarks/distill/lm_kd.py --part general --results /tmp/general.json
-    python benchmarks/distill/lm_kd.py --merge /tmp/task.json /tmp/general.json
+    python benchmarks/distill/lm_kd.py --merge /tmp/task.json /tmp/general.json --shared
     python benchmarks/distill/lm_kd.py --tables-only   # results_lm.md + README from results.json
     python benchmarks/distill/lm_kd.py --part speed    # live vs cached KD tokens/s, alone
     # a 2-core CPU budget: one teacher, 15-block students, 300 steps
@@ -74,6 +74,10 @@ KD = {  # method -> objectives added to 0.5 CE (SFT: CE only)
              "params": {"lmbda": 0.5, "beta": 0.5, "max_new_tokens": 4}}],
 }  # fmt: skip
 GENERAL = ["sft", "forward_kl", "reverse_kl"]
+SHARED_NOTE = (
+    "run while other jobs shared the machine's cores: accuracy and losses are unaffected, "
+    "tokens_per_s and wall_s are not comparable with an idle machine or with each other"
+)
 
 
 def prepare_trec(root: Path, limit: dict | None = None) -> Path:
@@ -148,11 +152,13 @@ def row(method, dataset, blocks, summary, variant="", **extra) -> dict:
 class Rows:
     """results.json's runs, this benchmark's rows replaced by (dataset, method, blocks, variant)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, note: str | None = None):
+        self.path, self.note = path, note
         self.body = json.loads(path.read_text()) if path.is_file() else {"runs": []}
 
     def put(self, r: dict) -> None:
+        if self.note:  # --shared: these rows' timings came from a shared machine
+            r = {**r, "timing_note": self.note}
         key = lambda x: (x["dataset"], x["method"], x.get("student_blocks"), x.get("variant"))  # noqa: E731
         self.body["runs"] = [x for x in self.body["runs"] if key(x) != key(r)] + [r]
         self.path.write_text(json.dumps(self.body, indent=2))
@@ -304,6 +310,8 @@ def parse_args():
                    help="one teacher (seed 13), no multi-teacher row")  # fmt: skip
     p.add_argument("--tables-only", action="store_true",
                    help="rewrite results_lm.md and the README section from results.json, then exit")  # fmt: skip
+    p.add_argument("--shared", action="store_true",
+                   help="the machine was shared: note it on every row written (or merged)")  # fmt: skip
     p.add_argument("--speed-steps", type=int, default=40, help="steps per --part speed run")
     p.add_argument("--results", help="write rows here instead of results.json (parallel runs)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
@@ -318,7 +326,8 @@ def main() -> None:
     suffix = "_quick" if args.quick else ""
     out = Path(args.runs_dir or ROOT / "runs" / f"bench_distill_lm{suffix}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    rows = Rows(Path(args.results) if args.results else HERE / f"results{suffix}.json")
+    note = SHARED_NOTE if args.shared else None
+    rows = Rows(Path(args.results) if args.results else HERE / f"results{suffix}.json", note)
     md = HERE / f"results_lm{suffix}.md"
     readme = None if args.quick or args.results else ROOT / "README.md"
     if args.merge or args.tables_only:
