@@ -1,6 +1,8 @@
 """Chunked causal-LM losses (train.loss_chunk_tokens): equal to the unchunked losses and their
 gradients, and the head never sees more than one chunk of rows."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,6 +117,19 @@ def test_no_trained_position():
     assert torch.isnan(causal_lm_loss(head(h), labels))
 
 
+@contextlib.contextmanager
+def saved_shapes():
+    """The shapes of the tensors autograd saves for the backward inside the block."""
+    shapes: list[tuple[int, ...]] = []
+
+    def pack(t):
+        shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield shapes
+
+
 def test_head_sees_one_chunk_and_no_full_logits_are_saved():
     """The head runs on <= chunk rows, in the forward and again in the backward (recompute),
     and nothing of vocabulary width is kept for the backward outside a chunk."""
@@ -123,14 +138,8 @@ def test_head_sees_one_chunk_and_no_full_logits_are_saved():
     head.module.register_forward_hook(
         lambda m, args, out: rows.append((args[0].shape[0], torch.is_grad_enabled()))
     )
-    saved: list[tuple[int, ...]] = []
-
-    def pack(t):
-        saved.append(tuple(t.shape))
-        return t
-
     h, chunk = leaf(6), 4
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_shapes() as saved:
         loss = chunked_causal_lm_loss(h, labels, head, chunk)
         loss = loss + chunked_divergence(h, labels, head, torch.randn(B, T, H), teacher, chunk)
     forward_calls = len(rows)

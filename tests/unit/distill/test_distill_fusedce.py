@@ -23,6 +23,7 @@ from .test_distill_chunked import (
     make_heads,
     make_labels,
     model_grads,
+    saved_shapes,
     tiny_lm,
 )
 
@@ -67,14 +68,8 @@ def test_one_head_gemm_per_chunk_and_no_vocabulary_wide_tensor_kept(monkeypatch)
     calls = []
     linear = fusedce.F.linear
     monkeypatch.setattr(fusedce.F, "linear", lambda *a: calls.append(a[0].shape[0]) or linear(*a))
-    saved = []
-
-    def pack(t):
-        saved.append(tuple(t.shape))
-        return t
-
     h, chunk = leaf(4), 4
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_shapes() as saved:
         loss = chunked_causal_lm_loss(h, labels, head, chunk)
     n = int((labels[:, 1:] != -100).sum())
     assert calls == [4] * (n // chunk) + ([n % chunk] if n % chunk else [])
