@@ -173,10 +173,23 @@ def task_part(args, out: Path, rows: Rows, base: list[str]) -> None:
     for seed in (13, 14) if args.multi_teacher else (13,):
         t_dir = out / f"trec_teacher_s{seed}"
         teacher_over = base + data + [f"seed={seed}"] + args.teacher_over
-        s = run(recipe_for("trec_teacher.yaml", teacher_over), t_dir)
+        if args.reuse_teachers and (t_dir / "best").is_dir() and (t_dir / "summary.json").is_file():
+            s = json.loads((t_dir / "summary.json").read_text())  # a finished earlier run
+        else:
+            s = run(recipe_for("trec_teacher.yaml", teacher_over), t_dir)
         acc = label_word_accuracy(t_dir / "best", test)
         rows.put(row("teacher", "trec_t2t", None, s, f"seed{seed}", accuracy=acc))
         teachers.append((t_dir, acc))
+    if args.multi_teacher:  # first: the students below reuse its teacher runs, not vice versa
+        over = base + data + [f"student.from_teacher.n={args.blocks[0]}", "distill.cache=true"]
+        patch = {"task_weight": 0.5, "objectives": KD["forward_kl"],
+                 "distill": {"teachers": [{"model": str(t)} for t, _ in teachers], "cache": True,
+                             "top_k": 64}}  # fmt: skip
+        r_dir = out / "trec_multi_teacher"
+        s = run(recipe_for("trec_student.yaml", over, patch), r_dir)
+        rows.put(row("forward_kl", "trec_t2t", args.blocks[0], s, "multi_teacher_mixture",
+                     accuracy=label_word_accuracy(r_dir / "best", test),
+                     teacher_accuracy=[a for _, a in teachers]))  # fmt: skip
     (teacher, t_acc) = teachers[0]
     for blocks in args.blocks:
         for method in args.methods:
@@ -191,17 +204,6 @@ def task_part(args, out: Path, rows: Rows, base: list[str]) -> None:
                 acc = label_word_accuracy(r_dir / "best", test)
                 rows.put(row(method, "trec_t2t", blocks, s, variant, accuracy=acc,
                              teacher_accuracy=t_acc))  # fmt: skip
-    if not args.multi_teacher:
-        return
-    over = base + data + [f"student.from_teacher.n={args.blocks[0]}", "distill.cache=true"]
-    patch = {"task_weight": 0.5, "objectives": KD["forward_kl"],
-             "distill": {"teachers": [{"model": str(t)} for t, _ in teachers], "cache": True,
-                         "top_k": 64}}  # fmt: skip
-    r_dir = out / "trec_multi_teacher"
-    s = run(recipe_for("trec_student.yaml", over, patch), r_dir)
-    rows.put(row("forward_kl", "trec_t2t", args.blocks[0], s, "multi_teacher_mixture",
-                 accuracy=label_word_accuracy(r_dir / "best", test),
-                 teacher_accuracy=[a for _, a in teachers]))  # fmt: skip
 
 
 def speed_part(args, out: Path, rows: Rows, base: list[str]) -> None:
@@ -303,7 +305,10 @@ def parse_args():
     p.add_argument("--part", nargs="+", choices=["task", "general", "cross", "speed"],
                    default=["task", "speed", "general", "cross"])  # fmt: skip
     p.add_argument("--blocks", nargs="+", type=int, default=[15, 20])
-    p.add_argument("--methods", nargs="+", choices=list(KD), default=list(KD))
+    p.add_argument("--methods", nargs="*", choices=list(KD), default=list(KD),
+                   help="task students per --blocks (none: teachers and multi-teacher only)")  # fmt: skip
+    p.add_argument("--reuse-teachers", action="store_true",
+                   help="keep task teachers whose runs finished (summary.json + best/)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="tiny random models, a few steps (CPU)")
     p.add_argument("--runs-dir", help="default runs/bench_distill_lm (quick: ..._quick)")
     p.add_argument("--no-multi-teacher", dest="multi_teacher", action="store_false",
