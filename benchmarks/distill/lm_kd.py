@@ -209,8 +209,10 @@ def task_part(args, out: Path, rows: Rows, base: list[str]) -> None:
 def speed_part(args, out: Path, rows: Rows, base: list[str]) -> None:
     """Training tokens/s of forward-KL KD with the live teacher vs the top-k + tail cache, measured
     apart from the accuracy runs (which may share the machine): ``--speed-steps`` steps per run,
-    no evaluation until the last step, live and cached alternating for 2 repeats; tokens/s = the
-    median of the logged 10-step windows after the first (warm-up). Needs the task part's teacher
+    no evaluation until the last step, live, cached and SFT alternating for 2 repeats; tokens/s =
+    the median of the logged 10-step windows after the first (warm-up). The SFT runs (the same
+    student, gold words only, no teacher at all) are the ceiling of any teacher cache: cached KD
+    can be at most SFT / live times faster than the live teacher. Needs the task part's teacher
     (and reuses its cache). Run it alone on the machine."""
     data = ["data.root=" + str(out / "data")]
     teacher = out / "trec_teacher_s13"
@@ -222,21 +224,23 @@ def speed_part(args, out: Path, rows: Rows, base: list[str]) -> None:
         "student.from_teacher.report_choices=false", f"train.max_steps={steps}",
         f"train.eval_every={steps}", "train.log_every=10",
     ]  # fmt: skip
-    patch = {"task_weight": 0.5, "objectives": KD["forward_kl"]}
-    windows: dict[str, list[float]] = {"live": [], "cache": []}
+    kd = {"task_weight": 0.5, "objectives": KD["forward_kl"]}
+    sft = {"task_weight": 1.0, "objectives": []}  # no teacher pass: the cache's ceiling
+    windows: dict[str, list[float]] = {"live": [], "cache": [], "sft": []}
     for rep in range(2):
-        for variant in ("live", "cache") if rep % 2 == 0 else ("cache", "live"):
+        for variant in ("live", "cache", "sft") if rep % 2 == 0 else ("sft", "cache", "live"):
             extra = ["distill.cache=true"] if variant == "cache" else []
             r_dir = out / f"speed_forward_kl_{variant}"
+            patch = sft if variant == "sft" else kd
             run(recipe_for("trec_student.yaml", over + extra, patch), r_dir)
             logged = [json.loads(x) for x in (r_dir / "metrics.jsonl").read_text().splitlines()]
             windows[variant] += [x["tokens_per_s"] for x in logged if x.get("split") == "train"][1:]
             shutil.rmtree(r_dir, ignore_errors=True)
     for variant, values in windows.items():
         rows.put({
-            "method": "forward_kl", "dataset": "trec_t2t", "student_blocks": args.blocks[0],
-            "variant": f"speed_{variant}", "steps": steps, "repeats": 2,
-            "tokens_per_s": round(statistics.median(values), 1), "windows": len(values),
+            "method": "sft" if variant == "sft" else "forward_kl", "dataset": "trec_t2t",
+            "student_blocks": args.blocks[0], "variant": f"speed_{variant}", "steps": steps,
+            "repeats": 2, "tokens_per_s": round(statistics.median(values), 1), "windows": len(values),
             "threads": torch.get_num_threads(),
         })  # fmt: skip
 

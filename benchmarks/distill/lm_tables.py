@@ -77,7 +77,35 @@ def task_verdicts(rows: list[dict]) -> list[str]:
                 f"**{'met' if speed >= 2 else 'missed'}**), "
                 f"{_f(cached.get('cache_bytes_per_token'), '.0f')} bytes per cached token."
             )
+        if {"speed_live", "speed_cache", "speed_sft"} <= timed.keys():
+            live_s, cache_s, sft_s = (timed[f"speed_{v}"]["tokens_per_s"]
+                                      for v in ("live", "cache", "sft"))  # fmt: skip
+            out.append(
+                f"- the ceiling of any teacher cache, the same student's SFT step (no teacher): "
+                f"{sft_s:.0f} tokens/s = {sft_s / live_s:.2f}x the live teacher's {live_s:.0f}; "
+                f"cached KD runs at {100 * cache_s / sft_s:.0f}% of it."
+            )
+        out += _multi_teacher(rows, key, group)
     return out
+
+
+def _multi_teacher(rows: list[dict], key: tuple, group: dict) -> list[str]:
+    """The multi-teacher row of ``key`` against SFT and the one-teacher cached forward KL."""
+    multi = next((r for r in rows if r["variant"] == "multi_teacher_mixture"
+                  and _key(r) == key and r.get("accuracy") is not None), None)  # fmt: skip
+    if multi is None:
+        return []
+    one = next((r for r in rows if r["variant"] == "cache" and r["method"] == "forward_kl"
+                and _key(r) == key), None)  # fmt: skip
+    teachers = ", ".join(_pct(t) for t in multi.get("teacher_accuracy") or [])
+    line = (
+        f"- multi-teacher (the mixture of {len(multi.get('teacher_accuracy') or [])} teachers, "
+        f"{teachers}; cached forward KL): {_pct(multi['accuracy'])}, "
+        f"{100 * (multi['accuracy'] - group['sft']['accuracy']):+.2f} points vs SFT"
+    )
+    if one is not None:
+        line += f", {100 * (multi['accuracy'] - one['accuracy']):+.2f} vs one cached teacher"
+    return [line + "."]
 
 
 def general_verdicts(rows: list[dict]) -> list[str]:

@@ -93,3 +93,26 @@ def test_verdicts_follow_the_issue_targets():
     task = "\n".join(t.task_verdicts(t.lm_kd_rows(rows)))
     assert "2.10x training tokens/s (measured alone, alternating; target >= 2x: **met**)" in task
     assert t.markdown(rows).count("| trec_t2t |") == 4  # speed rows: no accuracy, no table row
+
+
+def test_verdicts_name_the_cache_ceiling_and_the_multi_teacher_row():
+    t = _tables()
+
+    def row(method, variant="", **kw):
+        base = {"dataset": "trec_t2t", "student_blocks": 15, "variant": variant, "steps": 300}
+        return base | {"method": method} | kw
+
+    rows = [
+        row("sft", accuracy=0.80, teacher_accuracy=0.96),
+        row("forward_kl", accuracy=0.83, teacher_accuracy=0.96),
+        row("forward_kl", "cache", accuracy=0.82, teacher_accuracy=0.96),
+        row("forward_kl", "multi_teacher_mixture", accuracy=0.85, teacher_accuracy=[0.96, 0.95]),
+        row("forward_kl", "speed_live", tokens_per_s=100.0),
+        row("forward_kl", "speed_cache", tokens_per_s=130.0),
+        row("sft", "speed_sft", tokens_per_s=140.0),
+    ]
+    task = "\n".join(t.task_verdicts(t.lm_kd_rows(rows)))
+    assert "SFT step (no teacher): 140 tokens/s = 1.40x the live teacher's 100" in task
+    assert "cached KD runs at 93% of it" in task
+    assert "mixture of 2 teachers, 96.00, 95.00; cached forward KL): 85.00" in task
+    assert "+5.00 points vs SFT, +3.00 vs one cached teacher" in task
