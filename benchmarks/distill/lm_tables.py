@@ -86,7 +86,7 @@ def task_verdicts(rows: list[dict]) -> list[str]:
                 f"cached KD runs at {100 * cache_s / sft_s:.0f}% of it."
             )
         out += _multi_teacher(rows, key, group)
-    return out
+    return out + cross_verdicts(rows)
 
 
 def _multi_teacher(rows: list[dict], key: tuple, group: dict) -> list[str]:
@@ -106,6 +106,21 @@ def _multi_teacher(rows: list[dict], key: tuple, group: dict) -> list[str]:
     if one is not None:
         line += f", {100 * (multi['accuracy'] - one['accuracy']):+.2f} vs one cached teacher"
     return [line + "."]
+
+
+def cross_verdicts(rows: list[dict]) -> list[str]:
+    """The cross-tokenizer pair (``variant`` cross_tokenizer): ULD against SFT-only, same steps."""
+    pair = {r["method"]: r for r in rows
+            if r["variant"] == "cross_tokenizer" and r.get("accuracy") is not None}  # fmt: skip
+    if not {"uld", "sft"} <= pair.keys():
+        return []
+    uld, sft = pair["uld"], pair["sft"]
+    return [
+        f"- cross-tokenizer ({uld['dataset']}, teacher {_pct(uld.get('teacher_accuracy'))} with "
+        f"another tokenizer, {uld['student_blocks']}-block student, {uld['steps']} steps): ULD "
+        f"{_pct(uld['accuracy'])} vs SFT only {_pct(sft['accuracy'])} "
+        f"({100 * (uld['accuracy'] - sft['accuracy']):+.2f} points)."
+    ]
 
 
 def general_verdicts(rows: list[dict]) -> list[str]:

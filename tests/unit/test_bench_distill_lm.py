@@ -116,3 +116,16 @@ def test_verdicts_name_the_cache_ceiling_and_the_multi_teacher_row():
     assert "cached KD runs at 93% of it" in task
     assert "mixture of 2 teachers, 96.00, 95.00; cached forward KL): 85.00" in task
     assert "+5.00 points vs SFT, +3.00 vs one cached teacher" in task
+
+
+def test_cross_tokenizer_verdict_compares_uld_with_sft_only():
+    t = _tables()
+    base = {"dataset": "trec_t2t", "variant": "cross_tokenizer", "steps": 200}
+    rows = [
+        {"dataset": "trec_t2t", "method": "teacher", "variant": "gemma3", "accuracy": 0.97},
+        base | {"method": "uld", "student_blocks": 30, "accuracy": 0.962, "teacher_accuracy": 0.97},
+        base | {"method": "sft", "student_blocks": 30, "accuracy": 0.958, "teacher_accuracy": 0.97},
+    ]
+    task = "\n".join(t.task_verdicts(t.lm_kd_rows(rows)))
+    assert "teacher 97.00 with another tokenizer, 30-block student, 200 steps" in task
+    assert "ULD 96.20 vs SFT only 95.80 (+0.40 points)" in task
