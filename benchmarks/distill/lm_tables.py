@@ -56,7 +56,7 @@ def task_verdicts(rows: list[dict]) -> list[str]:
             f"{_pct(best['accuracy'])} vs SFT {_pct(sft['accuracy'])} (**{gain:+.2f}** points, "
             f"target >= +2: **{'met' if gain >= 2 else 'missed'}**); {share:.1f}% of the teacher's "
             f"{_pct(best['teacher_accuracy'])} (target >= 90%: "
-            f"**{'met' if share >= 90 else 'missed'}**)."
+            f"**{'met' if share >= 90 else 'missed'}**)." + _headroom(sft)
         )
         cached = next((r for r in rows if r["variant"] == "cache" and r["method"] == "forward_kl"
                        and _key(r) == key), None)  # fmt: skip
@@ -87,6 +87,17 @@ def task_verdicts(rows: list[dict]) -> list[str]:
             )
         out += _multi_teacher(rows, key, group)
     return out + cross_verdicts(rows)
+
+
+def _headroom(sft: dict) -> str:
+    """A note when the SFT student is already within 2 points of its teacher (no room for +2)."""
+    room = 100 * (sft["teacher_accuracy"] - sft["accuracy"])
+    if room >= 2:
+        return ""
+    return (
+        f" The SFT student is {-room:+.2f} points from the teacher: +2 would put a student "
+        f"{2 - room:.2f} points above its teacher."
+    )
 
 
 def _multi_teacher(rows: list[dict], key: tuple, group: dict) -> list[str]:

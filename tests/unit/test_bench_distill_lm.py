@@ -116,6 +116,13 @@ def test_verdicts_name_the_cache_ceiling_and_the_multi_teacher_row():
     assert "cached KD runs at 93% of it" in task
     assert "mixture of 2 teachers, 96.00, 95.00; cached forward KL): 85.00" in task
     assert "+5.00 points vs SFT, +3.00 vs one cached teacher" in task
+    assert "from the teacher" not in task  # 16 points of room
+    rows[0] = row("sft", accuracy=0.968, teacher_accuracy=0.966)
+    task = "\n".join(t.task_verdicts(t.lm_kd_rows(rows)))
+    assert (
+        "The SFT student is +0.20 points from the teacher: +2 would put a student 2.20 points above"
+        in task
+    )
 
 
 def test_cross_tokenizer_verdict_compares_uld_with_sft_only():
