@@ -60,12 +60,14 @@ def _tables():
     return module
 
 
+def row(method, variant="", **kw):
+    """An lm_kd.py row of a 15-block TREC student at 300 steps."""
+    base = {"dataset": "trec_t2t", "student_blocks": 15, "variant": variant, "steps": 300}
+    return base | {"method": method} | kw
+
+
 def test_verdicts_follow_the_issue_targets():
     t = _tables()
-
-    def row(method, variant="", **kw):
-        base = {"dataset": "trec_t2t", "student_blocks": 15, "variant": variant, "steps": 300}
-        return base | {"method": method} | kw
 
     rows = [
         {"dataset": "sst2", "method": "teacher", "accuracy": 0.9},  # run.py's: ignored
@@ -97,10 +99,6 @@ def test_verdicts_follow_the_issue_targets():
 
 def test_verdicts_name_the_cache_ceiling_and_the_multi_teacher_row():
     t = _tables()
-
-    def row(method, variant="", **kw):
-        base = {"dataset": "trec_t2t", "student_blocks": 15, "variant": variant, "steps": 300}
-        return base | {"method": method} | kw
 
     rows = [
         row("sft", accuracy=0.80, teacher_accuracy=0.96),
