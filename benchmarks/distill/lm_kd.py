@@ -337,7 +337,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     note = SHARED_NOTE if args.shared else None
     rows = Rows(Path(args.results) if args.results else HERE / f"results{suffix}.json", note)
-    md = HERE / f"results_lm{suffix}.md"
+    # a parallel run's table goes beside its own results file, never over the committed one
+    md = Path(args.results).with_suffix(".md") if args.results else HERE / f"results_lm{suffix}.md"
     readme = None if args.quick or args.results else ROOT / "README.md"
     if args.merge or args.tables_only:
         for path in args.merge or []:
