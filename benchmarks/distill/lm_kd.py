@@ -365,9 +365,8 @@ def main() -> None:
         prepare_trec(out / "data", limit)
     if not (data_root() / "trec").is_dir():
         sys.exit(f"shared data not found at {data_root()} (set TUNESMITH_DATA)")
+    parts = {"task": task_part, "general": general_part, "cross": cross_part, "speed": speed_part}
     for part in args.part:
-        parts = {"task": task_part, "general": general_part, "cross": cross_part,
-                 "speed": speed_part}  # fmt: skip
         parts[part](args, out, rows, base)
         print(write_tables(rows.body["runs"], md, readme))
 

@@ -85,7 +85,7 @@ def task_verdicts(rows: list[dict]) -> list[str]:
                 f"{sft_s:.0f} tokens/s = {sft_s / live_s:.2f}x the live teacher's {live_s:.0f}; "
                 f"cached KD runs at {100 * cache_s / sft_s:.0f}% of it."
             )
-        out += _multi_teacher(rows, key, group)
+        out += _multi_teacher(rows, key, sft, cached)
     return out + cross_verdicts(rows)
 
 
@@ -100,22 +100,20 @@ def _headroom(sft: dict) -> str:
     )
 
 
-def _multi_teacher(rows: list[dict], key: tuple, group: dict) -> list[str]:
+def _multi_teacher(rows: list[dict], key: tuple, sft: dict, cached: dict | None) -> list[str]:
     """The multi-teacher row of ``key`` against SFT and the one-teacher cached forward KL."""
     multi = next((r for r in rows if r["variant"] == "multi_teacher_mixture"
                   and _key(r) == key and r.get("accuracy") is not None), None)  # fmt: skip
     if multi is None:
         return []
-    one = next((r for r in rows if r["variant"] == "cache" and r["method"] == "forward_kl"
-                and _key(r) == key), None)  # fmt: skip
-    teachers = ", ".join(_pct(t) for t in multi.get("teacher_accuracy") or [])
+    accs = multi.get("teacher_accuracy") or []
     line = (
-        f"- multi-teacher (the mixture of {len(multi.get('teacher_accuracy') or [])} teachers, "
-        f"{teachers}; cached forward KL): {_pct(multi['accuracy'])}, "
-        f"{100 * (multi['accuracy'] - group['sft']['accuracy']):+.2f} points vs SFT"
+        f"- multi-teacher (the mixture of {len(accs)} teachers, "
+        f"{', '.join(_pct(t) for t in accs)}; cached forward KL): {_pct(multi['accuracy'])}, "
+        f"{100 * (multi['accuracy'] - sft['accuracy']):+.2f} points vs SFT"
     )
-    if one is not None:
-        line += f", {100 * (multi['accuracy'] - one['accuracy']):+.2f} vs one cached teacher"
+    if cached is not None:
+        line += f", {100 * (multi['accuracy'] - cached['accuracy']):+.2f} vs one cached teacher"
     return [line + "."]
 
 

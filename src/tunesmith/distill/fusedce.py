@@ -12,8 +12,9 @@ chunk's logits; the hidden rows' gradient (N x H) is kept from forward to backwa
 
 Used by the chunked cross-entropy when the head is a frozen bare ``nn.Linear`` (adapters or a
 frozen base elsewhere; no adapter hooks on the head; not FSDP-sharded; :func:`fusable`), with
-Gemma's final-logit soft-capping folded in (``c tanh(z / c)``, derivative ``1 - tanh^2``). The GEMMs run under the caller's autocast exactly as the module's would, so values
-and gradients equal the checkpointed path's to float rounding (tested to 1e-5 in fp32).
+Gemma's final-logit soft-capping folded in (``c tanh(z / c)``, derivative ``1 - tanh^2``). The
+GEMMs run under the caller's autocast exactly as the module's would, so values and gradients
+equal the checkpointed path's to float rounding (tested to 1e-5 in fp32).
 """
 
 from __future__ import annotations
